@@ -1,0 +1,473 @@
+"""Read ``k`` RGB frames from a short video with PyAV, decoding as little as possible.
+
+The keyframe sampler never decodes a non-key frame: it finds the keyframes from the
+container's sample index (MP4/MOV: free, built at open) or from one pass over the demuxed
+packets (other containers: no decoding), chooses one per TSN segment, and decodes each chosen
+keyframe packet on its own. Scaling and pixel conversion happen in swscale; rotation metadata is
+applied so frames come out upright. See ``docs/decoding.md`` for the measured reasons.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Literal, Union
+
+import av
+import numpy as np
+
+from ..errors import (
+    CorruptVideoError,
+    DecodeError,
+    DecodeTimeoutError,
+    InvalidVideoError,
+    NoVideoStreamError,
+    VideoNotFoundError,
+)
+from .sampling import Mode, match_to_targets, place_times, segment_targets
+
+Source = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
+Sampler = Literal["keyframes", "uniform"]
+Fill = Literal["repeat", "seek"]
+Size = Union[int, tuple[int, int], None]
+
+# Skipping every frame while FFmpeg probes the streams saves the probe's decode; the streams'
+# parameters still come from the headers. Checked on every codec in the tests.
+_FAST_OPEN = [{"skip_frame": "all"}] * 16
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Facts about a video, each from where it was measured (index or packets, not header counts)."""
+
+    source: str
+    container: str
+    codec: str
+    width: int  # upright, after rotation
+    height: int
+    rotation: int  # counter-clockwise degrees applied to make frames upright
+    fps: float
+    duration: float  # seconds, from packet timestamps where known
+    keyframes: int  # keyframes found in the video stream
+    keyframe_times: tuple[float, ...]
+    index: Literal["container", "packets", "none"]  # where the keyframes were found
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "container": self.container,
+            "codec": self.codec,
+            "width": self.width,
+            "height": self.height,
+            "rotation": self.rotation,
+            "fps": round(self.fps, 3),
+            "duration": round(self.duration, 4),
+            "keyframes": self.keyframes,
+            "keyframe_times": [round(t, 4) for t in self.keyframe_times],
+            "index": self.index,
+        }
+
+
+@dataclass(frozen=True)
+class Clip:
+    """The frames read from one video and how they were obtained."""
+
+    frames: np.ndarray  # [k, H, W, 3] uint8 RGB
+    times: tuple[float, ...]  # presentation time of each frame, seconds
+    keyframe: tuple[bool, ...]  # whether each frame was a keyframe
+    info: VideoInfo
+    decode_ms: float
+    decoded: int = field(default=0)  # frames the decoder produced, all calls included
+
+    def to_dict(self) -> dict:
+        """The JSON form ``shortvid probe`` prints."""
+        return {
+            "path": self.info.source,
+            "keyframes": self.info.keyframes,
+            "frames": [{"time": round(t, 4), "keyframe": k} for t, k in zip(self.times, self.keyframe)],
+            "decode_ms": round(self.decode_ms, 2),
+            "decoded": self.decoded,
+            "info": self.info.to_dict(),
+        }
+
+
+@dataclass
+class _Keyframe:
+    time: float
+    dts: int | None = None  # index path: where to seek
+    packet: av.Packet | None = None  # packet path: the packet itself
+
+
+def read_frames(
+    source: Source,
+    k: int = 3,
+    *,
+    sampler: Sampler = "keyframes",
+    size: Size = 224,
+    crop: int | None = None,
+    mode: Mode = "test",
+    fill: Fill = "repeat",
+    rng: np.random.Generator | None = None,
+    timeout: float | None = 10.0,
+) -> Clip:
+    """Return exactly ``k`` upright RGB frames of ``source`` (a path, bytes or a binary file).
+
+    sampler: ``"keyframes"`` takes, in each of ``k`` equal time segments, the keyframe nearest the
+        segment centre (``mode="test"``) or a random keyframe of the segment (``mode="train"``),
+        decoding only those keyframe packets. ``"uniform"`` takes the frame on screen at each
+        segment's centre (or a random time in it), seeking and decoding forward: the usual TSN way.
+    fill: when the video has fewer keyframes than ``k``: ``"repeat"`` (default) repeats keyframes,
+        costing nothing; ``"seek"`` decodes a frame at the centre of each segment left without a
+        keyframe, costing a decode from the previous keyframe (100-500 ms on 720p).
+    size: an int resizes the short side to it, keeping the aspect ratio; ``(height, width)``
+        resizes to exactly that; ``None`` keeps the video's size. ``crop`` then takes a centre
+        square of that side.
+    timeout: seconds for the whole call; a file that takes longer raises ``DecodeTimeoutError``.
+
+    Raises a subclass of ``DecodeError`` naming the source and the cause.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if sampler not in ("keyframes", "uniform"):
+        raise ValueError(f"sampler must be 'keyframes' or 'uniform', got {sampler!r}")
+    if fill not in ("repeat", "seek"):
+        raise ValueError(f"fill must be 'repeat' or 'seek', got {fill!r}")
+    started = time.perf_counter()
+    deadline = started + timeout if timeout else None
+    name, opened = _resolve(source)
+    reader = _Reader(name, deadline, size, crop)
+    try:
+        with _open(name, opened) as container:
+            reader.attach(container)
+            if sampler == "keyframes":
+                frames, times, keys = reader.keyframe_frames(k, mode, fill, rng)
+            else:
+                frames, times, keys = reader.uniform_frames(k, mode, rng)
+            info = reader.info()
+    except DecodeError:
+        raise
+    except av.FFmpegError as error:
+        raise CorruptVideoError(name, f"decoding failed: {error}") from error
+    finally:
+        if isinstance(opened, io.IOBase) and not isinstance(source, io.IOBase):
+            opened.close()
+    return Clip(
+        frames=np.stack(frames),
+        times=tuple(times),
+        keyframe=tuple(keys),
+        info=info,
+        decode_ms=(time.perf_counter() - started) * 1000,
+        decoded=reader.decoded,
+    )
+
+
+def _resolve(source: Source) -> tuple[str, str | BinaryIO]:
+    """A display name and what ``av.open`` takes; typed errors for missing or empty input."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise InvalidVideoError("<bytes>", "empty input (0 bytes)")
+        return "<bytes>", io.BytesIO(bytes(source))
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        name = str(path)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise VideoNotFoundError(name, "no such file") from None
+        except OSError as error:
+            raise InvalidVideoError(name, f"cannot read: {error.strerror or error}") from None
+        if path.is_dir():
+            raise InvalidVideoError(name, "is a directory, not a video file")
+        if size == 0:
+            raise InvalidVideoError(name, "empty file (0 bytes)")
+        return name, name
+    if hasattr(source, "read"):
+        name = str(getattr(source, "name", "<stream>"))
+        if not (hasattr(source, "seekable") and source.seekable()):
+            data = source.read()
+            if not data:
+                raise InvalidVideoError(name, "empty input (0 bytes)")
+            return name, io.BytesIO(data)
+        return name, source
+    raise TypeError(f"source must be a path, bytes or a binary file object, not {type(source).__name__}")
+
+
+def _open(name: str, opened: str | BinaryIO) -> av.container.InputContainer:
+    try:
+        return av.open(opened, mode="r", stream_options=_FAST_OPEN, metadata_errors="ignore")
+    except av.FFmpegError as error:
+        raise InvalidVideoError(name, f"not a readable video: {_reason(error)}") from None
+
+
+def _reason(error: av.FFmpegError) -> str:
+    return getattr(error, "strerror", None) or str(error)
+
+
+class _Reader:
+    """The state of one ``read_frames`` call on an open container."""
+
+    def __init__(self, name: str, deadline: float | None, size: Size, crop: int | None):
+        self.name = name
+        self.deadline = deadline
+        self.size = size
+        self.crop = crop
+        self.decoded = 0
+        self.keyframes: list[_Keyframe] = []
+        self.index_kind: Literal["container", "packets", "none"] = "none"
+
+    # -- set-up ---------------------------------------------------------------------------
+    def attach(self, container: av.container.InputContainer) -> None:
+        self.container = container
+        if not container.streams.video:
+            kinds = sorted({s.type for s in container.streams}) or ["none"]
+            raise NoVideoStreamError(self.name, f"no video stream (streams: {', '.join(kinds)})")
+        self.stream = container.streams.video[0]
+        self.tb = float(self.stream.time_base) if self.stream.time_base else 1 / 90000
+        self.ctx = self.stream.codec_context
+        self.ctx.thread_count = 1  # one keyframe at a time: threads only add hand-off cost
+        rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
+        self.fps = float(rate) if rate else 0.0
+        self.start, self.end = self._header_span()
+        self.rotation = 0
+
+    def _header_span(self) -> tuple[float, float]:
+        s = self.stream
+        start = s.start_time * self.tb if s.start_time is not None else 0.0
+        if s.duration:
+            return start, start + s.duration * self.tb
+        if self.container.duration:
+            return start, start + self.container.duration / 1e6
+        return start, start
+
+    def _check_time(self) -> None:
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            raise DecodeTimeoutError(self.name, "time limit exceeded while decoding")
+
+    # -- finding keyframes ----------------------------------------------------------------
+    def _find_keyframes(self) -> None:
+        if not self._keyframes_from_index():
+            self._keyframes_from_packets()
+
+    def _keyframes_from_index(self) -> bool:
+        """MP4/MOV keep a full sample table with sync flags: use it, reading no packet."""
+        if "mov" not in self.container.format.name:
+            return False
+        entries = self.stream.index_entries
+        if len(entries) == 0:
+            return False
+        dts = np.fromiter((e.timestamp for e in entries), dtype=np.int64, count=len(entries))
+        keys = [i for i, e in enumerate(entries) if e.is_keyframe and not e.is_discard]
+        if not keys:
+            return False
+        # The index holds decode times; presentation is later by the reorder delay, which the
+        # stream's start time (first presentation time) gives.
+        shift = (self.stream.start_time or 0) - int(dts.min())
+        frame = float(np.median(np.diff(dts))) if len(dts) > 1 else (1 / self.fps / self.tb if self.fps else 0)
+        self.keyframes = [_Keyframe(time=(int(dts[i]) + shift) * self.tb, dts=int(dts[i])) for i in keys]
+        self.start = (int(dts.min()) + shift) * self.tb
+        self.end = (int(dts.max()) + shift + frame) * self.tb
+        self.index_kind = "container"
+        return True
+
+    def _keyframes_from_packets(self) -> None:
+        """Demux every packet of the video stream (no decoding) and keep the keyframe ones."""
+        first = last = None
+        count = 0
+        try:
+            for packet in self.container.demux(self.stream):
+                if packet.size == 0:
+                    continue
+                ts = packet.pts if packet.pts is not None else packet.dts
+                if ts is None:
+                    continue
+                count += 1
+                if count % 64 == 0:
+                    self._check_time()
+                first = ts if first is None else min(first, ts)
+                end = ts + (packet.duration or 0)
+                last = end if last is None else max(last, end)
+                if packet.is_keyframe:
+                    self.keyframes.append(_Keyframe(time=ts * self.tb, packet=packet))
+        except av.FFmpegError:
+            if not self.keyframes:
+                raise
+            # A damaged or cut file: keep the keyframes read so far.
+        self.keyframes.sort(key=lambda kf: kf.time)
+        self.index_kind = "packets"
+        if first is not None:
+            self.start = first * self.tb
+            self.end = max(last * self.tb, self.start + (1 / self.fps if self.fps else 0))
+
+    # -- the keyframe sampler -------------------------------------------------------------
+    def keyframe_frames(self, k: int, mode: Mode, fill: Fill, rng) -> tuple[list, list, list]:
+        self._find_keyframes()
+        self.ctx.skip_frame = "NONKEY"
+        decoded: dict[int, tuple[np.ndarray, float]] = {}
+        while True:
+            if not self.keyframes:
+                raise CorruptVideoError(self.name, "no decodable keyframe")
+            times = [kf.time for kf in self.keyframes]
+            targets = segment_targets(self.start, self.end, k, mode, rng, candidates=times)
+            if fill == "seek" and len(times) < k:
+                placed = place_times(times, targets)
+            else:
+                placed = match_to_targets(times, targets)
+            wanted = sorted({i for i in placed if i is not None})
+            failed = [i for i in wanted if i not in decoded and not self._decode_keyframe(i, decoded)]
+            if not failed:
+                break
+            # Drop keyframes that would not decode and choose again among the others.
+            keep = [i for i in range(len(self.keyframes)) if i not in failed]
+            decoded = {keep.index(i): v for i, v in decoded.items() if i in keep}
+            self.keyframes = [self.keyframes[i] for i in keep]
+        frames, out_times, keys = [], [], []
+        self.ctx.skip_frame = "DEFAULT"
+        for slot, index in enumerate(placed):
+            if index is None:
+                image, t = self._frame_at(float(targets[slot]))
+                keys.append(False)
+            else:
+                image, t = decoded[index]
+                keys.append(True)
+            frames.append(image)
+            out_times.append(t)
+        return frames, out_times, keys
+
+    def _decode_keyframe(self, index: int, decoded: dict) -> bool:
+        """Decode one keyframe packet alone; False if it is damaged or missing."""
+        self._check_time()
+        keyframe = self.keyframes[index]
+        try:
+            packet = keyframe.packet or self._indexed_packet(keyframe.dts)
+            if packet is None:
+                return False
+            frames = self.ctx.decode(packet) + self.ctx.decode(None)
+        except av.FFmpegError:
+            return False
+        finally:
+            self.ctx.flush_buffers()
+        self.decoded += len(frames)
+        if not frames:
+            return False
+        frame = frames[0]
+        t = self._time_of(frame, keyframe.time)
+        decoded[index] = (self._to_rgb(frame), t)
+        return True
+
+    def _indexed_packet(self, dts: int) -> av.Packet | None:
+        """Seek to the keyframe with decode time ``dts`` and return its packet, reading no other frame."""
+        position = [kf.dts for kf in self.keyframes].index(dts)
+        following = self.keyframes[position + 1].dts if position + 1 < len(self.keyframes) else None
+        # Aim between this keyframe and the next, so demuxers that seek on decode time and
+        # those that seek on presentation time both land on it.
+        aim = dts if following is None else (dts + following) // 2
+        for target in (aim, None):
+            if target is None:
+                self.container.seek(0, backward=True, any_frame=False)  # rare fallback: scan from the start
+            else:
+                self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
+            for packet in self.container.demux(self.stream):
+                self._check_time()
+                if packet.dts is None or packet.size == 0:
+                    continue
+                if packet.dts == dts:
+                    return packet
+                if packet.dts > dts:
+                    break
+        return None
+
+    # -- seeking to a time ----------------------------------------------------------------
+    def _frame_at(self, target: float) -> tuple[np.ndarray, float]:
+        """Seek to the keyframe before ``target`` and decode forward to the frame on screen then."""
+        self.container.seek(int(target / self.tb), stream=self.stream, backward=True, any_frame=False)
+        self.ctx.flush_buffers()
+        shown = None
+        try:
+            for packet in self.container.demux(self.stream):
+                self._check_time()
+                for frame in self.ctx.decode(packet):
+                    self.decoded += 1
+                    t = self._time_of(frame, target)
+                    if shown is not None and t > target + 1e-6:
+                        return self._to_rgb(shown[0]), shown[1]
+                    shown = (frame, t)
+        except av.FFmpegError:
+            if shown is None:
+                raise
+        if shown is None:
+            raise CorruptVideoError(self.name, f"no frame decodable at {target:.3f} s")
+        return self._to_rgb(shown[0]), shown[1]
+
+    def uniform_frames(self, k: int, mode: Mode, rng) -> tuple[list, list, list]:
+        if "mov" in self.container.format.name:
+            self._keyframes_from_index()  # exact span from the index when there is one
+        if self.end <= self.start:
+            self._keyframes_from_packets()  # no duration in the header: measure it
+        targets = segment_targets(self.start, self.end, k, mode, rng)
+        frames, times, keys = [], [], []
+        for target in targets:
+            image, t = self._frame_at(float(target))
+            frames.append(image)
+            times.append(t)
+            keys.append(False)
+        return frames, times, keys
+
+    def _time_of(self, frame: av.VideoFrame, fallback: float) -> float:
+        # Frames from a bare codec context carry the packet's pts but no time base.
+        return frame.pts * self.tb if frame.pts is not None else fallback
+
+    # -- pixels ---------------------------------------------------------------------------
+    def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        """Scale and convert in swscale, then turn upright (a quarter turn is a numpy view copy)."""
+        rotation = int(frame.rotation or 0) % 360
+        self.rotation = rotation
+        quarter = rotation in (90, 270)
+        up_w, up_h = (frame.height, frame.width) if quarter else (frame.width, frame.height)
+        out_h, out_w = _output_size(up_h, up_w, self.size)
+        if quarter:
+            image = frame.to_ndarray(format="rgb24", width=out_h, height=out_w)
+        else:
+            image = frame.to_ndarray(format="rgb24", width=out_w, height=out_h)
+        if rotation:
+            image = np.rot90(image, k=rotation // 90)
+        if self.crop:
+            image = _center_crop(image, self.crop)
+        return np.ascontiguousarray(image)
+
+    def info(self) -> VideoInfo:
+        w, h = self.stream.codec_context.width, self.stream.codec_context.height
+        if self.rotation in (90, 270):
+            w, h = h, w
+        return VideoInfo(
+            source=self.name,
+            container=self.container.format.name,
+            codec=self.stream.codec_context.name,
+            width=w,
+            height=h,
+            rotation=self.rotation,
+            fps=self.fps,
+            duration=max(self.end - self.start, 0.0),
+            keyframes=len(self.keyframes),
+            keyframe_times=tuple(kf.time for kf in self.keyframes),
+            index=self.index_kind,
+        )
+
+
+def _output_size(height: int, width: int, size: Size) -> tuple[int, int]:
+    if size is None:
+        return height, width
+    if isinstance(size, int):
+        scale = size / min(height, width)
+        return max(1, round(height * scale)), max(1, round(width * scale))
+    return int(size[0]), int(size[1])
+
+
+def _center_crop(image: np.ndarray, side: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    if side > h or side > w:
+        raise ValueError(f"crop {side} is larger than the resized frame {h}x{w}")
+    top, left = (h - side) // 2, (w - side) // 2
+    return image[top : top + side, left : left + side]

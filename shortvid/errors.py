@@ -1,0 +1,44 @@
+"""Typed errors. Each names the file it concerns and the cause, so a batch can report and go on."""
+
+from __future__ import annotations
+
+
+class ShortvidError(Exception):
+    """Base of every error shortvid raises on purpose."""
+
+    def __init__(self, source: str, cause: str):
+        self.source = str(source)
+        self.cause = cause
+        super().__init__(f"{self.source}: {cause}")
+
+    def to_dict(self) -> dict:
+        """JSON-ready form used in probe output and manifests."""
+        return {"type": type(self).__name__, "message": str(self)}
+
+
+class DecodeError(ShortvidError):
+    """A video could not be decoded into frames."""
+
+
+class VideoNotFoundError(DecodeError, FileNotFoundError):
+    """The path does not exist."""
+
+
+class InvalidVideoError(DecodeError):
+    """Not a readable media container: empty, text, random bytes, cut before its index."""
+
+
+class NoVideoStreamError(DecodeError):
+    """The container opened but holds no video stream."""
+
+
+class CorruptVideoError(DecodeError):
+    """The container opened but no frame could be decoded from it."""
+
+
+class DecodeTimeoutError(DecodeError):
+    """Decoding took longer than the per-call time limit."""
+
+
+class DatasetError(ShortvidError):
+    """An annotation file, label map or frame cache is invalid."""
