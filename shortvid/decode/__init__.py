@@ -8,7 +8,7 @@ from ..errors import (
     NoVideoStreamError,
     VideoNotFoundError,
 )
-from .reader import Clip, VideoInfo, read_frames
+from .reader import Clip, FrameSpec, VideoInfo, read_frames
 from .sampling import match_to_targets, place_times, segment_targets
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "CorruptVideoError",
     "DecodeError",
     "DecodeTimeoutError",
+    "FrameSpec",
     "InvalidVideoError",
     "NoVideoStreamError",
     "VideoInfo",

@@ -94,6 +94,45 @@ class Clip:
         }
 
 
+@dataclass(frozen=True)
+class FrameSpec:
+    """How frames are read: stored with a frame cache and used again at prediction time,
+    so a model sees pixels from the same decode-and-resize path in training and in serving."""
+
+    k: int = 3
+    sampler: Sampler = "keyframes"
+    size: Size = 224
+    crop: int | None = None
+    fill: Fill = "repeat"
+
+    def read(
+        self,
+        source: Source,
+        *,
+        mode: Mode = "test",
+        rng: np.random.Generator | None = None,
+        timeout: float | None = 10.0,
+    ) -> Clip:
+        return read_frames(
+            source, self.k, sampler=self.sampler, size=self.size, crop=self.crop, fill=self.fill,
+            mode=mode, rng=rng, timeout=timeout,
+        )
+
+    def to_dict(self) -> dict:
+        return {"k": self.k, "sampler": self.sampler, "size": self.size, "crop": self.crop, "fill": self.fill}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FrameSpec":
+        size = data.get("size", 224)
+        return cls(
+            k=int(data.get("k", 3)),
+            sampler=data.get("sampler", "keyframes"),
+            size=tuple(size) if isinstance(size, list) else size,
+            crop=data.get("crop"),
+            fill=data.get("fill", "repeat"),
+        )
+
+
 @dataclass
 class _Keyframe:
     time: float

@@ -1,0 +1,341 @@
+"""The frame cache: every video decoded once, its frames kept for training and evaluation.
+
+Layout of a cache folder::
+
+    cache.json        how the frames were read (a FrameSpec) and stored (jpeg or raw)
+    manifest.jsonl    one line per video: where its frames are and what the decoder saw, or why it failed
+    shards/*.bin      the frames, concatenated; a manifest line points at offsets in one shard
+
+Frames come from ``FrameSpec.read`` — the same call prediction uses — so training sees the pixels
+serving will see (up to JPEG's loss when stored as jpeg, the default; ``raw`` keeps them exact).
+Few large append-only shards instead of one file per frame keep 200k videos manageable; a
+manifest line is written only after its frames are on disk, so a killed run loses nothing and a
+rerun extracts only what is missing. See ``docs/frame-cache.md``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Literal
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from ..decode import DecodeError, FrameSpec
+from ..errors import DatasetError
+
+Format = Literal["jpeg", "raw"]
+SHARD_BYTES = 1 << 30
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CachedClip:
+    """The frames of one video as stored in the cache."""
+
+    name: str
+    frames: np.ndarray  # [n, H, W, 3] uint8
+    times: tuple[float, ...]
+    keyframe: tuple[bool, ...]
+    duration: float
+
+
+@dataclass
+class ExtractSummary:
+    """What one ``extract`` call did."""
+
+    total: int = 0
+    extracted: int = 0
+    skipped: int = 0  # already in the cache
+    failed: int = 0
+    seconds: float = 0.0
+    errors: Counter = field(default_factory=Counter)
+    keyframe_counts: Counter = field(default_factory=Counter)
+    decode_ms: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        ms = np.asarray(self.decode_ms) if self.decode_ms else np.zeros(1)
+        return {
+            "total": self.total,
+            "extracted": self.extracted,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "seconds": round(self.seconds, 2),
+            "errors": dict(self.errors),
+            "keyframes_per_video": {str(k): v for k, v in sorted(self.keyframe_counts.items())},
+            "decode_ms_median": round(float(np.median(ms)), 2),
+            "decode_ms_p95": round(float(np.percentile(ms, 95)), 2),
+        }
+
+
+def encode_image(image: np.ndarray, fmt: Format, quality: int) -> bytes:
+    if fmt == "raw":
+        return image.tobytes()
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def decode_image(data: bytes, fmt: Format, shape: tuple[int, int]) -> np.ndarray:
+    if fmt == "raw":
+        return np.frombuffer(data, dtype=np.uint8).reshape(shape[0], shape[1], 3)
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _extract_one(job: tuple[str, str, dict, str, int, float]) -> dict:
+    """Worker: decode one video and encode its frames. Runs in a child process."""
+    name, path, spec_dict, fmt, quality, timeout = job
+    try:
+        clip = FrameSpec.from_dict(spec_dict).read(path, mode="test", timeout=timeout)
+    except DecodeError as error:
+        return {"name": name, "path": path, "error": error.to_dict()}
+    except Exception as error:  # a bug or an unexpected library error must not stop the run
+        return {"name": name, "path": path, "error": {"type": type(error).__name__, "message": f"{path}: {error}"}}
+    blobs = [encode_image(frame, fmt, quality) for frame in clip.frames]
+    info = clip.info
+    return {
+        "name": name,
+        "path": path,
+        "blobs": blobs,
+        "shape": list(clip.frames.shape[1:3]),
+        "times": [round(t, 4) for t in clip.times],
+        "keyframe": list(clip.keyframe),
+        "keyframes": info.keyframes,
+        "duration": round(info.duration, 4),
+        "fps": round(info.fps, 3),
+        "width": info.width,
+        "height": info.height,
+        "rotation": info.rotation,
+        "codec": info.codec,
+        "decode_ms": round(clip.decode_ms, 2),
+    }
+
+
+class FrameCache:
+    """Read access to a cache folder; safe to use from DataLoader worker processes."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        config_path = self.root / "cache.json"
+        if not config_path.exists():
+            raise DatasetError(str(self.root), "not a frame cache (no cache.json); create one with `shortvid extract`")
+        config = json.loads(config_path.read_text())
+        self.spec = FrameSpec.from_dict(config["frames"])
+        self.format: Format = config["format"]
+        self.entries, self.failures = _read_manifest(self.root / "manifest.jsonl")
+        self._files: dict[str, int] = {}
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.entries
+
+    def read(self, name: str) -> CachedClip:
+        """The frames of video ``name`` (its name in the annotations)."""
+        try:
+            entry = self.entries[name]
+        except KeyError:
+            cause = self.failures.get(name, {}).get("message", "not extracted")
+            raise DatasetError(str(self.root), f"{name} is not in the cache: {cause}") from None
+        fd = self._fd(entry["shard"])
+        frames = []
+        for offset, length in zip(entry["offsets"], entry["lengths"]):
+            data = os.pread(fd, length, offset)
+            if len(data) != length:
+                raise DatasetError(str(self.root / "shards" / entry["shard"]), f"shard is shorter than the manifest says ({name})")
+            frames.append(decode_image(data, self.format, entry["shape"]))
+        return CachedClip(name, np.stack(frames), tuple(entry["times"]), tuple(entry["keyframe"]), entry["duration"])
+
+    def _fd(self, shard: str) -> int:
+        if os.getpid() != self._pid:  # forked into a DataLoader worker: open our own files
+            self._files, self._pid = {}, os.getpid()
+        if shard not in self._files:
+            self._files[shard] = os.open(self.root / "shards" / shard, os.O_RDONLY)
+        return self._files[shard]
+
+    def close(self) -> None:
+        for fd in self._files.values():
+            os.close(fd)
+        self._files = {}
+
+    def __del__(self) -> None:
+        if getattr(self, "_pid", None) == os.getpid():
+            self.close()
+
+
+def _read_manifest(path: Path) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Successful entries and failures by name; the last line for a name wins, a torn line is ignored."""
+    entries: dict[str, dict] = {}
+    failures: dict[str, dict] = {}
+    if not path.exists():
+        return entries, failures
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by a kill mid-write
+            name = record["name"]
+            if "error" in record:
+                failures[name] = record["error"]
+                entries.pop(name, None)
+            else:
+                entries[name] = record
+                failures.pop(name, None)
+    return entries, failures
+
+
+def extract(
+    videos: Iterable[tuple[str, str | os.PathLike]],
+    out: str | os.PathLike,
+    spec: FrameSpec = FrameSpec(size=256),
+    *,
+    fmt: Format = "jpeg",
+    quality: int = 95,
+    workers: int | None = None,
+    timeout: float = 30.0,
+    retry_failed: bool = False,
+    progress: bool = True,
+) -> ExtractSummary:
+    """Decode each ``(name, path)`` once into the cache at ``out``, in parallel processes.
+
+    Resumable: videos already in the manifest are skipped (failures too, unless ``retry_failed``).
+    A video that fails to decode is recorded with its error and the run goes on; so is one that
+    crashes its worker process outright.
+    """
+    root = Path(out)
+    (root / "shards").mkdir(parents=True, exist_ok=True)
+    config = {"version": CACHE_VERSION, "frames": spec.to_dict(), "format": fmt, "quality": quality}
+    config_path = root / "cache.json"
+    if config_path.exists():
+        existing = json.loads(config_path.read_text())
+        if existing["frames"] != config["frames"] or existing["format"] != fmt:
+            raise DatasetError(str(root), f"cache was made with {existing['frames']} as {existing['format']}; "
+                               f"asked for {config['frames']} as {fmt}: use another folder")
+    else:
+        config_path.write_text(json.dumps(config, indent=2) + "\n")
+
+    entries, failures = _read_manifest(root / "manifest.jsonl")
+    summary = ExtractSummary()
+    todo = []
+    seen = set()
+    for name, path in videos:
+        if name in seen:
+            continue
+        seen.add(name)
+        summary.total += 1
+        if name in entries or (name in failures and not retry_failed):
+            summary.skipped += 1
+        else:
+            todo.append((name, str(path), spec.to_dict(), fmt, quality, timeout))
+
+    started = time.perf_counter()
+    with _ManifestWriter(root) as writer, tqdm(total=len(todo), desc="extract", unit="video", disable=not progress) as bar:
+        for record in run_isolated(_extract_one, todo, workers or os.cpu_count() or 1):
+            writer.add(record)
+            if "error" in record:
+                summary.failed += 1
+                summary.errors[record["error"]["type"]] += 1
+            else:
+                summary.extracted += 1
+                summary.keyframe_counts[record["keyframes"]] += 1
+                summary.decode_ms.append(record["decode_ms"])
+            bar.update(1)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def run_isolated(function: Callable[[tuple], dict], jobs: list[tuple], workers: int) -> Iterable[dict]:
+    """``function(job)`` for every job in child processes, results in completion order.
+
+    A child that dies outright (a decoder crash on a hostile file) breaks the pool: the jobs it
+    held are retried one per fresh process afterwards, so only the guilty job is reported, as a
+    record with an ``error`` of type ``WorkerCrashed``. ``job[0]`` names the job, ``job[1]`` its file.
+    """
+    queue = list(reversed(jobs))
+    suspects: list[tuple] = []
+    while queue:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            running: dict[Future, tuple] = {}
+            try:
+                while queue or running:
+                    while queue and len(running) < workers * 4:
+                        job = queue.pop()
+                        running[pool.submit(function, job)] = job
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        result = future.result()
+                        del running[future]
+                        yield result
+            except BrokenProcessPool:
+                suspects.extend(running.values())
+    for job in suspects:
+        with ProcessPoolExecutor(max_workers=1) as pool:
+            try:
+                yield pool.submit(function, job).result()
+            except BrokenProcessPool:
+                message = f"{job[1]}: the decoding process crashed on this file"
+                yield {"name": job[0], "path": job[1], "error": {"type": "WorkerCrashed", "message": message}}
+
+
+class _ManifestWriter:
+    """Appends frames to a new shard of this run and a line per video to the manifest."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        runs = {p.name.split("-")[1] for p in (root / "shards").glob("run-*-*.bin")}
+        self.run = len(runs)
+        self.part = 0
+        self.shard = None
+        self.manifest = None
+
+    def __enter__(self) -> "_ManifestWriter":
+        path = self.root / "manifest.jsonl"
+        self.manifest = open(path, "a", encoding="utf-8")
+        if path.stat().st_size:
+            with open(path, "rb") as handle:
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    self.manifest.write("\n")  # end a line torn by an earlier kill
+        return self
+
+    def _shard_name(self) -> str:
+        return f"run-{self.run:04d}-{self.part:04d}.bin"
+
+    def add(self, record: dict) -> None:
+        blobs = record.pop("blobs", None)
+        if blobs is not None:
+            if self.shard is None or self.shard.tell() > SHARD_BYTES:
+                if self.shard is not None:
+                    self.shard.close()
+                    self.part += 1
+                self.shard = open(self.root / "shards" / self._shard_name(), "ab")
+            offset = self.shard.tell()
+            offsets, lengths = [], []
+            for blob in blobs:
+                offsets.append(offset)
+                lengths.append(len(blob))
+                offset += len(blob)
+            self.shard.write(b"".join(blobs))
+            self.shard.flush()
+            record = {"name": record["name"], "shard": self._shard_name(), "offsets": offsets, "lengths": lengths, **{
+                key: value for key, value in record.items() if key != "name"}}
+        self.manifest.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.manifest.flush()
+
+    def __exit__(self, *exc) -> None:
+        if self.shard is not None:
+            self.shard.close()
+        self.manifest.close()
