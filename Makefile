@@ -1,0 +1,28 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# PyTorch builds pinned for this kind of machine (see README: other machines).
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install demo test bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/shortvid demo
+
+test: install
+	$(BIN)/pytest -q
+
+bench: install
+	$(BIN)/python bench/decode.py
+
+clean:
+	rm -rf $(VENV) runs

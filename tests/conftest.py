@@ -1,0 +1,39 @@
+"""Shared fixtures: small real videos and corpora, generated once per test session."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from shortvid.synth.encode import EncodeSpec, encode_video  # noqa: E402
+
+
+def pattern_frames(n: int, width: int, height: int, seed: int = 0):
+    """Frames with structure and per-frame differences, so JPEG and scalers behave as on real video."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
+    big = np.repeat(np.repeat(base, 8, 0), 8, 1)[:height, :width]
+    y, x = np.mgrid[0:height, 0:width]
+    for i in range(n):
+        frame = big.copy()
+        frame[..., 0] = ((x + 3 * i) % 64 * 4).astype(np.uint8)
+        yield frame
+
+
+@pytest.fixture(scope="session")
+def small_videos(tmp_path_factory) -> dict[str, Path]:
+    """A few good tiny H.264 videos with keyframes at known times, plus broken files."""
+    root = tmp_path_factory.mktemp("small_videos")
+    spec = EncodeSpec(fps=10, gop=100, scenecut=False, audio=True)
+    videos = {}
+    for i, keyframes in enumerate([(0, 10, 20, 30), (0, 25), (0,)]):
+        path = root / f"v{i}.mp4"
+        encode_video(path, pattern_frames(40, 64, 112, seed=i), spec, keyframes=keyframes)
+        videos[path.name] = path
+    (root / "text.mp4").write_text("not a video\n")
+    videos["text.mp4"] = root / "text.mp4"
+    videos["missing.mp4"] = root / "missing.mp4"
+    return videos
