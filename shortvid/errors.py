@@ -11,6 +11,10 @@ class ShortvidError(Exception):
         self.cause = cause
         super().__init__(f"{self.source}: {cause}")
 
+    def __reduce__(self):
+        # Rebuild from (source, cause) so errors cross process boundaries (workers, DataLoader).
+        return type(self), (self.source, self.cause)
+
     def to_dict(self) -> dict:
         """JSON-ready form used in probe output and manifests."""
         return {"type": type(self).__name__, "message": str(self)}

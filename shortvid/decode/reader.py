@@ -136,8 +136,7 @@ class FrameSpec:
 @dataclass
 class _Keyframe:
     time: float
-    dts: int | None = None  # index path: where to seek
-    packet: av.Packet | None = None  # packet path: the packet itself
+    packet: av.Packet
 
 
 def read_frames(
@@ -291,25 +290,41 @@ class _Reader:
             self._keyframes_from_packets()
 
     def _keyframes_from_index(self) -> bool:
-        """MP4/MOV keep a full sample table with sync flags: use it, reading no packet."""
-        if "mov" not in self.container.format.name:
+        """MP4/MOV keep a full sample table with sync flags: read just the keyframe packets it lists."""
+        index = self._index_entries()
+        if index is None:
             return False
-        entries = self.stream.index_entries
-        if len(entries) == 0:
+        entries, dts = index
+        key_dts = [int(dts[i]) for i, e in enumerate(entries) if e.is_keyframe and not e.is_discard]
+        if not key_dts:
             return False
-        dts = np.fromiter((e.timestamp for e in entries), dtype=np.int64, count=len(entries))
-        keys = [i for i, e in enumerate(entries) if e.is_keyframe and not e.is_discard]
-        if not keys:
-            return False
-        # The index holds decode times; presentation is later by the reorder delay, which the
-        # stream's start time (first presentation time) gives.
-        shift = (self.stream.start_time or 0) - int(dts.min())
-        frame = float(np.median(np.diff(dts))) if len(dts) > 1 else (1 / self.fps / self.tb if self.fps else 0)
-        self.keyframes = [_Keyframe(time=(int(dts[i]) + shift) * self.tb, dts=int(dts[i])) for i in keys]
-        self.start = (int(dts.min()) + shift) * self.tb
-        self.end = (int(dts.max()) + shift + frame) * self.tb
+        for position, target in enumerate(key_dts):
+            following = key_dts[position + 1] if position + 1 < len(key_dts) else None
+            packet = self._indexed_packet(target, following)
+            if packet is not None:  # None: listed but cut off or unreadable
+                self.keyframes.append(_Keyframe(_packet_time(packet) * self.tb, packet))
+        self._span_from_index(dts)
         self.index_kind = "container"
         return True
+
+    def _index_entries(self) -> tuple[object, np.ndarray] | None:
+        """The demuxer's sample index and its decode times where the index is complete (MP4/MOV
+        build it whole at open), else None."""
+        if "mov" not in self.container.format.name:
+            return None
+        entries = self.stream.index_entries
+        if not len(entries):
+            return None
+        return entries, np.fromiter((e.timestamp for e in entries), dtype=np.int64, count=len(entries))
+
+    def _span_from_index(self, dts: np.ndarray) -> None:
+        """The video's time span from every sample's decode time, not from header counts."""
+        # Presentation is later than decoding by the reorder delay, which the stream's start
+        # time (the first presentation time) gives.
+        shift = (self.stream.start_time or 0) - int(dts.min())
+        frame = float(np.median(np.diff(dts))) if len(dts) > 1 else (1 / self.fps / self.tb if self.fps else 0)
+        self.start = (int(dts.min()) + shift) * self.tb
+        self.end = (int(dts.max()) + shift + frame) * self.tb
 
     def _keyframes_from_packets(self) -> None:
         """Demux every packet of the video stream (no decoding) and keep the keyframe ones."""
@@ -319,7 +334,7 @@ class _Reader:
             for packet in self.container.demux(self.stream):
                 if packet.size == 0:
                     continue
-                ts = packet.pts if packet.pts is not None else packet.dts
+                ts = _packet_time(packet)
                 if ts is None:
                     continue
                 count += 1
@@ -329,7 +344,7 @@ class _Reader:
                 end = ts + (packet.duration or 0)
                 last = end if last is None else max(last, end)
                 if packet.is_keyframe:
-                    self.keyframes.append(_Keyframe(time=ts * self.tb, packet=packet))
+                    self.keyframes.append(_Keyframe(ts * self.tb, packet))
         except av.FFmpegError:
             if not self.keyframes:
                 raise
@@ -380,10 +395,7 @@ class _Reader:
         self._check_time()
         keyframe = self.keyframes[index]
         try:
-            packet = keyframe.packet or self._indexed_packet(keyframe.dts)
-            if packet is None:
-                return False
-            frames = self.ctx.decode(packet) + self.ctx.decode(None)
+            frames = self.ctx.decode(keyframe.packet) + self.ctx.decode(None)
         except av.FFmpegError:
             return False
         finally:
@@ -396,26 +408,27 @@ class _Reader:
         decoded[index] = (self._to_rgb(frame), t)
         return True
 
-    def _indexed_packet(self, dts: int) -> av.Packet | None:
+    def _indexed_packet(self, dts: int, following: int | None) -> av.Packet | None:
         """Seek to the keyframe with decode time ``dts`` and return its packet, reading no other frame."""
-        position = [kf.dts for kf in self.keyframes].index(dts)
-        following = self.keyframes[position + 1].dts if position + 1 < len(self.keyframes) else None
         # Aim between this keyframe and the next, so demuxers that seek on decode time and
         # those that seek on presentation time both land on it.
         aim = dts if following is None else (dts + following) // 2
-        for target in (aim, None):
-            if target is None:
-                self.container.seek(0, backward=True, any_frame=False)  # rare fallback: scan from the start
-            else:
-                self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
-            for packet in self.container.demux(self.stream):
-                self._check_time()
-                if packet.dts is None or packet.size == 0:
-                    continue
-                if packet.dts == dts:
-                    return packet
-                if packet.dts > dts:
-                    break
+        try:
+            for target in (aim, None):
+                if target is None:  # rare fallback: scan from the start
+                    self.container.seek(0, backward=True, any_frame=False)
+                else:
+                    self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
+                for packet in self.container.demux(self.stream):
+                    self._check_time()
+                    if packet.dts is None or packet.size == 0:
+                        continue
+                    if packet.dts == dts:
+                        return packet
+                    if packet.dts > dts:
+                        break
+        except av.FFmpegError:
+            pass
         return None
 
     # -- seeking to a time ----------------------------------------------------------------
@@ -441,8 +454,9 @@ class _Reader:
         return self._to_rgb(shown[0]), shown[1]
 
     def uniform_frames(self, k: int, mode: Mode, rng) -> tuple[list, list, list]:
-        if "mov" in self.container.format.name:
-            self._keyframes_from_index()  # exact span from the index when there is one
+        index = self._index_entries()
+        if index is not None:
+            self._span_from_index(index[1])
         if self.end <= self.start:
             self._keyframes_from_packets()  # no duration in the header: measure it
         targets = segment_targets(self.start, self.end, k, mode, rng)
@@ -493,6 +507,10 @@ class _Reader:
             keyframe_times=tuple(kf.time for kf in self.keyframes),
             index=self.index_kind,
         )
+
+
+def _packet_time(packet: av.Packet) -> int | None:
+    return packet.pts if packet.pts is not None else packet.dts
 
 
 def _output_size(height: int, width: int, size: Size) -> tuple[int, int]:

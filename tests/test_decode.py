@@ -1,0 +1,147 @@
+"""The decoder's choices and pixels, checked against a full decode of the same file."""
+
+import io
+import gc
+
+import av
+import numpy as np
+import psutil
+import pytest
+
+from shortvid.decode import DecodeTimeoutError, read_frames, segment_targets
+
+
+def full_decode(path, width=None, height=None):
+    """Reference: every frame, decoded in order: (time, is keyframe, rgb)."""
+    with av.open(str(path)) as container:
+        return [(frame.time, frame.key_frame, frame.to_ndarray(format="rgb24", width=width, height=height))
+                for frame in container.decode(video=0)]
+
+
+def test_keyframes_nearest_segment_centres_and_nothing_else_decoded(small_videos):
+    # v0: 4 s at 10 fps, keyframes at 0, 1, 2, 3 s; centres of 3 segments: 0.67, 2, 3.33 s
+    clip = read_frames(small_videos["v0.mp4"], 3, size=None)
+    assert clip.times == pytest.approx((1.0, 2.0, 3.0))
+    assert clip.keyframe == (True, True, True)
+    assert clip.decoded == 3  # one decode per chosen keyframe, no other frame
+    assert clip.info.keyframes == 4 and clip.info.keyframe_times == pytest.approx((0, 1, 2, 3))
+    assert clip.info.duration == pytest.approx(4.0)
+    reference = {round(t, 3): rgb for t, key, rgb in full_decode(small_videos["v0.mp4"]) if key}
+    for t, frame in zip(clip.times, clip.frames):
+        assert np.array_equal(frame, reference[round(t, 3)])
+
+
+def test_fewer_keyframes_than_k_repeat_by_default(small_videos):
+    clip = read_frames(small_videos["v1.mp4"], 3, size=None)  # keyframes at 0 and 2.5 s
+    assert clip.frames.shape[0] == 3
+    assert clip.times == pytest.approx((0.0, 2.5, 2.5))
+    assert all(clip.keyframe) and clip.decoded == 2
+    one = read_frames(small_videos["v2.mp4"], 3, size=None)  # a single keyframe
+    assert one.times == (0.0, 0.0, 0.0) and one.decoded == 1
+
+
+def test_fill_seek_decodes_the_frame_on_screen_at_empty_segment_centres(small_videos):
+    clip = read_frames(small_videos["v1.mp4"], 3, size=None, fill="seek")
+    # the keyframe at 2.5 s fits the middle segment (centre 2 s) best; the last one (centre 3.33 s) is decoded
+    assert clip.keyframe == (True, True, False)
+    assert clip.times == pytest.approx((0.0, 2.5, 3.3))
+    assert clip.decoded > 3
+    reference = {round(t, 3): rgb for t, _, rgb in full_decode(small_videos["v1.mp4"])}
+    for t, frame in zip(clip.times, clip.frames):
+        assert np.array_equal(frame, reference[round(t, 3)])
+
+
+@pytest.mark.parametrize("name", ["v0.mp4", "v1.mp4"])
+def test_uniform_sampler_matches_a_full_decode(small_videos, name):
+    clip = read_frames(small_videos[name], 5, sampler="uniform", size=None)
+    decoded = full_decode(small_videos[name])
+    times = np.array([t for t, _, _ in decoded])
+    for target, t, frame in zip(segment_targets(0.0, 4.0, 5), clip.times, clip.frames):
+        on_screen = int(np.searchsorted(times, target + 1e-6)) - 1
+        assert t == pytest.approx(times[on_screen])
+        assert np.array_equal(frame, decoded[on_screen][2])
+
+
+def test_train_mode_picks_random_keyframes_within_segments(small_videos):
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(30):
+        clip = read_frames(small_videos["v0.mp4"], 2, size=None, mode="train", rng=rng)
+        assert all(clip.keyframe) and clip.decoded == 2
+        assert clip.times[0] in (0.0, 1.0) and clip.times[1] in (2.0, 3.0)
+        seen.add(clip.times)
+    assert len(seen) == 4
+
+
+def test_resize_and_crop(small_videos):
+    native = read_frames(small_videos["v0.mp4"], 1, size=None)
+    assert native.frames.shape == (1, 112, 64, 3)
+    short = read_frames(small_videos["v0.mp4"], 1, size=32)
+    assert short.frames.shape == (1, 56, 32, 3)
+    exact = read_frames(small_videos["v0.mp4"], 1, size=(20, 30))
+    assert exact.frames.shape == (1, 20, 30, 3)
+    cropped = read_frames(small_videos["v0.mp4"], 1, size=32, crop=24)
+    assert cropped.frames.shape == (1, 24, 24, 3)
+    assert np.array_equal(cropped.frames[0], short.frames[0][16:40, 4:28])
+    with pytest.raises(ValueError, match="crop"):
+        read_frames(small_videos["v0.mp4"], 1, size=32, crop=40)
+
+
+def test_path_bytes_and_file_objects_give_the_same_frames(small_videos):
+    path = small_videos["v0.mp4"]
+    by_path = read_frames(path, 3, size=32)
+    data = path.read_bytes()
+    by_bytes = read_frames(data, 3, size=32)
+    with open(path, "rb") as handle:
+        by_file = read_frames(handle, 3, size=32)
+        assert not handle.closed  # the caller's file stays the caller's
+
+    class Pipe(io.RawIOBase):  # not seekable, like a socket or a pipe
+        def __init__(self, payload):
+            self.buffer = io.BytesIO(payload)
+
+        def readable(self):
+            return True
+
+        def readinto(self, target):
+            chunk = self.buffer.read(len(target))
+            target[: len(chunk)] = chunk
+            return len(chunk)
+
+    by_pipe = read_frames(Pipe(data), 3, size=32)
+    for other in (by_bytes, by_file, by_pipe):
+        assert np.array_equal(by_path.frames, other.frames)
+        assert other.times == by_path.times
+    assert by_bytes.info.source == "<bytes>"
+
+
+def test_time_limit(small_videos):
+    with pytest.raises(DecodeTimeoutError, match="v0.mp4"):
+        read_frames(small_videos["v0.mp4"], 3, timeout=1e-9)
+
+
+def test_bad_arguments(small_videos):
+    with pytest.raises(ValueError):
+        read_frames(small_videos["v0.mp4"], 0)
+    with pytest.raises(ValueError):
+        read_frames(small_videos["v0.mp4"], sampler="all")
+    with pytest.raises(TypeError):
+        read_frames(12345)
+
+
+def test_memory_stays_flat_over_a_thousand_calls(small_videos):
+    path, text = small_videos["v0.mp4"], small_videos["text.mp4"]
+    process = psutil.Process()
+
+    def run(n):
+        for i in range(n):
+            if i % 10 == 0:
+                with pytest.raises(Exception):
+                    read_frames(text)
+            read_frames(path, 3, size=32)
+        gc.collect()
+        return process.memory_info().rss
+
+    baseline = run(200)  # warm-up: allocator pools, codec tables
+    after = run(1000)
+    assert after - baseline < 20 * 2**20, f"RSS grew by {(after - baseline) / 2**20:.1f} MiB"
