@@ -79,7 +79,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     overrides = {}
     if args.videos is not None:
-        overrides["videos"] = args.videos
+        overrides["num_videos"] = args.videos
     spec = preset(args.preset, seed=args.seed, **overrides)
     summary = generate_corpus(args.out, spec, workers=args.workers, progress=not args.quiet)
     print(json.dumps(summary.to_dict() if hasattr(summary, "to_dict") else vars(summary), default=str))

@@ -1,6 +1,7 @@
 """Every codec, container and edge case: the keyframe sampler against an independent full decode;
 every bad input: its typed error."""
 
+import av
 import numpy as np
 import pytest
 from media import CODEC_CASES, make_bad_inputs, marker_corner, reference_keyframes
@@ -104,3 +105,29 @@ def test_a_file_whose_keyframes_are_all_gone_is_corrupt(bad_inputs, tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptVideoError, match="zeroed.mp4"):
         read_frames(path)
+
+
+@pytest.fixture(scope="session")
+def remuxed(media_dir, tmp_path_factory):
+    """The H.264 High test video copied, packet for packet, into MPEG-TS and FLV by FFmpeg's muxers."""
+    root = tmp_path_factory.mktemp("remuxed")
+    paths = {}
+    for muxer, suffix in (("mpegts", ".ts"), ("flv", ".flv")):
+        paths[muxer] = root / f"remux{suffix}"
+        with av.open(str(media_dir["h264_high_bframes_mp4"])) as source, av.open(str(paths[muxer]), "w", format=muxer) as target:
+            stream = target.add_stream_from_template(source.streams.video[0])
+            for packet in source.demux(source.streams.video[0]):
+                if packet.dts is not None:
+                    packet.stream = stream
+                    target.mux(packet)
+    return paths
+
+
+@pytest.mark.parametrize("muxer", ["mpegts", "flv"])
+def test_containers_whose_streams_appear_only_while_probing(remuxed, muxer):
+    reference = reference_keyframes(remuxed[muxer])
+    clip = read_frames(remuxed[muxer], 3, size=None)
+    assert all(clip.keyframe) and clip.info.keyframes == len(reference)
+    by_time = {round(t, 3): rgb for t, rgb in reference}
+    for t, frame in zip(clip.times, clip.frames):
+        assert np.array_equal(frame, by_time[round(t, 3)])

@@ -37,6 +37,10 @@ Size = Union[int, tuple[int, int], None]
 # Skipping every frame while FFmpeg probes the streams saves the probe's decode; the streams'
 # parameters still come from the headers. Checked on every codec in the tests.
 _FAST_OPEN = [{"skip_frame": "all"}] * 16
+# MP4/MOV (and most containers) carry every stream parameter in their headers: reading packets
+# to estimate them costs more than the rest of opening. Where a header lacks the video size
+# (e.g. MPEG-TS), `_open` probes again the usual way.
+_SHORT_PROBE = {"probesize": "32", "analyzeduration": "0", "fpsprobesize": "0"}
 
 
 @dataclass(frozen=True)
@@ -234,8 +238,21 @@ def _resolve(source: Source) -> tuple[str, str | BinaryIO]:
 
 
 def _open(name: str, opened: str | BinaryIO) -> av.container.InputContainer:
+    """Open with the stream probe cut short; open the usual way where that does not work: headers
+    without the video's size, formats whose streams appear only while probing (FLV), or failure."""
     try:
-        return av.open(opened, mode="r", stream_options=_FAST_OPEN, metadata_errors="ignore")
+        container = av.open(opened, mode="r", container_options=_SHORT_PROBE, stream_options=_FAST_OPEN,
+                            metadata_errors="ignore")
+        video = container.streams.video
+        if not video or video[0].codec_context.width:
+            return container
+        container.close()
+    except (av.FFmpegError, ValueError):
+        pass
+    if not isinstance(opened, str):
+        opened.seek(0)
+    try:
+        return av.open(opened, mode="r", metadata_errors="ignore")
     except av.FFmpegError as error:
         raise InvalidVideoError(name, f"not a readable video: {_reason(error)}") from None
 
@@ -291,11 +308,7 @@ class _Reader:
 
     def _keyframes_from_index(self) -> bool:
         """MP4/MOV keep a full sample table with sync flags: read just the keyframe packets it lists."""
-        index = self._index_entries()
-        if index is None:
-            return False
-        entries, dts = index
-        key_dts = [int(dts[i]) for i, e in enumerate(entries) if e.is_keyframe and not e.is_discard]
+        key_dts = self._read_index()
         if not key_dts:
             return False
         for position, target in enumerate(key_dts):
@@ -303,28 +316,33 @@ class _Reader:
             packet = self._indexed_packet(target, following)
             if packet is not None:  # None: listed but cut off or unreadable
                 self.keyframes.append(_Keyframe(_packet_time(packet) * self.tb, packet))
-        self._span_from_index(dts)
         self.index_kind = "container"
         return True
 
-    def _index_entries(self) -> tuple[object, np.ndarray] | None:
-        """The demuxer's sample index and its decode times where the index is complete (MP4/MOV
-        build it whole at open), else None."""
+    def _read_index(self) -> list[int] | None:
+        """Where the demuxer's sample index is complete (MP4/MOV build it whole at open): set the
+        video's span from it and return the keyframes' decode times; else None."""
         if "mov" not in self.container.format.name:
             return None
         entries = self.stream.index_entries
-        if not len(entries):
+        key_dts, first, last, count = [], None, None, 0
+        for entry in entries:  # in decode order
+            last = entry.timestamp
+            if first is None:
+                first = last
+            count += 1
+            if entry.is_keyframe and not entry.is_discard:
+                key_dts.append(last)
+        if not count:
             return None
-        return entries, np.fromiter((e.timestamp for e in entries), dtype=np.int64, count=len(entries))
-
-    def _span_from_index(self, dts: np.ndarray) -> None:
-        """The video's time span from every sample's decode time, not from header counts."""
         # Presentation is later than decoding by the reorder delay, which the stream's start
-        # time (the first presentation time) gives.
-        shift = (self.stream.start_time or 0) - int(dts.min())
-        frame = float(np.median(np.diff(dts))) if len(dts) > 1 else (1 / self.fps / self.tb if self.fps else 0)
-        self.start = (int(dts.min()) + shift) * self.tb
-        self.end = (int(dts.max()) + shift + frame) * self.tb
+        # time (the first presentation time) gives. The span comes from every sample, not from
+        # header counts.
+        shift = (self.stream.start_time or 0) - first
+        frame = (last - first) / (count - 1) if count > 1 else (1 / self.fps / self.tb if self.fps else 0)
+        self.start = (first + shift) * self.tb
+        self.end = (last + shift + frame) * self.tb
+        return key_dts
 
     def _keyframes_from_packets(self) -> None:
         """Demux every packet of the video stream (no decoding) and keep the keyframe ones."""
@@ -454,9 +472,7 @@ class _Reader:
         return self._to_rgb(shown[0]), shown[1]
 
     def uniform_frames(self, k: int, mode: Mode, rng) -> tuple[list, list, list]:
-        index = self._index_entries()
-        if index is not None:
-            self._span_from_index(index[1])
+        self._read_index()
         if self.end <= self.start:
             self._keyframes_from_packets()  # no duration in the header: measure it
         targets = segment_targets(self.start, self.end, k, mode, rng)
