@@ -37,3 +37,13 @@ def small_videos(tmp_path_factory) -> dict[str, Path]:
     videos["text.mp4"] = root / "text.mp4"
     videos["missing.mp4"] = root / "missing.mp4"
     return videos
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """The `tiny` synthetic corpus (AI Challenger layout), generated once per session."""
+    from shortvid.synth.corpus import generate_corpus, preset
+
+    root = tmp_path_factory.mktemp("tiny_corpus")
+    generate_corpus(root, preset("tiny", seed=0), workers=2, progress=False)
+    return root
