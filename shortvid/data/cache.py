@@ -46,6 +46,7 @@ class CachedClip:
     frames: np.ndarray  # [n, H, W, 3] uint8
     times: tuple[float, ...]
     keyframe: tuple[bool, ...]
+    start: float  # the video's span, for sampling among the frames
     duration: float
 
 
@@ -111,6 +112,7 @@ def _extract_one(job: tuple[str, str, dict, str, int, float]) -> dict:
         "times": [round(t, 4) for t in clip.times],
         "keyframe": list(clip.keyframe),
         "keyframes": info.keyframes,
+        "start": round(info.start, 4),
         "duration": round(info.duration, 4),
         "fps": round(info.fps, 3),
         "width": info.width,
@@ -156,7 +158,8 @@ class FrameCache:
             if len(data) != length:
                 raise DatasetError(str(self.root / "shards" / entry["shard"]), f"shard is shorter than the manifest says ({name})")
             frames.append(decode_image(data, self.format, entry["shape"]))
-        return CachedClip(name, np.stack(frames), tuple(entry["times"]), tuple(entry["keyframe"]), entry["duration"])
+        return CachedClip(name, np.stack(frames), tuple(entry["times"]), tuple(entry["keyframe"]),
+                          entry["start"], entry["duration"])
 
     def _fd(self, shard: str) -> int:
         if os.getpid() != self._pid:  # forked into a DataLoader worker: open our own files

@@ -110,7 +110,8 @@ class CachedVideoDataset(_LabelledVideos):
     def __getitem__(self, index: int) -> dict:
         clip = self.cache.read(self.samples[index].name)
         # Sample among the cached frames exactly as the decoder samples among keyframes.
-        targets = segment_targets(0.0, clip.duration, self.num_segments, self.mode, self._rng(index), candidates=clip.times)
+        end = clip.start + clip.duration
+        targets = segment_targets(clip.start, end, self.num_segments, self.mode, self._rng(index), candidates=clip.times)
         picks = match_to_targets(clip.times, targets)
         return self._item(index, clip.frames[picks], [clip.times[i] for i in picks])
 

@@ -54,6 +54,7 @@ class VideoInfo:
     height: int
     rotation: int  # counter-clockwise degrees applied to make frames upright
     fps: float
+    start: float  # presentation time of the first frame, seconds
     duration: float  # seconds, from packet timestamps where known
     keyframes: int  # keyframes found in the video stream
     keyframe_times: tuple[float, ...]
@@ -68,6 +69,7 @@ class VideoInfo:
             "height": self.height,
             "rotation": self.rotation,
             "fps": round(self.fps, 3),
+            "start": round(self.start, 4),
             "duration": round(self.duration, 4),
             "keyframes": self.keyframes,
             "keyframe_times": [round(t, 4) for t in self.keyframe_times],
@@ -518,6 +520,7 @@ class _Reader:
             height=h,
             rotation=self.rotation,
             fps=self.fps,
+            start=self.start,
             duration=max(self.end - self.start, 0.0),
             keyframes=len(self.keyframes),
             keyframe_times=tuple(kf.time for kf in self.keyframes),
