@@ -142,6 +142,8 @@ def test_memory_stays_flat_over_a_thousand_calls(small_videos):
         gc.collect()
         return process.memory_info().rss
 
-    baseline = run(200)  # warm-up: allocator pools, codec tables
+    # Warm-up: interleaving failures and successes fragments the C heap for ~1,500 calls, then
+    # RSS stays put (measured: flat from 1,500 to 10,000 calls).
+    baseline = run(1500)
     after = run(1000)
-    assert after - baseline < 20 * 2**20, f"RSS grew by {(after - baseline) / 2**20:.1f} MiB"
+    assert after - baseline < 4 * 2**20, f"RSS grew by {(after - baseline) / 2**20:.1f} MiB"
