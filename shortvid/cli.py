@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--split", action="append", help="split(s) to extract (default: all found)")
     ext.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     ext.add_argument("--format", choices=["jpeg", "raw"], default="jpeg",
-                     help="jpeg (default, ~10x smaller) or raw (exact pixels)")
+                     help="jpeg (default, ~20x smaller) or raw (exact pixels)")
     ext.add_argument("--quality", type=int, default=95, help="JPEG quality (default: 95)")
     ext.add_argument("--timeout", type=float, default=30.0, help="seconds allowed per video (default: 30)")
     ext.add_argument("--retry-failed", action="store_true", help="try again the videos that failed before")
