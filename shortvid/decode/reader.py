@@ -196,8 +196,8 @@ def read_frames(
     except av.FFmpegError as error:
         raise CorruptVideoError(name, f"decoding failed: {error}") from error
     finally:
-        if isinstance(opened, io.IOBase) and not isinstance(source, io.IOBase):
-            opened.close()
+        if opened is not source and not isinstance(opened, str):
+            opened.close()  # our own BytesIO; a caller's file stays open
     return Clip(
         frames=np.stack(frames),
         times=tuple(times),
