@@ -82,7 +82,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         overrides["num_videos"] = args.videos
     spec = preset(args.preset, seed=args.seed, **overrides)
     summary = generate_corpus(args.out, spec, workers=args.workers, progress=not args.quiet)
-    print(json.dumps(summary.to_dict() if hasattr(summary, "to_dict") else vars(summary), default=str))
+    print(summary.format())
     return 0
 
 
@@ -128,19 +128,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     print(f"[1/2] generating the '{args.preset}' synthetic corpus in {out / 'data'}", flush=True)
     corpus = generate_corpus(out / "data", preset(args.preset, seed=args.seed), workers=args.workers)
+    print(corpus.format())
     print(f"[2/2] extracting keyframes into {out / 'cache'}", flush=True)
     videos, _ = _dataset_videos(str(out / "data"), None)
     summary = extract(videos, out / "cache", FrameSpec(k=3, size=256), workers=args.workers)
     cache = FrameCache(out / "cache")
-    report = {
-        "videos": len(videos),
-        "classes": corpus.classes if hasattr(corpus, "classes") else None,
-        "in_cache": len(cache),
-        "failed": len(cache.failures),
-        "extract": summary.to_dict(),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    print(json.dumps(report, indent=2))
+    facts = summary.to_dict()
+    histogram = ", ".join(f"{n}: {count}" for n, count in facts["keyframes_per_video"].items())
+    print(f"frame cache: {len(cache)} of {len(videos)} videos, {len(cache.failures)} failed, "
+          f"{facts['extracted']} decoded now in {facts['seconds']} s")
+    print(f"decode ms/video (3 keyframes, short side 256): median {facts['decode_ms_median']}, "
+          f"p95 {facts['decode_ms_p95']}")
+    print(f"videos by keyframe count: {histogram}")
+    print(f"done in {time.perf_counter() - started:.0f} s; data in {out / 'data'}, frames in {out / 'cache'}")
     return 0 if len(cache) == len(videos) else 1
 
 
@@ -199,8 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .errors import ShortvidError
+
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except ShortvidError as error:
+        print(f"shortvid {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
