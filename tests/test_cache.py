@@ -2,6 +2,8 @@
 
 import json
 import os
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -87,6 +89,24 @@ def _crash_on_bad(job):
     if job[0] == "bad":
         os._exit(1)
     return {"name": job[0], "value": job[1] * 2}
+
+
+def _hang_on_bad(job):
+    """Hangs for the job named 'bad', under an alarm like the one extraction workers set."""
+    signal.alarm(1)
+    if job[0] == "bad":
+        time.sleep(30)
+    signal.alarm(0)
+    return {"name": job[0], "value": job[1] * 2}
+
+
+def test_a_hanging_file_is_ended_and_reported():
+    jobs = [("job0", 0), ("bad", "bad.mp4"), ("job1", 1), ("job2", 2)]
+    started = time.monotonic()
+    results = {r["name"]: r for r in run_isolated(_hang_on_bad, jobs, workers=2)}
+    assert time.monotonic() - started < 20
+    assert results["bad"]["error"]["type"] == "WorkerCrashed"
+    assert [results[f"job{i}"]["value"] for i in range(3)] == [0, 2, 4]
 
 
 def test_a_crashing_file_is_reported_and_the_rest_goes_on():

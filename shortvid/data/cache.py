@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import multiprocessing
 import os
+import signal
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -35,6 +38,8 @@ from ..errors import DatasetError
 
 Format = Literal["jpeg", "raw"]
 SHARD_BYTES = 1 << 30
+# Fresh interpreters for workers: forking a parent that runs torch or other threads can deadlock.
+_SPAWN = multiprocessing.get_context("spawn")
 CACHE_VERSION = 1
 
 
@@ -96,12 +101,17 @@ def decode_image(data: bytes, fmt: Format, shape: tuple[int, int]) -> np.ndarray
 def _extract_one(job: tuple[str, str, dict, str, int, float]) -> dict:
     """Worker: decode one video and encode its frames. Runs in a child process."""
     name, path, spec_dict, fmt, quality, timeout = job
+    # A hard limit behind the decoder's own: a call stuck inside FFmpeg gets SIGALRM, whose default
+    # action ends this process, and `run_isolated` reports the file as having crashed its worker.
+    signal.alarm(math.ceil(timeout * 2) + 5)
     try:
         clip = FrameSpec.from_dict(spec_dict).read(path, mode="test", timeout=timeout)
     except DecodeError as error:
         return {"name": name, "path": path, "error": error.to_dict()}
     except Exception as error:  # a bug or an unexpected library error must not stop the run
         return {"name": name, "path": path, "error": {"type": type(error).__name__, "message": f"{path}: {error}"}}
+    finally:
+        signal.alarm(0)
     blobs = [encode_image(frame, fmt, quality) for frame in clip.frames]
     info = clip.info
     return {
@@ -263,14 +273,14 @@ def extract(
 def run_isolated(function: Callable[[tuple], dict], jobs: list[tuple], workers: int) -> Iterable[dict]:
     """``function(job)`` for every job in child processes, results in completion order.
 
-    A child that dies outright (a decoder crash on a hostile file) breaks the pool: the jobs it
+    A child that dies outright (a decoder crash on a hostile file, or a hang ended by an alarm) breaks the pool: the jobs it
     held are retried one per fresh process afterwards, so only the guilty job is reported, as a
     record with an ``error`` of type ``WorkerCrashed``. ``job[0]`` names the job, ``job[1]`` its file.
     """
     queue = list(reversed(jobs))
     suspects: list[tuple] = []
     while queue:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=_SPAWN) as pool:
             running: dict[Future, tuple] = {}
             try:
                 while queue or running:
@@ -285,11 +295,11 @@ def run_isolated(function: Callable[[tuple], dict], jobs: list[tuple], workers: 
             except BrokenProcessPool:
                 suspects.extend(running.values())
     for job in suspects:
-        with ProcessPoolExecutor(max_workers=1) as pool:
+        with ProcessPoolExecutor(max_workers=1, mp_context=_SPAWN) as pool:
             try:
                 yield pool.submit(function, job).result()
             except BrokenProcessPool:
-                message = f"{job[1]}: the decoding process crashed on this file"
+                message = f"{job[1]}: the decoding process crashed or hung on this file"
                 yield {"name": job[0], "path": job[1], "error": {"type": "WorkerCrashed", "message": message}}
 
 
