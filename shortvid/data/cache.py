@@ -21,13 +21,14 @@ import math
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Literal
+from typing import Callable, Iterable, Literal, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -161,15 +162,14 @@ class FrameCache:
         except KeyError:
             cause = self.failures.get(name, {}).get("message", "not extracted")
             raise DatasetError(str(self.root), f"{name} is not in the cache: {cause}") from None
-        fd = self._fd(entry["shard"])
+        fd = self._fd(entry.shard)
         frames = []
-        for offset, length in zip(entry["offsets"], entry["lengths"]):
+        for offset, length in zip(entry.offsets, entry.lengths):
             data = os.pread(fd, length, offset)
             if len(data) != length:
-                raise DatasetError(str(self.root / "shards" / entry["shard"]), f"shard is shorter than the manifest says ({name})")
-            frames.append(decode_image(data, self.format, entry["shape"]))
-        return CachedClip(name, np.stack(frames), tuple(entry["times"]), tuple(entry["keyframe"]),
-                          entry["start"], entry["duration"])
+                raise DatasetError(str(self.root / "shards" / entry.shard), f"shard is shorter than the manifest says ({name})")
+            frames.append(decode_image(data, self.format, entry.shape))
+        return CachedClip(name, np.stack(frames), entry.times, entry.keyframe, entry.start, entry.duration)
 
     def _fd(self, shard: str) -> int:
         if os.getpid() != self._pid:  # forked into a DataLoader worker: open our own files
@@ -188,9 +188,29 @@ class FrameCache:
             self.close()
 
 
-def _read_manifest(path: Path) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Successful entries and failures by name; the last line for a name wins, a torn line is ignored."""
-    entries: dict[str, dict] = {}
+class _Entry(NamedTuple):
+    """What reading one video's frames needs: a few hundred bytes, so 200k fit in every DataLoader worker."""
+
+    shard: str
+    offsets: tuple[int, ...]
+    lengths: tuple[int, ...]
+    shape: tuple[int, int]
+    times: tuple[float, ...]
+    keyframe: tuple[bool, ...]
+    start: float
+    duration: float
+
+    @classmethod
+    def from_record(cls, record: dict) -> "_Entry":
+        return cls(sys.intern(record["shard"]), tuple(record["offsets"]), tuple(record["lengths"]),
+                   tuple(record["shape"]), tuple(record["times"]), tuple(record["keyframe"]),
+                   record["start"], record["duration"])
+
+
+def _read_manifest(path: Path) -> tuple[dict[str, _Entry], dict[str, dict]]:
+    """Successful entries and failures by name; the last line for a name wins, a torn line is ignored.
+    The manifest keeps more facts per video (fps, codec, decode_ms, ...) for reports."""
+    entries: dict[str, _Entry] = {}
     failures: dict[str, dict] = {}
     if not path.exists():
         return entries, failures
@@ -205,7 +225,7 @@ def _read_manifest(path: Path) -> tuple[dict[str, dict], dict[str, dict]]:
                 failures[name] = record["error"]
                 entries.pop(name, None)
             else:
-                entries[name] = record
+                entries[name] = _Entry.from_record(record)
                 failures.pop(name, None)
     return entries, failures
 
