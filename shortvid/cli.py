@@ -119,29 +119,143 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train.config import load_config
+    from .train.trainer import train
+
+    if args.resume:
+        config = load_config(Path(args.resume) / "config.yaml", [*args.overrides, f"out={args.resume}"])
+    else:
+        if not args.config:
+            print("shortvid train: error: --config is required (a YAML file or a shipped name)", file=sys.stderr)
+            return 2
+        config = load_config(args.config, args.overrides)
+    record = train(config, resume=bool(args.resume))
+    print(json.dumps({"run": config.out, **record}))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate.runner import evaluate_run
+
+    report = evaluate_run(args.run, args.data, args.split, device=args.device, limit=args.limit, out=args.out,
+                          progress=not args.quiet)
+    total = report["timing_ms"].get("total", {})
+    print(f"{report['num_videos']} videos ({report['failed']} failed): mean Jaccard {report['mean_jaccard']:.4f}, "
+          f"top-1 {report['top1_hit']:.4f}, top-5 {report['top5_hit']:.4f}, mAP {report['mAP']:.4f}, "
+          f"GAP@20 {report['GAP@20']:.4f}")
+    for stage, summary in report["timing_ms"].items():
+        print(f"  {stage:10s} median {summary['median']:.2f} ms, p95 {summary['p95']:.2f} ms")
+    if total:
+        print(f"written to {args.out or Path(args.run) / 'metrics.json'}")
+    return 0
+
+
+def _expand_inputs(inputs: Sequence[str]) -> list[str]:
+    """Files as given, folders searched for videos, globs expanded; order kept, duplicates dropped."""
+    import glob
+
+    from .data.annotations import VIDEO_EXTENSIONS
+
+    found: list[str] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found.extend(str(p) for p in sorted(path.rglob("*")) if p.suffix.lower() in VIDEO_EXTENSIONS)
+        elif any(ch in item for ch in "*?[") and not path.exists():
+            found.extend(sorted(glob.glob(item, recursive=True)))
+        else:
+            found.append(item)
+    return list(dict.fromkeys(found))
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .decode import DecodeError
+    from .serve.classifier import Classifier
+
+    classifier = Classifier.load(args.run, device=args.device)
+    paths = _expand_inputs(args.inputs)
+    failed = 0
+    totals = []
+    for path in paths:
+        try:
+            prediction = classifier.predict(path)
+        except DecodeError as error:
+            failed += 1
+            print(json.dumps({"path": path, "error": error.to_dict()}, ensure_ascii=False), flush=True)
+            continue
+        totals.append(prediction.timings["total"])
+        print(json.dumps({"path": path, **prediction.to_dict()}, ensure_ascii=False), flush=True)
+    median = sorted(totals)[len(totals) // 2] if totals else 0.0
+    print(f"{len(paths)} videos: {len(paths) - failed} classified, {failed} failed; median {median:.1f} ms/video",
+          file=sys.stderr)
+    return 1 if paths and failed == len(paths) else 0
+
+
+def cmd_judge(args: argparse.Namespace) -> int:
+    from .judge import judge
+
+    report = judge(args.run, args.videos, args.labels, passes=args.passes, gpu_id=args.gpu)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .data.cache import FrameCache, extract
+    import numpy as np
+
+    from .data.annotations import load_dataset
+    from .data.cache import extract
     from .decode import FrameSpec
+    from .evaluate.metrics import mean_jaccard
+    from .evaluate.runner import evaluate_run
+    from .serve.classifier import Classifier
     from .synth.corpus import generate_corpus, preset
+    from .train.config import load_config
+    from .train.trainer import train
 
     out = Path(args.out)
     started = time.perf_counter()
-    print(f"[1/2] generating the '{args.preset}' synthetic corpus in {out / 'data'}", flush=True)
+    print(f"[1/5] generating the '{args.preset}' synthetic corpus in {out / 'data'}", flush=True)
     corpus = generate_corpus(out / "data", preset(args.preset, seed=args.seed), workers=args.workers)
     print(corpus.format())
-    print(f"[2/2] extracting keyframes into {out / 'cache'}", flush=True)
+
+    config = load_config(args.config, [f"data.dataset={out / 'data'}", f"data.cache={out / 'cache'}",
+                                       f"out={out / 'run'}", f"seed={args.seed}", *args.overrides])
+    print(f"[2/5] extracting 3 keyframes per video into {out / 'cache'}", flush=True)
     videos, _ = _dataset_videos(str(out / "data"), None)
-    summary = extract(videos, out / "cache", FrameSpec(k=3, size=256), workers=args.workers)
-    cache = FrameCache(out / "cache")
-    facts = summary.to_dict()
-    histogram = ", ".join(f"{n}: {count}" for n, count in facts["keyframes_per_video"].items())
-    print(f"frame cache: {len(cache)} of {len(videos)} videos, {len(cache.failures)} failed, "
-          f"{facts['extracted']} decoded now in {facts['seconds']} s")
-    print(f"decode ms/video (3 keyframes, short side 256): median {facts['decode_ms_median']}, "
-          f"p95 {facts['decode_ms_p95']}")
-    print(f"videos by keyframe count: {histogram}")
-    print(f"done in {time.perf_counter() - started:.0f} s; data in {out / 'data'}, frames in {out / 'cache'}")
-    return 0 if len(cache) == len(videos) else 1
+    summary = extract(videos, out / "cache", FrameSpec(k=config.data.num_segments, size=config.data.resize),
+                      workers=args.workers).to_dict()
+    print(f"  {summary['total'] - summary['failed']} of {summary['total']} videos in the cache; decode median "
+          f"{summary['decode_ms_median']} ms/video; keyframes per video: {summary['keyframes_per_video']}")
+
+    print(f"[3/5] training {config.model.name} for {config.optim.epochs} epochs on the CPU-friendly "
+          f"'{args.config}' config", flush=True)
+    resume = (out / "run" / "checkpoints" / "last.pt").exists()
+    train(config, resume=resume)
+
+    print("[4/5] evaluating on the validation split through the serving path", flush=True)
+    report = evaluate_run(out / "run", out / "data", "val", progress=False)
+    train_set = load_dataset(out / "data", "train")
+    val_set = load_dataset(out / "data", "val")
+    majority = int(np.argmax(train_set.class_counts()))
+    chance = mean_jaccard([(majority,)] * len(val_set), val_set.multi_hot(len(val_set.label_map)))
+    timing = report["timing_ms"]
+    print(f"  mean Jaccard (the competition's accuracy) {report['mean_jaccard']:.3f} on {report['num_videos']} "
+          f"videos; always guessing the commonest class: {chance:.3f}")
+    print(f"  top-1 {report['top1_hit']:.3f}, top-5 {report['top5_hit']:.3f}, mAP {report['mAP']:.3f}")
+    print(f"  ms/video: decode {timing['decode']['median']:.1f}, preprocess {timing['preprocess']['median']:.1f}, "
+          f"model {timing['model']['median']:.1f}, total {timing['total']['median']:.1f} (median)")
+
+    print("[5/5] classifying held-out videos", flush=True)
+    classifier = Classifier.load(out / "run")
+    for sample in val_set.samples[:5]:
+        prediction = classifier.predict(sample.path)
+        truth = ", ".join(val_set.label_map.name(i) for i in sample.labels)
+        said = ", ".join(f"{label.name} ({label.score:.2f})" for label in prediction.labels)
+        print(f"  {sample.name}: predicted {said}; true {truth}; {prediction.timings['total']:.1f} ms")
+    print(f"done in {time.perf_counter() - started:.0f} s; run in {out / 'run'} "
+          f"(try: shortvid predict {out / 'run'} {out / 'data' / 'videos'})")
+    return 0 if report["mean_jaccard"] > chance else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     _frame_options(probe, "224")
     probe.add_argument("--save", metavar="DIR", help="also write the frames as JPEG files into DIR")
     probe.add_argument("--timeout", type=float, default=10.0, help="seconds allowed per video (default: 10)")
-    probe.set_defaults(run=cmd_probe)
+    probe.set_defaults(handler=cmd_probe)
 
     synth = commands.add_parser("synth", help="generate a labelled synthetic short-video corpus",
                                 description="Write a labelled synthetic corpus in the AI Challenger layout: "
@@ -167,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--videos", type=int, default=None, help="override the preset's number of videos")
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
-    synth.set_defaults(run=cmd_synth)
+    synth.set_defaults(handler=cmd_synth)
 
     ext = commands.add_parser("extract", help="decode every video of a dataset once into a frame cache",
                               description="Decode each video of DATASET once, in parallel, into a resumable "
@@ -185,16 +299,59 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--timeout", type=float, default=30.0, help="seconds allowed per video (default: 30)")
     ext.add_argument("--retry-failed", action="store_true", help="try again the videos that failed before")
     ext.add_argument("--quiet", action="store_true", help="no progress bar")
-    ext.set_defaults(run=cmd_extract)
+    ext.set_defaults(handler=cmd_extract)
+
+    tr = commands.add_parser("train", help="train a video classifier",
+                             description="Train per a config (YAML file or shipped name: "
+                                         "resnet50, mobilenet_cpu, tiny) with key=value overrides, "
+                                         "e.g. data.dataset=data/small data.cache=cache/small out=runs/x.")
+    tr.add_argument("--config", help="YAML file or shipped config name")
+    tr.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its last checkpoint")
+    tr.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    tr.set_defaults(handler=cmd_train)
+
+    ev = commands.add_parser("evaluate", help="the competition's metrics for a run, with per-stage timing",
+                             description="Classify every video of a split through the serving path; report mean "
+                                         "Jaccard (the competition's accuracy), top-1/5, mAP, GAP@20, per-class "
+                                         "AP, confusions and decode/preprocess/model times; write metrics.json.")
+    ev.add_argument("run", metavar="RUN")
+    ev.add_argument("--data", required=True, help="the dataset (any layout `extract` reads)")
+    ev.add_argument("--split", default="val")
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--limit", type=int, default=None, help="only the first N videos")
+    ev.add_argument("--out", default=None, help="where to write the metrics (default: RUN/metrics.json)")
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(handler=cmd_evaluate)
+
+    pr = commands.add_parser("predict", help="classify videos; one JSON line per video",
+                             description="Classify files, folders (searched for videos) and globs with a run; "
+                                         "one JSON line per video, an error line for a broken one.")
+    pr.add_argument("run", metavar="RUN")
+    pr.add_argument("inputs", nargs="+", metavar="INPUT")
+    pr.add_argument("--device", default="auto")
+    pr.set_defaults(handler=cmd_predict)
+
+    jd = commands.add_parser("judge", help="the competition kit's protocol: 10 timed passes, accuracy, gates",
+                             description="Run the AI Challenger kit's protocol through shortvid.judge.ServerApi: "
+                                         "serial passes over the videos, fastest and slowest dropped, mean "
+                                         "ms/video; mean Jaccard against a tag file; the 120 ms gate.")
+    jd.add_argument("run", metavar="RUN")
+    jd.add_argument("--videos", required=True, help="a file listing video paths, or a folder")
+    jd.add_argument("--labels", required=True, help="tag file: name.mp4,label[,label]")
+    jd.add_argument("--passes", type=int, default=10)
+    jd.add_argument("--gpu", type=int, default=0)
+    jd.set_defaults(handler=cmd_judge)
 
     demo = commands.add_parser("demo", help="the whole pipeline on generated data",
-                               description="Generate a small synthetic corpus, extract its keyframes and "
-                                           "print a summary.")
+                               description="Generate a small synthetic corpus, extract its keyframes, train a "
+                                           "small model on the CPU, evaluate it and classify held-out videos.")
     demo.add_argument("--out", default="runs/demo", help="working folder (default: runs/demo)")
     demo.add_argument("--preset", choices=["tiny", "small", "bench"], default="small")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--workers", type=int, default=None)
-    demo.set_defaults(run=cmd_demo)
+    demo.add_argument("--config", default="tiny", help="training config (default: the shipped 'tiny')")
+    demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="training config overrides")
+    demo.set_defaults(handler=cmd_demo)
     return parser
 
 
@@ -203,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        return args.handler(args)
     except ShortvidError as error:
         print(f"shortvid {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -47,3 +47,36 @@ def tiny_corpus(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny_corpus")
     generate_corpus(root, preset("tiny", seed=0), workers=2, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tiny_corpus, tmp_path_factory) -> Path:
+    """The tiny corpus's frame cache (3 keyframes, short side 72, as the `tiny` config reads)."""
+    from shortvid.data.annotations import load_dataset
+    from shortvid.data.cache import extract
+    from shortvid.decode import FrameSpec
+
+    root = tmp_path_factory.mktemp("tiny_cache")
+    names = []
+    for split in ("train", "val"):
+        names += [(s.name, s.path) for s in load_dataset(tiny_corpus, split)]
+    extract(names, root, FrameSpec(k=3, size=72), workers=2, progress=False)
+    return root
+
+
+def tiny_config(corpus, cache, out, *extra):
+    """The shipped `tiny` config on the tiny corpus, quiet, with `extra` overrides."""
+    from shortvid.train.config import load_config
+
+    return load_config("tiny", [f"data.dataset={corpus}", f"data.cache={cache}", f"out={out}", "progress=false",
+                                "data.batch_size=6", *extra])
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_corpus, tiny_cache, tmp_path_factory) -> Path:
+    """A tiny model trained for 3 epochs: the run directory the serving-side tests read."""
+    from shortvid.train.trainer import train
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    train(tiny_config(tiny_corpus, tiny_cache, out, "optim.epochs=3"))
+    return out

@@ -62,11 +62,20 @@ class _LabelledVideos(Dataset):
             return np.random.default_rng()
         return np.random.default_rng((self.seed, self._epoch, index))
 
+    def _transform(self, frames: torch.Tensor, index: int) -> Any:
+        if self.mode == "test" or self.seed is None:
+            return self.transform(frames, self.mode)
+        # Seeded training: the augmentation's random draws come from (seed, epoch, index), so they
+        # repeat across runs, DataLoader worker counts and resumes.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(np.random.SeedSequence((self.seed, self._epoch, index)).generate_state(1)[0]))
+            return self.transform(frames, self.mode)
+
     def _item(self, index: int, frames: np.ndarray, times) -> dict:
         sample = self.samples[index]
         tensor = torch.from_numpy(np.ascontiguousarray(frames))
         return {
-            "frames": self.transform(tensor, self.mode) if self.transform else tensor,
+            "frames": self._transform(tensor, index) if self.transform else tensor,
             "labels": _multi_hot(sample.labels, self.num_classes),
             "index": index,
             "name": sample.name,

@@ -1,0 +1,1 @@
+"""Serving trained runs: the `Classifier` for prediction (and, later, the HTTP service)."""

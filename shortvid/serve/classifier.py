@@ -1,0 +1,120 @@
+"""Classifying videos with a trained run: ``Classifier.load(run).predict(path_or_bytes)``.
+
+The classifier reads frames with the run's own FrameSpec (the frame cache's decode-and-resize
+path), centre-crops them as evaluation did, and applies the run's decision policy to decide how
+many labels to return. Each prediction carries its per-stage timings.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..data.labels import LabelMap
+from ..data.transforms import VideoTransform
+from ..decode import Clip
+from ..decode.reader import Source
+from ..evaluate.policy import DecisionPolicy
+from ..models import VideoClassifier, create_model
+from ..train.run import Preprocess, RunDir
+from ..train.trainer import resolve_device
+
+
+@dataclass(frozen=True)
+class Label:
+    id: int
+    name: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The labels decided for one video, the top scores, and where the time went (ms)."""
+
+    labels: tuple[Label, ...]
+    top: tuple[Label, ...]  # the five best-scored classes
+    timings: dict[str, float]  # decode, preprocess, model, total
+    frames: tuple[float, ...] = field(default=())  # times of the frames the model saw
+    keyframes: int = 0  # keyframes the video has
+
+    @property
+    def ids(self) -> list[int]:
+        return [label.id for label in self.labels]
+
+    def to_dict(self) -> dict:
+        return {
+            "labels": [vars(label) | {"score": round(label.score, 5)} for label in self.labels],
+            "top5": [vars(label) | {"score": round(label.score, 5)} for label in self.top],
+            "timings_ms": {k: round(v, 2) for k, v in self.timings.items()},
+            "frames": [round(t, 3) for t in self.frames],
+            "keyframes": self.keyframes,
+        }
+
+
+def load_model(run: RunDir, checkpoint: str = "best", device: torch.device | str = "cpu") -> VideoClassifier:
+    """The run's model with the weights of its ``best`` (or ``last``) checkpoint, in eval mode."""
+    path = run.best if checkpoint == "best" and run.best.exists() else run.last
+    state = run.load_checkpoint(path, map_location=device)
+    config = dict(state["model_config"])
+    name = config.pop("name")
+    for weights_source in ("pretrained", "checkpoint_path"):  # the checkpoint brings the weights
+        config.pop(weights_source, None)
+    model = create_model(name, **config)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
+
+
+class Classifier:
+    """A trained run, ready to classify videos one at a time."""
+
+    def __init__(self, model: VideoClassifier, labels: LabelMap, preprocess: Preprocess,
+                 policy: DecisionPolicy, device: torch.device):
+        self.model = model
+        self.labels = labels
+        self.preprocess = preprocess
+        self.policy = policy
+        self.device = device
+        self.transform = VideoTransform(preprocess.input_size)
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike, device: str = "auto", checkpoint: str = "best") -> "Classifier":
+        run = RunDir(run_dir)
+        torch_device = resolve_device(device)
+        policy = run.policy()
+        return cls(load_model(run, checkpoint, torch_device), run.label_map(), run.preprocess(),
+                   DecisionPolicy.from_dict(policy) if policy else DecisionPolicy(), torch_device)
+
+    def read(self, source: Source, timeout: float | None = 10.0) -> Clip:
+        """Decode ``source`` as this run's model expects (raises ``DecodeError``)."""
+        return self.preprocess.frames.read(source, mode="test", timeout=timeout)
+
+    @torch.inference_mode()
+    def scores(self, clip: Clip) -> tuple[np.ndarray, dict[str, float]]:
+        """Class scores [C] for decoded frames, with preprocess and model times (ms)."""
+        started = time.perf_counter()
+        frames = self.transform(torch.from_numpy(clip.frames), "test").unsqueeze(0).to(self.device)
+        prepared = time.perf_counter()
+        logits = self.model(frames)
+        probabilities = torch.sigmoid(logits) if self.preprocess.scores == "sigmoid" else torch.softmax(logits, 1)
+        scores = probabilities[0].float().cpu().numpy()
+        done = time.perf_counter()
+        return scores, {"preprocess": (prepared - started) * 1000, "model": (done - prepared) * 1000}
+
+    def decide(self, scores: np.ndarray) -> tuple[tuple[Label, ...], tuple[Label, ...]]:
+        chosen = self.policy.apply_one(scores)
+        label = lambda i: Label(int(i), self.labels.name(int(i)), float(scores[i]))  # noqa: E731
+        return tuple(label(i) for i in chosen), tuple(label(i) for i in np.argsort(-scores)[:5])
+
+    def predict(self, source: Source, timeout: float | None = 10.0) -> Prediction:
+        """Labels for one video (path, bytes or binary file); raises ``DecodeError`` for a bad file."""
+        started = time.perf_counter()
+        clip = self.read(source, timeout)
+        decoded = time.perf_counter()
+        scores, timings = self.scores(clip)
+        labels, top = self.decide(scores)
+        timings = {"decode": (decoded - started) * 1000, **timings, "total": (time.perf_counter() - started) * 1000}
+        return Prediction(labels, top, timings, clip.times, clip.info.keyframes)

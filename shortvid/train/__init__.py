@@ -1,0 +1,1 @@
+"""Training: configs (`config`), the run directory (`run`) and the training loop (`trainer`)."""

@@ -1,0 +1,129 @@
+"""The run directory: everything a trained model needs to be resumed, evaluated and served.
+
+    RUN/config.yaml          the resolved training config
+    RUN/labels.csv           the label map (ids, names, groups)
+    RUN/preprocess.json      how frames are read and fed: FrameSpec, input size, score function
+    RUN/metrics.jsonl        one line per epoch
+    RUN/policy.json          the decision policy tuned on validation (how many labels to return)
+    RUN/checkpoints/last.pt  model + optimiser state, epoch and step: `--resume` continues from it
+    RUN/checkpoints/best.pt  the model of the best validation epoch
+    RUN/metrics.json         written by `shortvid evaluate`
+
+Checkpoints are written to a temporary file and renamed, so a kill never leaves a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..data.labels import LabelMap
+from ..decode import FrameSpec
+from ..errors import ShortvidError
+
+
+class RunError(ShortvidError):
+    """A run directory is missing or incomplete."""
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a run's model reads a video: the decoder's FrameSpec, then a centre crop of ``input_size``."""
+
+    frames: FrameSpec
+    input_size: int
+    scores: str  # "sigmoid" (multi-label BCE) or "softmax" (CE)
+
+    def to_dict(self) -> dict:
+        return {"frames": self.frames.to_dict(), "input_size": self.input_size, "scores": self.scores}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Preprocess":
+        return cls(FrameSpec.from_dict(data["frames"]), int(data["input_size"]), data["scores"])
+
+
+class RunDir:
+    """Paths and readers/writers of one run directory."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.checkpoints = self.root / "checkpoints"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def metrics_log(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    def require(self, path: Path, what: str) -> Path:
+        if not path.exists():
+            raise RunError(str(self.root), f"no {what} ({path.name}); is this a training run directory?")
+        return path
+
+    def label_map(self) -> LabelMap:
+        return LabelMap.from_csv(self.require(self.root / "labels.csv", "label map"))
+
+    def preprocess(self) -> Preprocess:
+        path = self.require(self.root / "preprocess.json", "preprocessing settings")
+        return Preprocess.from_dict(json.loads(path.read_text()))
+
+    def write_preprocess(self, preprocess: Preprocess) -> None:
+        (self.root / "preprocess.json").write_text(json.dumps(preprocess.to_dict(), indent=2) + "\n")
+
+    def policy(self) -> dict | None:
+        path = self.root / "policy.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def write_policy(self, policy: dict) -> None:
+        _atomic_write_text(self.root / "policy.json", json.dumps(policy, indent=2) + "\n")
+
+    def append_metrics(self, record: dict) -> None:
+        with open(self.metrics_log, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics_log.exists():
+            return []
+        records = []
+        for line in self.metrics_log.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # torn by a kill
+        return records
+
+    def keep_metrics_before(self, epoch: int) -> None:
+        """On resume: forget epochs the checkpoint does not contain, so none is logged twice."""
+        kept = [r for r in self.read_metrics() if r.get("epoch", -1) < epoch]
+        _atomic_write_text(self.metrics_log, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def save_checkpoint(self, state: dict, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        torch.save(state, temporary)
+        os.replace(temporary, path)
+
+    def load_checkpoint(self, path: Path | None = None, map_location: str | torch.device = "cpu") -> dict:
+        path = path or (self.best if self.best.exists() else self.last)
+        self.require(path, "checkpoint")
+        return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)

@@ -1,0 +1,265 @@
+"""Training a video classifier: ``train(config)`` runs epochs and writes a run directory.
+
+Seeded and resumable: the epoch's sample order, each sample's frame choice and augmentation all
+derive from (seed, epoch, index), and ``last.pt`` holds model, optimiser, scheduler, scaler, RNG,
+epoch and step, so a run killed mid-epoch continues where it was (``checkpoint_every`` steps
+bounds what a kill can cost) and ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from ..data.annotations import Annotations, load_dataset
+from ..data.cache import FrameCache
+from ..data.datasets import CachedVideoDataset, RawVideoDataset
+from ..data.transforms import VideoTransform
+from ..decode import FrameSpec
+from ..evaluate.metrics import mean_ap, top_k_hit
+from ..evaluate.policy import DecisionPolicy
+from ..models import VideoClassifier, create_model
+from .config import ConfigError, TrainConfig, save_config
+from .run import Preprocess, RunDir
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto``: the first CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class EpochSampler(Sampler[int]):
+    """The sample order of each epoch, drawn from (seed, epoch) and resumable at any position.
+
+    With ``weights`` the order is a weighted draw with replacement (class-balanced sampling).
+    """
+
+    def __init__(self, size: int, seed: int, weights: torch.Tensor | None = None):
+        self.size = size
+        self.seed = seed
+        self.weights = weights
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def order(self) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        if self.weights is not None:
+            return torch.multinomial(self.weights, self.size, replacement=True, generator=generator).tolist()
+        return torch.randperm(self.size, generator=generator).tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order()[self.start:])
+
+    def __len__(self) -> int:
+        return self.size - self.start
+
+
+def balanced_weights(samples: list, num_classes: int) -> torch.Tensor:
+    """Per-sample weights giving every class the same expected share (a sample counts by its rarest class)."""
+    counts = np.bincount([c for s in samples for c in s.labels], minlength=num_classes)
+    return torch.tensor([1.0 / min(counts[c] for c in s.labels) for s in samples], dtype=torch.double)
+
+
+def _datasets(config: TrainConfig, transform: VideoTransform) -> tuple[Dataset, Dataset, Annotations, FrameSpec]:
+    data = config.data
+    if not data.dataset:
+        raise ConfigError("data.dataset", "no dataset given (data.dataset=PATH)")
+    train_annotations = load_dataset(data.dataset, data.train_split, on_error="skip")
+    val_annotations = load_dataset(data.dataset, data.val_split, on_error="skip")
+    if data.cache:
+        cache = FrameCache(data.cache)
+        if cache.spec.size != data.resize:
+            raise ConfigError("data.resize", f"is {data.resize} but the cache {data.cache} holds frames of size {cache.spec.size}")
+        make = lambda annotations, mode: CachedVideoDataset(  # noqa: E731
+            annotations, cache, data.num_segments, mode, transform, seed=config.seed)
+        spec = FrameSpec(k=data.num_segments, sampler=cache.spec.sampler, size=cache.spec.size, fill=cache.spec.fill)
+    else:
+        spec = FrameSpec(k=data.num_segments, size=data.resize)
+        make = lambda annotations, mode: RawVideoDataset(  # noqa: E731
+            annotations, spec, mode, transform, seed=config.seed)
+    return make(train_annotations, "train"), make(val_annotations, "test"), train_annotations, spec
+
+
+def _schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
+    """Linear warm-up, then cosine decay to zero, stepped per batch."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    optim = config.optim
+    if optim.name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+    if optim.name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum,
+                               weight_decay=optim.weight_decay, nesterov=True)
+    raise ConfigError("optim.name", f"unknown optimiser {optim.name!r} (adamw, sgd)")
+
+
+def classification_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tensor:
+    """``bce``: multi-label binary cross-entropy (the seed's); ``ce``: softmax cross-entropy on the
+    label set spread evenly (a multi-label video's labels share the target mass)."""
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(logits, targets)
+    if kind == "ce":
+        return F.cross_entropy(logits, targets / targets.sum(dim=1, keepdim=True).clamp_min(1))
+    raise ConfigError("optim.loss", f"unknown loss {kind!r} (bce, ce)")
+
+
+def scores_from_logits(logits: torch.Tensor, kind: str) -> torch.Tensor:
+    return torch.sigmoid(logits) if kind == "bce" else torch.softmax(logits, dim=1)
+
+
+@dataclass
+class _State:
+    epoch: int = 0
+    step: int = 0  # batches done in this epoch
+    global_step: int = 0
+    best: float = -1.0
+
+
+@torch.no_grad()
+def predict_scores(model: VideoClassifier, loader: DataLoader, device: torch.device, loss_kind: str,
+                   amp: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
+    """Scores [N, C], multi-hot targets [N, C] and mean loss of ``model`` over ``loader``."""
+    model.eval()
+    scores, targets, losses = [], [], []
+    for batch in loader:
+        frames = batch["frames"].to(device, non_blocking=True)
+        labels = batch["labels"].to(device)
+        with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+            logits = model(frames)
+        losses.append(classification_loss(logits.float(), labels, loss_kind).item() * len(labels))
+        scores.append(scores_from_logits(logits.float(), loss_kind).cpu().numpy())
+        targets.append(labels.cpu().numpy())
+    n = sum(len(s) for s in scores)
+    return np.concatenate(scores), np.concatenate(targets), sum(losses) / max(n, 1)
+
+
+def train(config: TrainConfig, *, resume: bool = False) -> dict:
+    """Train per ``config`` into the run directory ``config.out``; returns the last epoch's metrics."""
+    run = RunDir(config.out)
+    if resume:
+        run.require(run.last, "checkpoint to resume from")
+    elif run.last.exists():
+        raise ConfigError(config.out, "already holds a run: resume it with --resume, or choose another out=")
+    run.root.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    amp = config.optim.amp and device.type == "cuda"
+
+    transform = VideoTransform(config.data.input_size, augment=config.data.augment)
+    train_set, val_set, train_annotations, spec = _datasets(config, transform)
+    label_map = train_annotations.label_map
+    weights = balanced_weights(train_set.samples, len(label_map)) if config.data.balanced else None
+    sampler = EpochSampler(len(train_set), config.seed, weights)
+    loader_args = {"batch_size": config.data.batch_size, "num_workers": config.data.workers,
+                   "pin_memory": device.type == "cuda"}
+    train_loader = DataLoader(train_set, sampler=sampler, drop_last=len(train_set) > config.data.batch_size, **loader_args)
+    val_loader = DataLoader(val_set, shuffle=False, **loader_args)
+
+    model = create_model(config.model.name, num_classes=len(label_map), pretrained=config.model.pretrained,
+                         checkpoint_path=config.model.checkpoint_path, imagenet_head=config.model.imagenet_head,
+                         **config.model.args).to(device)
+    optimizer = _optimizer(model, config)
+    steps_per_epoch = len(train_loader)
+    total_steps = steps_per_epoch * config.optim.epochs
+    scheduler = _schedule(optimizer, int(config.optim.warmup_epochs * steps_per_epoch), total_steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    state = _State()
+
+    if resume:
+        checkpoint = run.load_checkpoint(run.last, map_location=device)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        state = _State(**checkpoint["state"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        if device.type == "cuda" and checkpoint["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], device)
+        run.keep_metrics_before(state.epoch)
+    else:
+        save_config(config, run.config)
+        label_map.to_csv(run.root / "labels.csv")
+        run.write_preprocess(Preprocess(spec, config.data.input_size, "sigmoid" if config.optim.loss == "bce" else "softmax"))
+
+    def checkpoint_state() -> dict:
+        return {
+            "model_config": model.config, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "state": vars(state).copy(),
+            "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
+            "config": config.to_dict(),
+        }
+
+    last_record: dict = {}
+    while state.epoch < config.optim.epochs:
+        epoch_started = time.perf_counter()
+        train_set.set_epoch(state.epoch)
+        sampler.set_epoch(state.epoch, start=state.step * config.data.batch_size)
+        model.train()
+        losses = []
+        bar = tqdm(train_loader, desc=f"epoch {state.epoch + 1}/{config.optim.epochs}", unit="batch",
+                   initial=state.step, total=steps_per_epoch, disable=not config.progress, leave=False)
+        for batch in bar:
+            frames = batch["frames"].to(device, non_blocking=True)
+            targets = batch["labels"].to(device, non_blocking=True)
+            with torch.autocast(device.type, enabled=amp):
+                logits = model(frames)
+            loss = classification_loss(logits.float(), targets, config.optim.loss)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if config.optim.grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            losses.append(loss.item())
+            state.step += 1
+            state.global_step += 1
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if config.checkpoint_every and state.global_step % config.checkpoint_every == 0:
+                run.save_checkpoint(checkpoint_state(), run.last)
+
+        scores, targets, val_loss = predict_scores(model, val_loader, device, config.optim.loss, amp)
+        policy, val_jaccard = DecisionPolicy.fit(scores, targets)
+        record = {
+            "epoch": state.epoch, "train_loss": float(np.mean(losses)) if losses else None, "val_loss": val_loss,
+            "val_mean_jaccard": val_jaccard, "val_top1": top_k_hit(scores, targets, 1),
+            "val_mAP": mean_ap(scores, targets), "lr": scheduler.get_last_lr()[0],
+            "seconds": round(time.perf_counter() - epoch_started, 2),
+        }
+        state.epoch += 1
+        state.step = 0
+        improved = val_jaccard > state.best
+        if improved:
+            state.best = val_jaccard
+        run.append_metrics(record)
+        run.save_checkpoint(checkpoint_state(), run.last)
+        if improved:
+            shutil.copyfile(run.last, run.best)
+            run.write_policy(policy.to_dict())
+        if config.progress:
+            print(f"epoch {record['epoch'] + 1}: train loss {record['train_loss']:.4f}, val loss {val_loss:.4f}, "
+                  f"val mean Jaccard {val_jaccard:.4f}, top-1 {record['val_top1']:.4f}", flush=True)
+        last_record = record
+    return last_record or (run.read_metrics() or [{}])[-1]

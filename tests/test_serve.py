@@ -1,0 +1,76 @@
+"""A trained run in use: Classifier, `shortvid evaluate`, `shortvid predict`, the judge kit's API."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from shortvid.data.annotations import load_dataset
+from shortvid.errors import DecodeError
+from shortvid.judge import ServerApi, judge
+from shortvid.serve.classifier import Classifier
+
+
+def shortvid(*args):
+    return subprocess.run([sys.executable, "-m", "shortvid.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_classifier_predicts_labels_with_timings(trained_run, tiny_corpus):
+    classifier = Classifier.load(trained_run)
+    sample = load_dataset(tiny_corpus, "val").samples[0]
+    prediction = classifier.predict(sample.path)
+    assert 1 <= len(prediction.labels) <= 3
+    assert all(0 <= label.id < 6 and label.name == classifier.labels.name(label.id) for label in prediction.labels)
+    assert [label.score for label in prediction.top] == sorted((label.score for label in prediction.top), reverse=True)
+    assert set(prediction.timings) == {"decode", "preprocess", "model", "total"}
+    assert prediction.timings["total"] >= prediction.timings["model"] > 0
+    by_bytes = classifier.predict(sample.path.read_bytes())
+    assert by_bytes.ids == prediction.ids
+    with pytest.raises(DecodeError):
+        classifier.predict(b"not a video")
+
+
+def test_evaluate_writes_the_competition_metrics(trained_run, tiny_corpus):
+    result = shortvid("evaluate", trained_run, "--data", tiny_corpus, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "mean Jaccard" in result.stdout
+    report = json.loads((trained_run / "metrics.json").read_text())
+    assert report["num_videos"] == len(load_dataset(tiny_corpus, "val"))
+    for key in ("mean_jaccard", "top1_hit", "top5_hit", "mAP", "GAP@20", "per_class_ap", "confusions", "policy"):
+        assert key in report
+    assert set(report["timing_ms"]) == {"decode", "preprocess", "model", "total"}
+    assert report["timing_ms"]["total"]["median"] > 0 and report["failed"] == 0
+
+
+def test_predict_cli_goes_on_after_a_broken_file(trained_run, tiny_corpus, tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 100)
+    videos = tiny_corpus / "videos"
+    result = shortvid("predict", trained_run, broken, videos)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[0]["path"] == str(broken) and lines[0]["error"]["type"] == "InvalidVideoError"
+    assert len(lines) == 1 + len(list(videos.glob("*.mp4")))
+    assert all(line["labels"] for line in lines[1:])
+    assert "1 failed" in result.stderr
+
+
+def test_judge_api_and_protocol(trained_run, tiny_corpus, tmp_path, monkeypatch):
+    monkeypatch.setenv("SHORTVID_RUN", str(trained_run))
+    api = ServerApi(0)
+    val = load_dataset(tiny_corpus, "val").samples
+    answer = api.handle(str(val[0].path))
+    assert isinstance(answer, list) and answer and all(isinstance(i, int) for i in answer)
+    assert api.handle(str(tmp_path / "missing.mp4")) == []
+
+    listing = tmp_path / "videos.txt"
+    listing.write_text("".join(f"{s.path}\n" for s in val))
+    report = judge(trained_run, listing, tiny_corpus / "val.txt", passes=3)
+    assert report["videos"] == report["scored"] == len(val)
+    assert len(report["pass_ms"]) == 3 and report["ms_per_video"] == pytest.approx(sorted(report["pass_ms"])[1], abs=0.01)
+    assert 0.0 <= report["accuracy"] <= 1.0 and report["time_gate_ms"] == 120.0
+    cli = shortvid("judge", trained_run, "--videos", listing, "--labels", tiny_corpus / "val.txt", "--passes", "3")
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["videos"] == len(val)
