@@ -223,7 +223,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                        f"out={out / 'run'}", f"seed={args.seed}", *args.overrides])
     print(f"[2/5] extracting 3 keyframes per video into {out / 'cache'}", flush=True)
     videos, _ = _dataset_videos(str(out / "data"), None)
-    summary = extract(videos, out / "cache", FrameSpec(k=config.data.num_segments, size=config.data.resize),
+    summary = extract(videos, out / "cache", FrameSpec(k=config.data.num_segments, size=config.frame_size()),
                       workers=args.workers).to_dict()
     print(f"  {summary['total'] - summary['failed']} of {summary['total']} videos in the cache; decode median "
           f"{summary['decode_ms_median']} ms/video; keyframes per video: {summary['keyframes_per_video']}")

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from ..data.labels import LabelMap
-from ..data.transforms import VideoTransform
 from ..decode import Clip
 from ..decode.reader import Source
 from ..evaluate.policy import DecisionPolicy
@@ -78,7 +77,7 @@ class Classifier:
         self.preprocess = preprocess
         self.policy = policy
         self.device = device
-        self.transform = VideoTransform(preprocess.input_size)
+        self.transform = preprocess.transform()
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike, device: str = "auto", checkpoint: str = "best") -> "Classifier":

@@ -30,7 +30,7 @@ class DataConfig:
     val_split: str = "val"
     cache: str | None = None  # a frame cache made by `shortvid extract`; None: decode videos on the fly
     num_segments: int = 3  # frames per video (TSN segments)
-    resize: int = 256  # short side the frames are decoded to (must match the cache)
+    resize: int | list[int] = 256  # short side the frames are decoded to, or [height, width] (must match the cache)
     input_size: int = 224  # crop fed to the network
     batch_size: int = 16
     workers: int = 2
@@ -73,6 +73,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def frame_size(self) -> int | tuple[int, int]:
+        """``data.resize`` as the decoder's FrameSpec takes it."""
+        resize = self.data.resize
+        return tuple(resize) if isinstance(resize, (list, tuple)) else int(resize)
 
 
 def _build(cls, values: dict, where: str):

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ..data.labels import LabelMap
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, VideoTransform
 from ..decode import FrameSpec
 from ..errors import ShortvidError
 
@@ -37,13 +38,21 @@ class Preprocess:
     frames: FrameSpec
     input_size: int
     scores: str  # "sigmoid" (multi-label BCE) or "softmax" (CE)
+    mean: tuple[float, ...] = IMAGENET_MEAN  # the backbone's input normalisation
+    std: tuple[float, ...] = IMAGENET_STD
 
     def to_dict(self) -> dict:
-        return {"frames": self.frames.to_dict(), "input_size": self.input_size, "scores": self.scores}
+        return {"frames": self.frames.to_dict(), "input_size": self.input_size, "scores": self.scores,
+                "mean": list(self.mean), "std": list(self.std)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Preprocess":
-        return cls(FrameSpec.from_dict(data["frames"]), int(data["input_size"]), data["scores"])
+        return cls(FrameSpec.from_dict(data["frames"]), int(data["input_size"]), data["scores"],
+                   tuple(data.get("mean", IMAGENET_MEAN)), tuple(data.get("std", IMAGENET_STD)))
+
+    def transform(self) -> VideoTransform:
+        """The evaluation transform (centre crop, normalisation) this run's model was trained with."""
+        return VideoTransform(self.input_size, augment=False, mean=self.mean, std=self.std)
 
 
 class RunDir:
@@ -110,6 +119,16 @@ class RunDir:
         """On resume: forget epochs the checkpoint does not contain, so none is logged twice."""
         kept = [r for r in self.read_metrics() if r.get("epoch", -1) < epoch]
         _atomic_write_text(self.metrics_log, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def write_inference(self, model: torch.nn.Module, labels: LabelMap, preprocess: Preprocess,
+                        policy: dict | None = None) -> None:
+        """A run that serves ``model`` without having been trained here (benchmarks, imported or fused models)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        labels.to_csv(self.root / "labels.csv")
+        self.write_preprocess(preprocess)
+        if policy is not None:
+            self.write_policy(policy)
+        self.save_checkpoint({"model_config": model.config, "model": model.state_dict()}, self.best)
 
     def save_checkpoint(self, state: dict, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

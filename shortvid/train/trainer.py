@@ -74,24 +74,22 @@ def balanced_weights(samples: list, num_classes: int) -> torch.Tensor:
     return torch.tensor([1.0 / min(counts[c] for c in s.labels) for s in samples], dtype=torch.double)
 
 
-def _datasets(config: TrainConfig, transform: VideoTransform) -> tuple[Dataset, Dataset, Annotations, FrameSpec]:
+def _datasets(config: TrainConfig, train_annotations: Annotations,
+              transform: VideoTransform) -> tuple[Dataset, Dataset, FrameSpec]:
     data = config.data
-    if not data.dataset:
-        raise ConfigError("data.dataset", "no dataset given (data.dataset=PATH)")
-    train_annotations = load_dataset(data.dataset, data.train_split, on_error="skip")
-    val_annotations = load_dataset(data.dataset, data.val_split, on_error="skip")
+    val_annotations = load_dataset(data.dataset, data.val_split, labels=train_annotations.label_map, on_error="skip")
     if data.cache:
         cache = FrameCache(data.cache)
-        if cache.spec.size != data.resize:
+        if cache.spec.size != config.frame_size():
             raise ConfigError("data.resize", f"is {data.resize} but the cache {data.cache} holds frames of size {cache.spec.size}")
         make = lambda annotations, mode: CachedVideoDataset(  # noqa: E731
             annotations, cache, data.num_segments, mode, transform, seed=config.seed)
         spec = FrameSpec(k=data.num_segments, sampler=cache.spec.sampler, size=cache.spec.size, fill=cache.spec.fill)
     else:
-        spec = FrameSpec(k=data.num_segments, size=data.resize)
+        spec = FrameSpec(k=data.num_segments, size=config.frame_size())
         make = lambda annotations, mode: RawVideoDataset(  # noqa: E731
             annotations, spec, mode, transform, seed=config.seed)
-    return make(train_annotations, "train"), make(val_annotations, "test"), train_annotations, spec
+    return make(train_annotations, "train"), make(val_annotations, "test"), spec
 
 
 def _schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
@@ -166,9 +164,17 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
     device = resolve_device(config.device)
     amp = config.optim.amp and device.type == "cuda"
 
-    transform = VideoTransform(config.data.input_size, augment=config.data.augment)
-    train_set, val_set, train_annotations, spec = _datasets(config, transform)
+    if not config.data.dataset:
+        raise ConfigError("data.dataset", "no dataset given (data.dataset=PATH)")
+    train_annotations = load_dataset(config.data.dataset, config.data.train_split, on_error="skip")
     label_map = train_annotations.label_map
+    model = create_model(config.model.name, num_classes=len(label_map), pretrained=config.model.pretrained,
+                         checkpoint_path=config.model.checkpoint_path, imagenet_head=config.model.imagenet_head,
+                         **config.model.args).to(device)
+    normalise = model.data_config
+    mean, std = tuple(normalise["mean"]), tuple(normalise["std"])
+    transform = VideoTransform(config.data.input_size, augment=config.data.augment, mean=mean, std=std)
+    train_set, val_set, spec = _datasets(config, train_annotations, transform)
     weights = balanced_weights(train_set.samples, len(label_map)) if config.data.balanced else None
     sampler = EpochSampler(len(train_set), config.seed, weights)
     loader_args = {"batch_size": config.data.batch_size, "num_workers": config.data.workers,
@@ -176,9 +182,6 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
     train_loader = DataLoader(train_set, sampler=sampler, drop_last=len(train_set) > config.data.batch_size, **loader_args)
     val_loader = DataLoader(val_set, shuffle=False, **loader_args)
 
-    model = create_model(config.model.name, num_classes=len(label_map), pretrained=config.model.pretrained,
-                         checkpoint_path=config.model.checkpoint_path, imagenet_head=config.model.imagenet_head,
-                         **config.model.args).to(device)
     optimizer = _optimizer(model, config)
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * config.optim.epochs
@@ -200,7 +203,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
     else:
         save_config(config, run.config)
         label_map.to_csv(run.root / "labels.csv")
-        run.write_preprocess(Preprocess(spec, config.data.input_size, "sigmoid" if config.optim.loss == "bce" else "softmax"))
+        scores = "sigmoid" if config.optim.loss == "bce" else "softmax"
+        run.write_preprocess(Preprocess(spec, config.data.input_size, scores, mean, std))
 
     def checkpoint_state() -> dict:
         return {

@@ -1,0 +1,41 @@
+"""Video models: timm backbones per frame, temporal aggregators, video-level classifiers.
+
+    model = create_model("tsn_resnet50", num_classes=63, pretrained=True, imagenet_head=True)
+    logits = model(frames, mask)              # frames [B, T, 3, H, W], mask [B, T] bool
+    same = create_model(**model.config)       # same architecture; then load_state_dict
+"""
+
+from .aggregators import Aggregator, masked_mean
+from .backbones import CheckpointError
+from .classifiers import ClassifierHead
+from .registry import (
+    create_aggregator,
+    create_classifier,
+    create_model,
+    list_aggregators,
+    list_classifiers,
+    list_models,
+    register_aggregator,
+    register_classifier,
+    register_model,
+)
+from .tsn import build_tsn
+from .video import VideoClassifier
+
+__all__ = [
+    "Aggregator",
+    "CheckpointError",
+    "ClassifierHead",
+    "VideoClassifier",
+    "build_tsn",
+    "create_aggregator",
+    "create_classifier",
+    "create_model",
+    "list_aggregators",
+    "list_classifiers",
+    "list_models",
+    "masked_mean",
+    "register_aggregator",
+    "register_classifier",
+    "register_model",
+]

@@ -1,0 +1,93 @@
+"""Registered TSN models: the seed's ResNets, a MobileNetV3 student, NeXtVLAD and a tiny test net.
+
+Each builder only sets defaults; every argument of :func:`build_tsn` can be overridden through
+``create_model(name, **overrides)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .backbones import create_backbone, feature_dim
+from .registry import create_aggregator, create_classifier, register_model
+from .video import VideoClassifier
+
+
+def build_tsn(
+    *,
+    num_classes: int,
+    backbone: str = "resnet50",
+    pretrained: bool = False,
+    checkpoint_path: str | None = None,
+    aggregator: str = "mean",
+    aggregator_args: dict[str, Any] | None = None,
+    classifier: str = "linear",
+    classifier_args: dict[str, Any] | None = None,
+    dropout: float = 0.0,
+    imagenet_head: bool = False,
+    backbone_args: dict[str, Any] | None = None,
+) -> VideoClassifier:
+    """Assemble a :class:`VideoClassifier` from registered parts.
+
+    ``dropout`` is the classifier's input dropout (``classifier_args`` may override it);
+    ``backbone_args`` go to ``timm.create_model`` (e.g. ``drop_path_rate``).
+    """
+    net, head = create_backbone(backbone, pretrained=pretrained, checkpoint_path=checkpoint_path,
+                                imagenet_head=imagenet_head, **(backbone_args or {}))
+    pool = create_aggregator(aggregator, feature_dim(net), **(aggregator_args or {}))
+    scorer = create_classifier(classifier, pool.out_features, num_classes,
+                               **{"dropout": dropout, **(classifier_args or {})})
+    return VideoClassifier(net, pool, scorer, head)
+
+
+def _with_defaults(defaults: dict[str, Any], overrides: dict[str, Any]) -> VideoClassifier:
+    return build_tsn(**{**defaults, **overrides})
+
+
+@register_model
+def tsn(**kwargs: Any) -> VideoClassifier:
+    """TSN over any timm backbone (``backbone=``; ResNet50 by default), mean consensus, linear head."""
+    return _with_defaults({}, kwargs)
+
+
+@register_model
+def tsn_resnet34(**kwargs: Any) -> VideoClassifier:
+    """The seed's ResNet34 student."""
+    return _with_defaults({"backbone": "resnet34"}, kwargs)
+
+
+@register_model
+def tsn_resnet50(**kwargs: Any) -> VideoClassifier:
+    """The seed's main model and ResNet50 student/teacher."""
+    return _with_defaults({"backbone": "resnet50"}, kwargs)
+
+
+@register_model
+def tsn_resnet101(**kwargs: Any) -> VideoClassifier:
+    """The seed's ResNet101 teacher."""
+    return _with_defaults({"backbone": "resnet101"}, kwargs)
+
+
+@register_model
+def tsn_mobilenetv3(**kwargs: Any) -> VideoClassifier:
+    """A CPU-fast student: MobileNetV3-Large 1.0 (5.5 M parameters, 1280-d features)."""
+    return _with_defaults({"backbone": "mobilenetv3_large_100"}, kwargs)
+
+
+@register_model
+def tsn_mobilenetv3_small(**kwargs: Any) -> VideoClassifier:
+    """The fastest student: MobileNetV3-Small 1.0 (2.5 M parameters, 1024-d features)."""
+    return _with_defaults({"backbone": "mobilenetv3_small_100"}, kwargs)
+
+
+@register_model
+def tsn_nextvlad_resnet50(**kwargs: Any) -> VideoClassifier:
+    """TSN features from ResNet50 pooled by NeXtVLAD (the slides' "TSN + NeXtVLAD")."""
+    return _with_defaults({"backbone": "resnet50", "aggregator": "nextvlad"}, kwargs)
+
+
+@register_model
+def tsn_tiny(**kwargs: Any) -> VideoClassifier:
+    """For tests and CPU demos: timm's ``test_resnet`` (0.47 M parameters, 96-d features), a
+    ResNet like the seed's, so loading and distillation run the same code as the real nets."""
+    return _with_defaults({"backbone": "test_resnet"}, kwargs)
