@@ -69,7 +69,7 @@ def tiny_config(corpus, cache, out, *extra):
     from shortvid.train.config import load_config
 
     return load_config("tiny", [f"data.dataset={corpus}", f"data.cache={cache}", f"out={out}", "progress=false",
-                                "data.batch_size=6", *extra])
+                                "data.batch_size=6", "data.resize=72", "data.input_size=64", *extra])
 
 
 @pytest.fixture(scope="session")

@@ -70,13 +70,14 @@ def test_a_tiny_dataset_is_overfitted(tiny_corpus, tiny_cache, tmp_path):
 
 
 def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(tiny_corpus, tiny_cache, tmp_path):
-    args = ["optim.epochs=2", "checkpoint_every=1", "data.workers=0"]
+    args = ["optim.epochs=2", "checkpoint_every=1", "data.workers=0", "data.augment=true"]
     straight = tmp_path / "straight"
     train(tiny_config(tiny_corpus, tiny_cache, straight, *args))
 
     killed = tmp_path / "killed"
     command = [sys.executable, "-m", "shortvid.cli", "train", "--config", "tiny", f"data.dataset={tiny_corpus}",
-               f"data.cache={tiny_cache}", f"out={killed}", "progress=false", "data.batch_size=6", *args]
+               f"data.cache={tiny_cache}", f"out={killed}", "progress=false", "data.batch_size=6", "data.resize=72",
+               "data.input_size=64", *args]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     last = killed / "checkpoints" / "last.pt"
     deadline = time.monotonic() + 240

@@ -18,8 +18,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class VideoTransform:
     """Callable as the datasets' ``transform(frames, mode)`` hook; ``mode`` picks train or test."""
 
-    def __init__(self, size: int = 224, *, augment: bool = True, scale: tuple[float, float] = (0.25, 1.0),
-                 flip: bool = True, jitter: float = 0.4, mean: tuple[float, ...] = IMAGENET_MEAN,
+    def __init__(self, size: int = 224, *, augment: bool = True, scale: tuple[float, float] = (0.4, 1.0),
+                 flip: bool = True, jitter: float = 0.2, mean: tuple[float, ...] = IMAGENET_MEAN,
                  std: tuple[float, ...] = IMAGENET_STD):
         self.size = size
         normalise = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
