@@ -43,7 +43,8 @@ def realistic_corpus(videos: int) -> list[Path]:
     spec = dataclasses.replace(
         preset("small"), name="decode-bench", num_classes=4, num_groups=2, num_videos=max(videos, 4), min_videos_per_class=1,
         sizes=((720, 1280),), legacy_share=0.0, vfr_share=0.0, rotated_share=0.0, audio_first_share=0.0,
-        clip_name_share=0.0, duration=(10.0, 15.0), fps=30.0, gop=120, render_short_side=240, seed=7,
+        clip_name_share=0.0, duration=(10.0, 15.0), fps=30.0, gop=120, render_short_side=240, difficulty=0.3,
+        seed=7,
     )
     out = CACHE / f"decode-corpus-{videos}"
     generate_corpus(out, spec, workers=os.cpu_count(), progress=True)

@@ -95,7 +95,8 @@ class Classifier:
     def scores(self, clip: Clip) -> tuple[np.ndarray, dict[str, float]]:
         """Class scores [C] for decoded frames, with preprocess and model times (ms)."""
         started = time.perf_counter()
-        frames = self.transform(torch.from_numpy(clip.frames), "test").unsqueeze(0).to(self.device)
+        # Move the uint8 frames (4x smaller than floats) first, then crop and normalise on the device.
+        frames = self.transform(torch.from_numpy(clip.frames).to(self.device), "test").unsqueeze(0)
         prepared = time.perf_counter()
         logits = self.model(frames)
         probabilities = torch.sigmoid(logits) if self.preprocess.scores == "sigmoid" else torch.softmax(logits, 1)
