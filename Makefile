@@ -23,6 +23,7 @@ test: install
 
 bench: install
 	$(BIN)/python bench/decode.py
+	$(BIN)/python bench/predict.py
 
 clean:
 	rm -rf $(VENV) runs
