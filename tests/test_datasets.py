@@ -1,6 +1,5 @@
 """Torch datasets over the frame cache and over raw videos."""
 
-import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader

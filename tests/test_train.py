@@ -1,14 +1,12 @@
 """Training end to end on the tiny corpus: configs, overfitting, resuming after a kill, and the run
 directory that evaluation, prediction and the judge read."""
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import torch
 
