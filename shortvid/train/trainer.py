@@ -16,7 +16,6 @@ from typing import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
@@ -29,6 +28,7 @@ from ..evaluate.metrics import mean_ap, top_k_hit
 from ..evaluate.policy import DecisionPolicy
 from ..models import VideoClassifier, create_model
 from .config import ConfigError, TrainConfig, save_config
+from .losses import classification_loss
 from .run import Preprocess, RunDir
 
 
@@ -110,16 +110,6 @@ def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optim
         return torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum,
                                weight_decay=optim.weight_decay, nesterov=True)
     raise ConfigError("optim.name", f"unknown optimiser {optim.name!r} (adamw, sgd)")
-
-
-def classification_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tensor:
-    """``bce``: multi-label binary cross-entropy (the seed's); ``ce``: softmax cross-entropy on the
-    label set spread evenly (a multi-label video's labels share the target mass)."""
-    if kind == "bce":
-        return F.binary_cross_entropy_with_logits(logits, targets)
-    if kind == "ce":
-        return F.cross_entropy(logits, targets / targets.sum(dim=1, keepdim=True).clamp_min(1))
-    raise ConfigError("optim.loss", f"unknown loss {kind!r} (bce, ce)")
 
 
 def scores_from_logits(logits: torch.Tensor, kind: str) -> torch.Tensor:
