@@ -135,6 +135,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_distill(args: argparse.Namespace) -> int:
+    """`train` with a teacher: the seed's ImageNet-head distillation unless distill.kind=logits."""
+    from .train.config import load_config
+    from .train.trainer import train
+
+    config = load_config(args.config, [f"distill.teacher={args.teacher}", *args.overrides])
+    if config.distill.kind == "imagenet":
+        config.model.imagenet_head = True
+    record = train(config)
+    print(json.dumps({"run": config.out, **record}))
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate.runner import evaluate_run
 
@@ -309,6 +322,16 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its last checkpoint")
     tr.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     tr.set_defaults(handler=cmd_train)
+
+    ds = commands.add_parser("distill", help="train a student with a trained teacher run",
+                             description="Train per a config with a teacher: loss = classification + "
+                                         "distill.weight x the squared difference of the L2-normalised ImageNet "
+                                         "heads (the seed's; both nets keep their 1000-way head), or Hinton "
+                                         "soft targets on the class logits with distill.kind=logits.")
+    ds.add_argument("--teacher", required=True, metavar="RUN", help="the teacher's run directory")
+    ds.add_argument("--config", required=True, help="the student's config (YAML file or shipped name)")
+    ds.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    ds.set_defaults(handler=cmd_distill)
 
     ev = commands.add_parser("evaluate", help="the competition's metrics for a run, with per-stage timing",
                              description="Classify every video of a split through the serving path; report mean "

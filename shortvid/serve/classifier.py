@@ -18,7 +18,7 @@ from ..data.labels import LabelMap
 from ..decode import Clip
 from ..decode.reader import Source
 from ..evaluate.policy import DecisionPolicy
-from ..models import VideoClassifier, create_model
+from ..models import VideoClassifier
 from ..train.run import Preprocess, RunDir
 from ..train.trainer import resolve_device
 
@@ -54,19 +54,6 @@ class Prediction:
         }
 
 
-def load_model(run: RunDir, checkpoint: str = "best", device: torch.device | str = "cpu") -> VideoClassifier:
-    """The run's model with the weights of its ``best`` (or ``last``) checkpoint, in eval mode."""
-    path = run.best if checkpoint == "best" and run.best.exists() else run.last
-    state = run.load_checkpoint(path, map_location=device)
-    config = dict(state["model_config"])
-    name = config.pop("name")
-    for weights_source in ("pretrained", "checkpoint_path"):  # the checkpoint brings the weights
-        config.pop(weights_source, None)
-    model = create_model(name, **config)
-    model.load_state_dict(state["model"])
-    return model.to(device).eval()
-
-
 class Classifier:
     """A trained run, ready to classify videos one at a time."""
 
@@ -84,7 +71,7 @@ class Classifier:
         run = RunDir(run_dir)
         torch_device = resolve_device(device)
         policy = run.policy()
-        return cls(load_model(run, checkpoint, torch_device), run.label_map(), run.preprocess(),
+        return cls(run.load_model(checkpoint, torch_device), run.label_map(), run.preprocess(),
                    DecisionPolicy.from_dict(policy) if policy else DecisionPolicy(), torch_device)
 
     def read(self, source: Source, timeout: float | None = 10.0) -> Clip:

@@ -61,10 +61,19 @@ class OptimConfig:
 
 
 @dataclass
+class DistillConfig:
+    teacher: str | None = None  # a trained run whose model teaches (`shortvid distill --teacher RUN`)
+    kind: str = "imagenet"  # imagenet: the seed's normalised ImageNet-head MSE | logits: Hinton soft targets
+    weight: float = 1.0  # the distillation term's weight next to the classification loss
+    temperature: float = 4.0  # logits only
+
+
+@dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     out: str = "runs/train"  # the run directory
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N

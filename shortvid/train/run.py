@@ -25,6 +25,7 @@ from ..data.labels import LabelMap
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, VideoTransform
 from ..decode import FrameSpec
 from ..errors import ShortvidError
+from ..models import VideoClassifier, create_model
 
 
 class RunError(ShortvidError):
@@ -129,6 +130,18 @@ class RunDir:
         if policy is not None:
             self.write_policy(policy)
         self.save_checkpoint({"model_config": model.config, "model": model.state_dict()}, self.best)
+
+    def load_model(self, checkpoint: str = "best", device: torch.device | str = "cpu") -> VideoClassifier:
+        """The run's model with the weights of its ``best`` (or ``last``) checkpoint, in eval mode."""
+        path = self.best if checkpoint == "best" and self.best.exists() else self.last
+        state = self.load_checkpoint(path, map_location=device)
+        config = dict(state["model_config"])
+        name = config.pop("name")
+        for weights_source in ("pretrained", "checkpoint_path"):  # the checkpoint brings the weights
+            config.pop(weights_source, None)
+        model = create_model(name, **config)
+        model.load_state_dict(state["model"])
+        return model.to(device).eval()
 
     def save_checkpoint(self, state: dict, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

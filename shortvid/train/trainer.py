@@ -28,7 +28,7 @@ from ..evaluate.metrics import mean_ap, top_k_hit
 from ..evaluate.policy import DecisionPolicy
 from ..models import VideoClassifier, create_model
 from .config import ConfigError, TrainConfig, save_config
-from .losses import classification_loss
+from .losses import classification_loss, imagenet_distillation_loss, logit_distillation_loss
 from .run import Preprocess, RunDir
 
 
@@ -142,6 +142,41 @@ def predict_scores(model: VideoClassifier, loader: DataLoader, device: torch.dev
     return np.concatenate(scores), np.concatenate(targets), sum(losses) / max(n, 1)
 
 
+class Teacher:
+    """A trained run's model, frozen, giving the distillation targets for a student's batch.
+
+    Frames arrive normalised for the student; they are re-normalised for the teacher when the two
+    backbones expect different input statistics.
+    """
+
+    def __init__(self, run_dir: str, config: TrainConfig, student: VideoClassifier, mean, std, device):
+        self.model = RunDir(run_dir).load_model("best", device)
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        self.kind = config.distill.kind
+        if self.kind == "imagenet" and (self.model.imagenet_head is None or student.imagenet_head is None):
+            raise ConfigError("distill.kind", "imagenet distillation needs both models' ImageNet heads "
+                                              "(train both with model.imagenet_head=true), or use distill.kind=logits")
+        if self.kind == "logits" and self.model.num_classes != student.num_classes:
+            raise ConfigError("distill.kind", "logit distillation needs teacher and student over the same classes")
+        if self.kind not in ("imagenet", "logits"):
+            raise ConfigError("distill.kind", f"unknown kind {self.kind!r} (imagenet, logits)")
+        preprocess = RunDir(run_dir).preprocess()
+        shape = (1, 1, 3, 1, 1)
+        self.scale = (torch.tensor(std) / torch.tensor(preprocess.std)).view(shape).to(device)
+        self.shift = ((torch.tensor(mean) - torch.tensor(preprocess.mean)) / torch.tensor(preprocess.std)).view(shape).to(device)
+        self.config = config.distill
+        self.loss_kind = config.optim.loss
+
+    def loss(self, frames: torch.Tensor, student_outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.no_grad():
+            teacher_outputs = self.model.forward_all(frames * self.scale + self.shift)
+        if self.kind == "imagenet":
+            return imagenet_distillation_loss(student_outputs["imagenet"], teacher_outputs["imagenet"])
+        return logit_distillation_loss(student_outputs["logits"], teacher_outputs["logits"],
+                                       self.config.temperature, self.loss_kind)
+
+
 def train(config: TrainConfig, *, resume: bool = False) -> dict:
     """Train per ``config`` into the run directory ``config.out``; returns the last epoch's metrics."""
     run = RunDir(config.out)
@@ -172,6 +207,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
     train_loader = DataLoader(train_set, sampler=sampler, drop_last=len(train_set) > config.data.batch_size, **loader_args)
     val_loader = DataLoader(val_set, shuffle=False, **loader_args)
 
+    teacher = Teacher(config.distill.teacher, config, model, mean, std, device) if config.distill.teacher else None
     optimizer = _optimizer(model, config)
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * config.optim.epochs
@@ -210,15 +246,19 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
         train_set.set_epoch(state.epoch)
         sampler.set_epoch(state.epoch, start=state.step * config.data.batch_size)
         model.train()
-        losses = []
+        losses, distill_losses = [], []
         bar = tqdm(train_loader, desc=f"epoch {state.epoch + 1}/{config.optim.epochs}", unit="batch",
                    initial=state.step, total=steps_per_epoch, disable=not config.progress, leave=False)
         for batch in bar:
             frames = batch["frames"].to(device, non_blocking=True)
             targets = batch["labels"].to(device, non_blocking=True)
             with torch.autocast(device.type, enabled=amp):
-                logits = model(frames)
-            loss = classification_loss(logits.float(), targets, config.optim.loss)
+                outputs = model.forward_all(frames) if teacher else {"logits": model(frames)}
+                distill = teacher.loss(frames, outputs) if teacher else None
+            loss = classification_loss(outputs["logits"].float(), targets, config.optim.loss)
+            if distill is not None:
+                distill_losses.append(distill.item())
+                loss = loss + config.distill.weight * distill
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if config.optim.grad_clip:
@@ -240,6 +280,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
             "epoch": state.epoch, "train_loss": float(np.mean(losses)) if losses else None, "val_loss": val_loss,
             "val_mean_jaccard": val_jaccard, "val_top1": top_k_hit(scores, targets, 1),
             "val_mAP": mean_ap(scores, targets), "lr": scheduler.get_last_lr()[0],
+            "distill_loss": float(np.mean(distill_losses)) if distill_losses else None,
             "seconds": round(time.perf_counter() - epoch_started, 2),
         }
         state.epoch += 1
