@@ -148,6 +148,36 @@ def cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hardmine(args: argparse.Namespace) -> int:
+    from .train.hardset import mine_hard_set
+
+    report = mine_hard_set(args.run, args.data, split=args.split, margin=args.margin, name=args.name,
+                           device=args.device, progress=not args.quiet)
+    print(json.dumps(report))
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from .train.hardset import finetune
+
+    report = finetune(args.run, args.out, hard=args.hard, stages=args.stages, epochs=args.epochs,
+                      patience=args.patience, lr_scale=args.lr_scale, easy_fraction=args.easy,
+                      overrides=tuple(args.overrides))
+    print(json.dumps(report))
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from .evaluate.analyze import analyze_run
+
+    report = analyze_run(args.run, args.data, args.split, args.out, limit=args.limit, worst=args.worst,
+                         device=args.device)
+    summary = report.get("summary", {})
+    print(json.dumps(summary, indent=2))
+    print(f"report: {Path(args.out) / 'report.html'}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate.runner import evaluate_run
 
@@ -333,6 +363,48 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     ds.set_defaults(handler=cmd_distill)
 
+    hm = commands.add_parser("hardmine", help="write the training videos a run gets wrong as a split",
+                             description="Classify the split's videos with RUN; write those it gets wrong (Jaccard "
+                                         "below 1 under its decision policy, or a score margin below --margin) "
+                                         "as DATASET/NAME.txt, a split the other commands read.")
+    hm.add_argument("run", metavar="RUN")
+    hm.add_argument("--data", required=True, help="the AI Challenger dataset folder")
+    hm.add_argument("--split", default="train")
+    hm.add_argument("--margin", type=float, default=None, help="also count right answers won by less than this")
+    hm.add_argument("--name", default="hard", help="the hard split's name (default: hard)")
+    hm.add_argument("--device", default="auto")
+    hm.add_argument("--quiet", action="store_true")
+    hm.set_defaults(handler=cmd_hardmine)
+
+    ft = commands.add_parser("finetune", help="the seed's two-step fine-tuning on a hard set",
+                             description="Fine-tune RUN on a hard split: first with the backbone's stem and first "
+                                         "stages frozen until validation stops improving (OUT/frozen), then the "
+                                         "whole network (OUT/full).")
+    ft.add_argument("run", metavar="RUN")
+    ft.add_argument("--out", required=True)
+    ft.add_argument("--hard", default="hard", help="the hard split's name (from `shortvid hardmine`)")
+    ft.add_argument("--stages", type=int, default=2, help="stages frozen in step 1 (default: 2)")
+    ft.add_argument("--epochs", type=int, default=10, help="at most, per step")
+    ft.add_argument("--patience", type=int, default=2, help="epochs without improvement before a step ends")
+    ft.add_argument("--lr-scale", type=float, default=0.1, help="the run's learning rate times this")
+    ft.add_argument("--easy", type=float, default=0.0, help="mix in easy videos, as a fraction of the hard set")
+    ft.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    ft.set_defaults(handler=cmd_finetune)
+
+    an = commands.add_parser("analyze", help="bad-case report: confusions by group, heatmap, worst errors",
+                             description="Classify a split with RUN and write an HTML report and a markdown "
+                                         "summary: confusion pairs grouped by label group, per-class precision, "
+                                         "recall and AP, a confusion heatmap ordered by group, thumbnails of the "
+                                         "worst errors from the frames the model saw, and proposed groups.")
+    an.add_argument("run", metavar="RUN")
+    an.add_argument("--data", required=True)
+    an.add_argument("--split", default="val")
+    an.add_argument("--out", required=True, metavar="REPORT")
+    an.add_argument("--limit", type=int, default=None)
+    an.add_argument("--worst", type=int, default=12, help="worst errors shown with their frames")
+    an.add_argument("--device", default="auto")
+    an.set_defaults(handler=cmd_analyze)
+
     ev = commands.add_parser("evaluate", help="the competition's metrics for a run, with per-stage timing",
                              description="Classify every video of a split through the serving path; report mean "
                                          "Jaccard (the competition's accuracy), top-1/5, mAP, GAP@20, per-class "
@@ -381,7 +453,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from .errors import ShortvidError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # KEY=VALUE overrides may follow options too (`finetune RUN --out X optim.lr=0.1`)
+    if extra and hasattr(args, "overrides") and all("=" in item and not item.startswith("-") for item in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.handler(args)
     except ShortvidError as error:

@@ -21,7 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from shortvid.data.labels import LabelMap
-from shortvid.evaluate.metrics import confusion_pairs, jaccard, per_class_ap, predicted_matrix
+from shortvid.evaluate.metrics import (
+    confusion_pairs,
+    jaccard,
+    per_class_ap,
+    predicted_matrix,
+)
 
 __all__ = [
     "analyze_run",
@@ -375,16 +380,19 @@ CLASS_HEADER = ("class", "group", "true", "predicted", "precision", "recall", "A
 PAIR_HEADER = ("true", "predicted as", "predicted's group", "count")
 
 
+def _md_cell(value: object) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    cell = lambda value: str(value).replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
+    lines = ["| " + " | ".join(map(_md_cell, header)) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
 def _markdown(analysis: dict) -> str:
     """summary.md: the report's tables, without images."""
-    parts = ["# Bad-case analysis\n", _md_table(("", ""), _summary_rows(analysis)), "\n## Confusions by group\n"]
+    parts = ["# Bad-case analysis\n\n", _md_table(("metric", "value"), _summary_rows(analysis)), "\n## Confusions by group\n"]
     grouped = _group_pair_rows(analysis)
     if not grouped:
         parts.append("No confusions.\n")
@@ -418,7 +426,7 @@ def _html(analysis: dict) -> str:
              "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:.5em 0}",
              "td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}figure{margin:1em 0}",
              "img{max-width:100%}.score{color:#666}</style></head><body>",
-             "<h1>Bad-case analysis</h1>", _html_table(("", ""), _summary_rows(analysis)),
+             "<h1>Bad-case analysis</h1>", _html_table(("metric", "value"), _summary_rows(analysis)),
              "<h2>Confusions by group</h2>"]
     grouped = _group_pair_rows(analysis)
     if not grouped:

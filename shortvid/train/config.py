@@ -44,6 +44,8 @@ class ModelConfig:
     pretrained: bool = False  # timm hub weights (needs network access)
     checkpoint_path: str | None = None  # local backbone weights (timm or torchvision state dict)
     imagenet_head: bool = False  # keep the 1000-way head as an auxiliary output (for distillation)
+    init_from: str | None = None  # start from the weights of this run's best checkpoint (fine-tuning)
+    freeze_stages: int = 0  # freeze the backbone's stem and first N stages (hard-set fine-tuning, step 1)
     args: dict[str, Any] = field(default_factory=dict)  # builder overrides: backbone, aggregator, dropout, ...
 
 
@@ -58,6 +60,7 @@ class OptimConfig:
     loss: str = "bce"  # bce (multi-label, the seed's) | ce (softmax)
     amp: bool = True  # mixed precision on CUDA; ignored on the CPU
     grad_clip: float | None = None
+    patience: int | None = None  # stop after this many epochs without a better validation mean Jaccard
 
 
 @dataclass

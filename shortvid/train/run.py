@@ -140,7 +140,7 @@ class RunDir:
         for weights_source in ("pretrained", "checkpoint_path"):  # the checkpoint brings the weights
             config.pop(weights_source, None)
         model = create_model(name, **config)
-        model.load_state_dict(state["model"])
+        load_weights(model, state["model"])
         return model.to(device).eval()
 
     def save_checkpoint(self, state: dict, path: Path) -> None:
@@ -153,6 +153,15 @@ class RunDir:
         path = path or (self.best if self.best.exists() else self.last)
         self.require(path, "checkpoint")
         return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def load_weights(model: torch.nn.Module, state_dict: dict) -> None:
+    """``load_state_dict``, strict but for batch-norm step counters: a model saved with frozen stages
+    (timm's FrozenBatchNorm2d keeps no ``num_batches_tracked``) loads into an unfrozen one."""
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    missing = [key for key in missing if not key.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise RunError("checkpoint", f"weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

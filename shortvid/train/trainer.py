@@ -28,8 +28,9 @@ from ..evaluate.metrics import mean_ap, top_k_hit
 from ..evaluate.policy import DecisionPolicy
 from ..models import VideoClassifier, create_model
 from .config import ConfigError, TrainConfig, save_config
+from .freeze import freeze_stages
 from .losses import classification_loss, imagenet_distillation_loss, logit_distillation_loss
-from .run import Preprocess, RunDir
+from .run import Preprocess, RunDir, load_weights
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -104,10 +105,11 @@ def _schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: 
 
 def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     optim = config.optim
+    trainable = [p for p in model.parameters() if p.requires_grad]  # frozen stages stay out
     if optim.name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+        return torch.optim.AdamW(trainable, lr=optim.lr, weight_decay=optim.weight_decay)
     if optim.name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum,
+        return torch.optim.SGD(trainable, lr=optim.lr, momentum=optim.momentum,
                                weight_decay=optim.weight_decay, nesterov=True)
     raise ConfigError("optim.name", f"unknown optimiser {optim.name!r} (adamw, sgd)")
 
@@ -122,6 +124,7 @@ class _State:
     step: int = 0  # batches done in this epoch
     global_step: int = 0
     best: float = -1.0
+    best_epoch: int = -1
 
 
 @torch.no_grad()
@@ -196,6 +199,12 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
     model = create_model(config.model.name, num_classes=len(label_map), pretrained=config.model.pretrained,
                          checkpoint_path=config.model.checkpoint_path, imagenet_head=config.model.imagenet_head,
                          **config.model.args).to(device)
+    if config.model.init_from:
+        source = RunDir(config.model.init_from)
+        load_weights(model, source.load_checkpoint(source.best if source.best.exists() else source.last,
+                                                   map_location=device)["model"])
+    if config.model.freeze_stages:
+        freeze_stages(model, config.model.freeze_stages)
     normalise = model.data_config
     mean, std = tuple(normalise["mean"]), tuple(normalise["std"])
     transform = VideoTransform(config.data.input_size, augment=config.data.augment, mean=mean, std=std)
@@ -287,7 +296,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
         state.step = 0
         improved = val_jaccard > state.best
         if improved:
-            state.best = val_jaccard
+            state.best, state.best_epoch = val_jaccard, record["epoch"]
         run.append_metrics(record)
         run.save_checkpoint(checkpoint_state(), run.last)
         if improved:
@@ -297,4 +306,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
             print(f"epoch {record['epoch'] + 1}: train loss {record['train_loss']:.4f}, val loss {val_loss:.4f}, "
                   f"val mean Jaccard {val_jaccard:.4f}, top-1 {record['val_top1']:.4f}", flush=True)
         last_record = record
+        if config.optim.patience and state.epoch - 1 - state.best_epoch >= config.optim.patience:
+            if config.progress:
+                print(f"no better validation for {config.optim.patience} epochs: stopping", flush=True)
+            break
     return last_record or (run.read_metrics() or [{}])[-1]

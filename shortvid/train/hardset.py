@@ -1,0 +1,98 @@
+"""The seed's hard-set fine-tuning: collect the training videos a run gets wrong, then fine-tune on
+them in two steps, first with the backbone's stem and first two stages frozen until validation stops
+improving, then the whole network.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..data.annotations import Annotations, load_dataset
+from ..errors import DatasetError, DecodeError
+from ..evaluate.metrics import jaccard, predicted_matrix
+from .config import load_config
+from .trainer import train
+
+
+def mine_hard_set(run_dir: str | os.PathLike, dataset: str | os.PathLike, *, split: str = "train",
+                  margin: float | None = None, name: str = "hard", device: str = "auto",
+                  progress: bool = True) -> dict:
+    """Write ``DATASET/<name>.txt``: the ``split`` videos the run gets wrong under its decision policy
+    (Jaccard below 1), or, with ``margin``, whose lowest true-label score beats the highest wrong
+    one by less than ``margin``. The file reads as a split of the same dataset (same names, so the
+    same frame cache serves it)."""
+    from tqdm import tqdm
+
+    from ..serve.classifier import Classifier
+
+    root = Path(dataset)
+    if not (root.is_dir() and (root / f"{split}.txt").is_file()):
+        raise DatasetError(str(root), f"hard-set mining writes a split beside {split}.txt: give an AI Challenger folder")
+    classifier = Classifier.load(run_dir, device=device)
+    annotations = load_dataset(root, split, labels=classifier.labels, on_error="skip")
+    hard, skipped = [], 0
+    for sample in tqdm(annotations.samples, desc="mine", unit="video", disable=not progress):
+        try:
+            scores, _ = classifier.scores(classifier.read(sample.path))
+        except DecodeError:
+            skipped += 1
+            continue
+        if is_hard(scores, sample.labels, classifier.decide(scores)[0], margin):
+            hard.append(sample)
+    if not hard:
+        raise DatasetError(str(root), f"the run gets every {split} video right: no hard set")
+    Annotations(hard, classifier.labels, annotations.root).write_aichallenger(root / f"{name}.txt", write_labels=False)
+    return {"split": name, "file": str(root / f"{name}.txt"), "videos": len(annotations.samples),
+            "hard": len(hard), "undecodable": skipped}
+
+
+def is_hard(scores: np.ndarray, truth: tuple[int, ...], decided, margin: float | None) -> bool:
+    """Wrong under the policy (Jaccard < 1), or right by less than ``margin`` in score."""
+    predicted = [tuple(label.id for label in decided)]
+    if jaccard(predicted, predicted_matrix([truth], len(scores)))[0] < 1.0:
+        return True
+    if margin is None:
+        return False
+    wrong = np.delete(scores, list(truth))
+    return bool(len(wrong)) and float(scores[list(truth)].min() - wrong.max()) < margin
+
+
+def mix_in_easy(dataset: str | os.PathLike, hard: str, fraction: float, seed: int = 0, split: str = "train") -> str:
+    """Write ``DATASET/<hard>+easy.txt``: the hard set plus ``fraction`` of it in easy videos drawn
+    from ``split`` (so the fine-tuned model does not forget what it got right)."""
+    root = Path(dataset)
+    hard_set = load_dataset(root, hard)
+    names = {s.name for s in hard_set.samples}
+    easy = [s for s in load_dataset(root, split, labels=hard_set.label_map).samples if s.name not in names]
+    rng = np.random.default_rng(seed)
+    count = min(len(easy), int(round(fraction * len(hard_set.samples))))
+    chosen = [easy[i] for i in sorted(rng.choice(len(easy), count, replace=False))] if count else []
+    mixed = f"{hard}+easy"
+    Annotations(hard_set.samples + chosen, hard_set.label_map, hard_set.root).write_aichallenger(
+        root / f"{mixed}.txt", write_labels=False)
+    return mixed
+
+
+def finetune(run_dir: str | os.PathLike, out: str | os.PathLike, *, hard: str = "hard", stages: int = 2,
+             epochs: int = 10, patience: int = 2, lr_scale: float = 0.1, easy_fraction: float = 0.0,
+             overrides: tuple[str, ...] = ()) -> dict:
+    """Two runs under ``out``: ``frozen`` (stem and first ``stages`` stages frozen, from ``run_dir``'s
+    weights) and ``full`` (everything trained, from ``frozen``'s best). Each stops when validation
+    has not improved for ``patience`` epochs. Returns both runs' last metrics."""
+    base = load_config(Path(run_dir) / "config.yaml", list(overrides))
+    split = mix_in_easy(base.data.dataset, hard, easy_fraction, base.seed) if easy_fraction > 0 else hard
+    lr = base.optim.lr * lr_scale
+    common = [f"data.train_split={split}", f"optim.epochs={epochs}", f"optim.patience={patience}",
+              f"optim.lr={lr}", "optim.warmup_epochs=0", "model.pretrained=false", "model.checkpoint_path=null",
+              *overrides]
+    out = Path(out)
+    frozen = load_config(Path(run_dir) / "config.yaml", [*common, f"out={out / 'frozen'}",
+                                                        f"model.init_from={run_dir}", f"model.freeze_stages={stages}"])
+    first = train(frozen)
+    full = load_config(Path(run_dir) / "config.yaml", [*common, f"out={out / 'full'}",
+                                                      f"model.init_from={out / 'frozen'}", "model.freeze_stages=0"])
+    second = train(full)
+    return {"frozen": first, "full": second, "run": str(out / "full")}
