@@ -199,10 +199,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
     model = create_model(config.model.name, num_classes=len(label_map), pretrained=config.model.pretrained,
                          checkpoint_path=config.model.checkpoint_path, imagenet_head=config.model.imagenet_head,
                          **config.model.args).to(device)
-    if config.model.init_from:
-        source = RunDir(config.model.init_from)
-        load_weights(model, source.load_checkpoint(source.best if source.best.exists() else source.last,
-                                                   map_location=device)["model"])
+    if config.model.init_from:  # its best checkpoint, else its last
+        load_weights(model, RunDir(config.model.init_from).load_checkpoint(map_location=device)["model"])
     if config.model.freeze_stages:
         freeze_stages(model, config.model.freeze_stages)
     normalise = model.data_config
