@@ -27,9 +27,10 @@ def _frame_options(parser: argparse.ArgumentParser, size: str) -> None:
     parser.add_argument("--sampler", choices=["keyframes", "uniform"], default="keyframes",
                         help="keyframes: one keyframe per TSN segment, decoding nothing else (default); "
                              "uniform: the frame at each segment centre, by seeking")
-    parser.add_argument("--fill", choices=["repeat", "seek"], default="repeat",
-                        help="fewer keyframes than --k: repeat keyframes (default, free) or decode a "
-                             "frame at each empty segment's centre (costs a GOP decode each)")
+    parser.add_argument("--fill", choices=["repeat", "seek", "none"], default="repeat",
+                        help="fewer keyframes than --k: repeat keyframes (default, free), decode a "
+                             "frame at each empty segment's centre (costs a GOP decode each), or none "
+                             "(return fewer frames)")
     parser.add_argument("--size", type=_size, default=_size(size),
                         help=f"short side in pixels, HxW, or none for native size (default: {size})")
     parser.add_argument("--crop", type=int, default=None, help="centre square crop after resizing")
@@ -182,7 +183,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate.runner import evaluate_run
 
     report = evaluate_run(args.run, args.data, args.split, device=args.device, limit=args.limit, out=args.out,
-                          progress=not args.quiet)
+                          progress=not args.quiet, adaptive=args.adaptive)
     total = report["timing_ms"].get("total", {})
     print(f"{report['num_videos']} videos ({report['failed']} failed): mean Jaccard {report['mean_jaccard']:.4f}, "
           f"top-1 {report['top1_hit']:.4f}, top-5 {report['top5_hit']:.4f}, mAP {report['mAP']:.4f}, "
@@ -216,7 +217,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .decode import DecodeError
     from .serve.classifier import Classifier
 
-    classifier = Classifier.load(args.run, device=args.device)
+    classifier = Classifier.load(args.run, device=args.device, adaptive=args.adaptive)
     paths = _expand_inputs(args.inputs)
     failed = 0
     totals = []
@@ -416,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, default=None, help="only the first N videos")
     ev.add_argument("--out", default=None, help="where to write the metrics (default: RUN/metrics.json)")
     ev.add_argument("--quiet", action="store_true")
+    ev.add_argument("--adaptive", action="store_true",
+                    help="classify a video with fewer keyframes than the run's frame count from those alone")
     ev.set_defaults(handler=cmd_evaluate)
 
     pr = commands.add_parser("predict", help="classify videos; one JSON line per video",
@@ -424,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("run", metavar="RUN")
     pr.add_argument("inputs", nargs="+", metavar="INPUT")
     pr.add_argument("--device", default="auto")
+    pr.add_argument("--adaptive", action="store_true",
+                    help="classify a video with fewer keyframes than the run's frame count from those alone")
     pr.set_defaults(handler=cmd_predict)
 
     jd = commands.add_parser("judge", help="the competition kit's protocol: 10 timed passes, accuracy, gates",

@@ -147,3 +147,10 @@ def test_memory_stays_flat_over_a_thousand_calls(small_videos):
     baseline = run(1500)
     after = run(1000)
     assert after - baseline < 4 * 2**20, f"RSS grew by {(after - baseline) / 2**20:.1f} MiB"
+
+
+def test_fill_none_returns_each_keyframe_once(small_videos):
+    two = read_frames(small_videos["v1.mp4"], 3, size=None, fill="none")  # keyframes at 0 and 2.5 s
+    assert two.frames.shape[0] == 2 and two.times == pytest.approx((0.0, 2.5)) and two.decoded == 2
+    four = read_frames(small_videos["v0.mp4"], 3, size=None, fill="none")  # enough keyframes: as usual
+    assert four.times == read_frames(small_videos["v0.mp4"], 3, size=None).times

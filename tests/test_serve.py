@@ -74,3 +74,19 @@ def test_judge_api_and_protocol(trained_run, tiny_corpus, tmp_path, monkeypatch)
     cli = shortvid("judge", trained_run, "--videos", listing, "--labels", tiny_corpus / "val.txt", "--passes", "3")
     assert cli.returncode == 0, cli.stderr
     assert json.loads(cli.stdout)["videos"] == len(val)
+
+
+def test_adaptive_classifier_uses_only_the_keyframes_a_video_has(trained_run, tiny_corpus):
+    fixed, adaptive = Classifier.load(trained_run), Classifier.load(trained_run, adaptive=True)
+    samples = load_dataset(tiny_corpus, "val").samples + load_dataset(tiny_corpus, "train").samples
+    few = [s for s in samples if fixed.read(s.path).info.keyframes < 3]
+    assert few, "the tiny corpus has videos with fewer than 3 keyframes"
+    for sample in few[:3]:
+        prediction = adaptive.predict(sample.path)
+        assert len(prediction.frames) == prediction.keyframes < 3
+        assert len(fixed.predict(sample.path).frames) == 3
+    result = shortvid("evaluate", trained_run, "--data", tiny_corpus, "--adaptive", "--quiet",
+                      "--out", str(trained_run / "adaptive.json"))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((trained_run / "adaptive.json").read_text())
+    assert report["adaptive"] is True and sum(report["frames_per_video"].values()) == report["num_videos"]

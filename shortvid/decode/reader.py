@@ -31,7 +31,7 @@ from .sampling import Mode, match_to_targets, place_times, segment_targets
 
 Source = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
 Sampler = Literal["keyframes", "uniform"]
-Fill = Literal["repeat", "seek"]
+Fill = Literal["repeat", "seek", "none"]
 Size = Union[int, tuple[int, int], None]
 
 # Skipping every frame while FFmpeg probes the streams saves the probe's decode; the streams'
@@ -157,7 +157,8 @@ def read_frames(
     rng: np.random.Generator | None = None,
     timeout: float | None = 10.0,
 ) -> Clip:
-    """Return exactly ``k`` upright RGB frames of ``source`` (a path, bytes or a binary file).
+    """Return ``k`` upright RGB frames of ``source`` (a path, bytes or a binary file); exactly ``k``
+    unless ``fill="none"``.
 
     sampler: ``"keyframes"`` takes, in each of ``k`` equal time segments, the keyframe nearest the
         segment centre (``mode="test"``) or a random keyframe of the segment (``mode="train"``),
@@ -165,7 +166,9 @@ def read_frames(
         segment's centre (or a random time in it), seeking and decoding forward: the usual TSN way.
     fill: when the video has fewer keyframes than ``k``: ``"repeat"`` (default) repeats keyframes,
         costing nothing; ``"seek"`` decodes a frame at the centre of each segment left without a
-        keyframe, costing a decode from the previous keyframe (100-500 ms on 720p).
+        keyframe, costing a decode from the previous keyframe (100-500 ms on 720p); ``"none"``
+        returns each keyframe once, so fewer than ``k`` frames (the adaptive model: a TSN averages
+        over however many frames it gets, and the model runs on no repeated frame).
     size: an int resizes the short side to it, keeping the aspect ratio; ``(height, width)``
         resizes to exactly that; ``None`` keeps the video's size. ``crop`` then takes a centre
         square of that side.
@@ -177,8 +180,8 @@ def read_frames(
         raise ValueError(f"k must be at least 1, got {k}")
     if sampler not in ("keyframes", "uniform"):
         raise ValueError(f"sampler must be 'keyframes' or 'uniform', got {sampler!r}")
-    if fill not in ("repeat", "seek"):
-        raise ValueError(f"fill must be 'repeat' or 'seek', got {fill!r}")
+    if fill not in ("repeat", "seek", "none"):
+        raise ValueError(f"fill must be 'repeat', 'seek' or 'none', got {fill!r}")
     started = time.perf_counter()
     deadline = started + timeout if timeout else None
     name, opened = _resolve(source)
@@ -387,6 +390,8 @@ class _Reader:
             targets = segment_targets(self.start, self.end, k, mode, rng, candidates=times)
             if fill == "seek" and len(times) < k:
                 placed = place_times(times, targets)
+            elif fill == "none" and len(times) < k:
+                placed = list(range(len(times)))  # each keyframe once: fewer than k frames
             else:
                 placed = match_to_targets(times, targets)
             wanted = sorted({i for i in placed if i is not None})

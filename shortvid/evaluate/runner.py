@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +30,10 @@ def evaluate_run(
     limit: int | None = None,
     out: str | os.PathLike | None = None,
     progress: bool = True,
+    adaptive: bool = False,
 ) -> dict:
     """Metrics of ``run_dir`` on ``dataset``'s ``split``; written to ``out`` (default RUN/metrics.json)."""
-    classifier = Classifier.load(run_dir, device=device)
+    classifier = Classifier.load(run_dir, device=device, adaptive=adaptive)
     annotations = load_dataset(dataset, split, labels=classifier.labels, on_error="skip")
     samples = annotations.samples[:limit] if limit else annotations.samples
     num_classes = len(classifier.labels)
@@ -40,6 +42,7 @@ def evaluate_run(
     predicted: list[tuple[int, ...]] = []
     stages: dict[str, list[float]] = {"decode": [], "preprocess": [], "model": [], "total": []}
     failures = []
+    frame_counts: list[int] = []
     for i, sample in enumerate(tqdm(samples, desc="evaluate", unit="video", disable=not progress)):
         targets[i, list(sample.labels)] = 1
         try:
@@ -48,6 +51,7 @@ def evaluate_run(
             predicted.append(())
             failures.append(error.to_dict())
             continue
+        frame_counts.append(len(clip.frames))
         video_scores, timings = classifier.scores(clip)
         scores[i] = video_scores
         labels, _ = classifier.decide(video_scores)
@@ -66,6 +70,8 @@ def evaluate_run(
         "failures": failures[:100],
         "timing_ms": {stage: timing_summary(ms) for stage, ms in stages.items() if ms},
         "device": str(classifier.device),
+        "adaptive": adaptive,
+        "frames_per_video": {str(n): c for n, c in sorted(Counter(frame_counts).items())},
     })
     target = Path(out) if out else Path(run_dir) / "metrics.json"
     target.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")

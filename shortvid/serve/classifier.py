@@ -7,6 +7,7 @@ many labels to return. Each prediction carries its per-stage timings.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -67,11 +68,17 @@ class Classifier:
         self.transform = preprocess.transform()
 
     @classmethod
-    def load(cls, run_dir: str | os.PathLike, device: str = "auto", checkpoint: str = "best") -> "Classifier":
+    def load(cls, run_dir: str | os.PathLike, device: str = "auto", checkpoint: str = "best",
+             adaptive: bool = False) -> "Classifier":
+        """``adaptive``: a video with fewer keyframes than the run's frame count is classified from
+        those keyframes alone (the seed's adaptive I-frame model, with one TSN for every count)."""
         run = RunDir(run_dir)
         torch_device = resolve_device(device)
         policy = run.policy()
-        return cls(run.load_model(checkpoint, torch_device), run.label_map(), run.preprocess(),
+        preprocess = run.preprocess()
+        if adaptive:
+            preprocess = dataclasses.replace(preprocess, frames=dataclasses.replace(preprocess.frames, fill="none"))
+        return cls(run.load_model(checkpoint, torch_device), run.label_map(), preprocess,
                    DecisionPolicy.from_dict(policy) if policy else DecisionPolicy(), torch_device)
 
     def read(self, source: Source, timeout: float | None = 10.0) -> Clip:
