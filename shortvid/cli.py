@@ -130,7 +130,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not args.config:
             print("shortvid train: error: --config is required (a YAML file or a shipped name)", file=sys.stderr)
             return 2
-        config = load_config(args.config, args.overrides)
+        group = [f"data.group={args.group}"] if args.group else []
+        config = load_config(args.config, [*args.overrides, *group])
     record = train(config, resume=bool(args.resume))
     print(json.dumps({"run": config.out, **record}))
     return 0
@@ -146,6 +147,24 @@ def cmd_distill(args: argparse.Namespace) -> int:
         config.model.imagenet_head = True
     record = train(config)
     print(json.dumps({"run": config.out, **record}))
+    return 0
+
+
+def cmd_fuse(args: argparse.Namespace) -> int:
+    from .models import FUSION_RULES
+    from .train.fuse import fuse_runs
+
+    rules = list(FUSION_RULES) if args.rule == "best" else [args.rule]
+    report = fuse_runs(args.general, args.specialists, args.out, dataset=args.data, split=args.split,
+                       rules=rules, device=args.device, progress=not args.quiet)
+    print(f"{report['videos']} {args.split} videos: general mean Jaccard {report['general']['mean_jaccard']:.4f}")
+    for rule, result in report["rules"].items():
+        chosen = "  <- kept" if rule == report["rule"] else ""
+        print(f"  fused ({rule}): mean Jaccard {result['mean_jaccard']:.4f}, top-1 {result['top1_hit']:.4f}{chosen}")
+    for group, result in report["groups"].items():
+        if result["videos"]:
+            print(f"  group {group} ({result['videos']} videos): general {result['general']:.4f}, fused {result['fused']:.4f}")
+    print(f"fused run written to {args.out}")
     return 0
 
 
@@ -351,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          "e.g. data.dataset=data/small data.cache=cache/small out=runs/x.")
     tr.add_argument("--config", help="YAML file or shipped config name")
     tr.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its last checkpoint")
+    tr.add_argument("--group", metavar="NAME", help="train a specialist on one label group's classes (data.group)")
     tr.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     tr.set_defaults(handler=cmd_train)
 
@@ -363,6 +383,21 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--config", required=True, help="the student's config (YAML file or shipped name)")
     ds.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     ds.set_defaults(handler=cmd_distill)
+
+    fu = commands.add_parser("fuse", help="fuse a general run with per-group specialist runs into one run",
+                             description="Fuse a general run with specialists (`train --group`) into one run that "
+                                         "predict, evaluate and judge load; every fusion rule is scored on the "
+                                         "validation videos and the best is kept (report in OUT/fusion.json).")
+    fu.add_argument("general", metavar="GENERAL")
+    fu.add_argument("specialists", nargs="+", metavar="SPECIALIST")
+    fu.add_argument("--out", required=True, metavar="RUN")
+    fu.add_argument("--data", default=None, help="dataset to choose the rule on (default: the general run's)")
+    fu.add_argument("--split", default="val")
+    fu.add_argument("--rule", choices=["best", "gate", "mean", "geometric"], default="best",
+                    help="fusion rule (default: the best on the split)")
+    fu.add_argument("--device", default="auto")
+    fu.add_argument("--quiet", action="store_true")
+    fu.set_defaults(handler=cmd_fuse)
 
     hm = commands.add_parser("hardmine", help="write the training videos a run gets wrong as a split",
                              description="Classify the split's videos with RUN; write those it gets wrong (Jaccard "

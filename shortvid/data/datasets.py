@@ -6,6 +6,10 @@ segment when training, the segment centre when testing) and return the same item
     {"frames": uint8 tensor [T, H, W, 3] (or whatever ``transform`` makes of it),
      "labels": float tensor [C] (multi-hot), "index": int, "name": str, "times": float tensor [T]}
 
+``CachedVideoDataset`` items also hold ``"picks"``: int64 tensor [T], which of the video's cached
+frames were chosen (indices into ``FrameCache.read(name).frames``), so per-frame values computed
+once over the cache (the distillation teacher's features) can be looked up for the batch.
+
 ``transform`` is the augmentation hook: it gets the uint8 frames tensor and the mode.
 """
 
@@ -122,7 +126,9 @@ class CachedVideoDataset(_LabelledVideos):
         end = clip.start + clip.duration
         targets = segment_targets(clip.start, end, self.num_segments, self.mode, self._rng(index), candidates=clip.times)
         picks = match_to_targets(clip.times, targets)
-        return self._item(index, clip.frames[picks], [clip.times[i] for i in picks])
+        item = self._item(index, clip.frames[picks], [clip.times[i] for i in picks])
+        item["picks"] = torch.tensor(picks, dtype=torch.int64)
+        return item
 
 
 class RawVideoDataset(_LabelledVideos):

@@ -8,6 +8,7 @@
 from .aggregators import Aggregator, masked_mean
 from .backbones import CheckpointError
 from .classifiers import ClassifierHead
+from .fusion import FUSION_RULES, FusedClassifier
 from .registry import (
     create_aggregator,
     create_classifier,
@@ -26,6 +27,8 @@ __all__ = [
     "Aggregator",
     "CheckpointError",
     "ClassifierHead",
+    "FUSION_RULES",
+    "FusedClassifier",
     "VideoClassifier",
     "build_tsn",
     "create_aggregator",

@@ -36,6 +36,7 @@ class DataConfig:
     workers: int = 2
     balanced: bool = False  # sample classes evenly (long-tailed data)
     augment: bool = True  # random resized crop, flip, colour jitter when training; off: centre crop
+    group: str | None = None  # train a specialist on this label group's classes only (`train --group`)
 
 
 @dataclass
@@ -69,6 +70,15 @@ class DistillConfig:
     kind: str = "imagenet"  # imagenet: the seed's normalised ImageNet-head MSE | logits: Hinton soft targets
     weight: float = 1.0  # the distillation term's weight next to the classification loss
     temperature: float = 4.0  # logits only
+    # cache: run the frozen teacher's backbone once before training over every cached frame of every
+    # training video (needs data.cache) and keep its features as float16 in RUN/teacher_features.npy
+    # (reused on --resume); each batch then runs only the teacher's heads on the features of the
+    # frames the student got. Teacher backbone passes: once per cached frame instead of
+    # epochs x videos x num_segments. The teacher sees the centre crop of each frame: with
+    # data.augment=false that is the student's view (same targets up to float16 rounding); with
+    # augmentation the student sees a random view and the teacher the clean one ("teacher on the
+    # clean view" distillation, not the uncached per-view targets).
+    cache: bool = False
 
 
 @dataclass

@@ -27,10 +27,12 @@ from ..decode import FrameSpec
 from ..evaluate.metrics import mean_ap, top_k_hit
 from ..evaluate.policy import DecisionPolicy
 from ..models import VideoClassifier, create_model
+from ..models.aggregators import masked_mean
 from .config import ConfigError, TrainConfig, save_config
 from .freeze import freeze_stages
 from .losses import classification_loss, imagenet_distillation_loss, logit_distillation_loss
 from .run import Preprocess, RunDir, load_weights
+from .teacher_cache import TeacherFeatures, checkpoint_key
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -75,10 +77,22 @@ def balanced_weights(samples: list, num_classes: int) -> torch.Tensor:
     return torch.tensor([1.0 / min(counts[c] for c in s.labels) for s in samples], dtype=torch.double)
 
 
-def _datasets(config: TrainConfig, train_annotations: Annotations,
+def group_subset(annotations: Annotations, group: str | None) -> Annotations:
+    """The videos and classes of one label group (a specialist's data); everything when ``group`` is None."""
+    if group is None:
+        return annotations
+    groups = annotations.label_map.groups
+    if group not in groups:
+        known = ", ".join(groups) or "none: labels.csv has no group column"
+        raise ConfigError("data.group", f"no group {group!r} in the label map (groups: {known})")
+    return annotations.subset(groups[group])
+
+
+def _datasets(config: TrainConfig, all_train: Annotations, train_annotations: Annotations,
               transform: VideoTransform) -> tuple[Dataset, Dataset, FrameSpec]:
     data = config.data
-    val_annotations = load_dataset(data.dataset, data.val_split, labels=train_annotations.label_map, on_error="skip")
+    val_annotations = load_dataset(data.dataset, data.val_split, labels=all_train.label_map, on_error="skip")
+    val_annotations = group_subset(val_annotations, data.group)
     if data.cache:
         cache = FrameCache(data.cache)
         if cache.spec.size != config.frame_size():
@@ -149,11 +163,19 @@ class Teacher:
     """A trained run's model, frozen, giving the distillation targets for a student's batch.
 
     Frames arrive normalised for the student; they are re-normalised for the teacher when the two
-    backbones expect different input statistics.
+    backbones expect different input statistics. With ``distill.cache`` the teacher's backbone runs
+    once before training over every cached frame of ``train_set`` (centre crop, the teacher's own
+    normalisation; see ``teacher_cache``), and a batch costs only the teacher's heads on the
+    features of the frames it holds (its ``index`` and ``picks``).
     """
 
-    def __init__(self, run_dir: str, config: TrainConfig, student: VideoClassifier, mean, std, device):
-        self.model = RunDir(run_dir).load_model("best", device)
+    def __init__(self, run_dir: str, config: TrainConfig, student: VideoClassifier, mean, std, device,
+                 train_set: Dataset | None = None, store: str | None = None, amp: bool = False):
+        if config.distill.cache and not (config.data.cache and isinstance(train_set, CachedVideoDataset)):
+            raise ConfigError("data.cache", "distill.cache=true computes the teacher's features once over the frame "
+                                            "cache: give data.cache=CACHE (made by `shortvid extract`), or set distill.cache=false")
+        teacher_run = RunDir(run_dir)
+        self.model = teacher_run.load_model("best", device)
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         self.kind = config.distill.kind
@@ -164,16 +186,45 @@ class Teacher:
             raise ConfigError("distill.kind", "logit distillation needs teacher and student over the same classes")
         if self.kind not in ("imagenet", "logits"):
             raise ConfigError("distill.kind", f"unknown kind {self.kind!r} (imagenet, logits)")
-        preprocess = RunDir(run_dir).preprocess()
+        preprocess = teacher_run.preprocess()
         shape = (1, 1, 3, 1, 1)
         self.scale = (torch.tensor(std) / torch.tensor(preprocess.std)).view(shape).to(device)
         self.shift = ((torch.tensor(mean) - torch.tensor(preprocess.mean)) / torch.tensor(preprocess.std)).view(shape).to(device)
         self.config = config.distill
         self.loss_kind = config.optim.loss
+        self.device = device
+        self.features: TeacherFeatures | None = None
+        self.computed_features = False
+        if config.distill.cache:
+            # The student's crop size (what the uncached teacher sees), the teacher's normalisation.
+            transform = VideoTransform(config.data.input_size, augment=False, mean=preprocess.mean, std=preprocess.std)
+            checkpoint = teacher_run.best if teacher_run.best.exists() else teacher_run.last
+            key = {"teacher": checkpoint_key(checkpoint), "cache": str(train_set.cache.root.resolve()),
+                   "input_size": config.data.input_size, "mean": list(preprocess.mean), "std": list(preprocess.std)}
+            names = [sample.name for sample in train_set.samples]
+            self.features, self.computed_features = TeacherFeatures.load_or_compute(
+                store or config.out, self.model, train_set.cache, names, transform, key, device,
+                batch_size=config.data.batch_size, workers=config.data.workers, amp=amp, progress=config.progress)
+            self.starts = torch.tensor([self.features.starts[name] for name in names], dtype=torch.int64)
 
-    def loss(self, frames: torch.Tensor, student_outputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        with torch.no_grad():
-            teacher_outputs = self.model.forward_all(frames * self.scale + self.shift)
+    @torch.no_grad()
+    def targets(self, frames: torch.Tensor, batch: dict | None = None) -> dict[str, torch.Tensor]:
+        """The teacher's ``logits`` [B, C] and, with its ImageNet head, ``imagenet`` [B, 1000] for a batch:
+        from its stored features when cached (``batch`` gives ``index`` and ``picks``), else a full pass."""
+        if self.features is None:
+            return self.model.forward_all(frames * self.scale + self.shift)
+        if batch is None or "picks" not in batch:
+            raise ValueError("cached teacher features need the batch's index and picks (a CachedVideoDataset batch)")
+        index = torch.as_tensor(batch["index"], dtype=torch.int64)
+        features = self.features.gather(self.starts[index], batch["picks"])
+        features = features.to(self.device, non_blocking=True).float()
+        out = {"logits": self.model.forward_head(features), "features": features}
+        if self.model.imagenet_head is not None:
+            out["imagenet"] = masked_mean(self.model.imagenet_head(features), None, dim=1)
+        return out
+
+    def loss(self, frames: torch.Tensor, student_outputs: dict[str, torch.Tensor], batch: dict | None = None) -> torch.Tensor:
+        teacher_outputs = self.targets(frames, batch)
         if self.kind == "imagenet":
             return imagenet_distillation_loss(student_outputs["imagenet"], teacher_outputs["imagenet"])
         return logit_distillation_loss(student_outputs["logits"], teacher_outputs["logits"],
@@ -194,7 +245,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
 
     if not config.data.dataset:
         raise ConfigError("data.dataset", "no dataset given (data.dataset=PATH)")
-    train_annotations = load_dataset(config.data.dataset, config.data.train_split, on_error="skip")
+    all_train = load_dataset(config.data.dataset, config.data.train_split, on_error="skip")
+    train_annotations = group_subset(all_train, config.data.group)
     label_map = train_annotations.label_map
     model = create_model(config.model.name, num_classes=len(label_map), pretrained=config.model.pretrained,
                          checkpoint_path=config.model.checkpoint_path, imagenet_head=config.model.imagenet_head,
@@ -206,7 +258,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
     normalise = model.data_config
     mean, std = tuple(normalise["mean"]), tuple(normalise["std"])
     transform = VideoTransform(config.data.input_size, augment=config.data.augment, mean=mean, std=std)
-    train_set, val_set, spec = _datasets(config, train_annotations, transform)
+    train_set, val_set, spec = _datasets(config, all_train, train_annotations, transform)
     weights = balanced_weights(train_set.samples, len(label_map)) if config.data.balanced else None
     sampler = EpochSampler(len(train_set), config.seed, weights)
     loader_args = {"batch_size": config.data.batch_size, "num_workers": config.data.workers,
@@ -214,7 +266,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
     train_loader = DataLoader(train_set, sampler=sampler, drop_last=len(train_set) > config.data.batch_size, **loader_args)
     val_loader = DataLoader(val_set, shuffle=False, **loader_args)
 
-    teacher = Teacher(config.distill.teacher, config, model, mean, std, device) if config.distill.teacher else None
+    teacher = Teacher(config.distill.teacher, config, model, mean, std, device, train_set=train_set,
+                      store=str(run.root), amp=amp) if config.distill.teacher else None
     optimizer = _optimizer(model, config)
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * config.optim.epochs
@@ -261,7 +314,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
             targets = batch["labels"].to(device, non_blocking=True)
             with torch.autocast(device.type, enabled=amp):
                 outputs = model.forward_all(frames) if teacher else {"logits": model(frames)}
-                distill = teacher.loss(frames, outputs) if teacher else None
+                distill = teacher.loss(frames, outputs, batch) if teacher else None
             loss = classification_loss(outputs["logits"].float(), targets, config.optim.loss)
             if distill is not None:
                 distill_losses.append(distill.item())

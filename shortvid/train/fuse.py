@@ -1,0 +1,148 @@
+"""``shortvid fuse``: the general run and per-group specialist runs made into one servable run.
+
+Specialists' classes are matched to the general model's by name (a specialist numbers its group's
+classes 0..K-1). Every fusion rule of :mod:`shortvid.models.fusion` is scored on the validation
+videos, decoded once through the serving path; the best rule and a decision policy fitted to its
+scores are saved with the weights of all members, and ``fusion.json`` reports general vs fused,
+overall and per group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from ..data.annotations import load_dataset
+from ..data.labels import UnknownLabelError
+from ..errors import DecodeError
+from ..evaluate.metrics import jaccard, mean_ap, top_k_hit
+from ..evaluate.policy import DecisionPolicy
+from ..models import FUSION_RULES, FusedClassifier, create_model
+from ..models.fusion import renormalisation
+from .run import Preprocess, RunDir, RunError
+from .trainer import resolve_device
+
+
+def _members(general: RunDir, specialists: Sequence[RunDir]) -> tuple[dict, list[dict]]:
+    """The fused model's config: members' architectures, score kinds, classes and re-normalisation."""
+    labels, preprocess = general.label_map(), general.preprocess()
+    general_config = general.load_checkpoint()["model_config"]
+    if general_config.get("name") == "fused":
+        raise RunError(str(general.root), "is already a fused run; fuse its general run instead")
+    members, taken = [], {}
+    for run in specialists:
+        own = run.preprocess()
+        if own.frames != preprocess.frames or own.input_size != preprocess.input_size:
+            raise RunError(str(run.root), f"reads frames as {own.frames} at {own.input_size} px, but the general run "
+                                          f"as {preprocess.frames} at {preprocess.input_size} px; fused models share their frames")
+        try:
+            classes = [labels.id(name) for name in run.label_map().names]
+        except UnknownLabelError as error:
+            raise RunError(str(run.root), f"has a class the general run does not know: {error.cause}") from None
+        for class_id in classes:
+            if class_id in taken:
+                raise RunError(str(run.root), f"class {labels.name(class_id)!r} is also covered by {taken[class_id]}")
+            taken[class_id] = str(run.root)
+        scale, shift = renormalisation(list(preprocess.mean), list(preprocess.std), list(own.mean), list(own.std))
+        members.append({"model": run.load_checkpoint()["model_config"], "scores": own.scores, "classes": classes,
+                        "scale": scale, "shift": shift})
+    return {"model": general_config, "scores": preprocess.scores}, members
+
+
+def _summary(scores: np.ndarray, targets: np.ndarray) -> dict:
+    policy, value = DecisionPolicy.fit(scores, targets)
+    return {"mean_jaccard": value, "top1_hit": top_k_hit(scores, targets, 1), "mAP": mean_ap(scores, targets),
+            "policy": policy.to_dict()}
+
+
+def fuse_runs(general_run: str | os.PathLike, specialist_runs: Sequence[str | os.PathLike], out: str | os.PathLike,
+              *, dataset: str | os.PathLike | None = None, split: str = "val", rules: Sequence[str] = FUSION_RULES,
+              device: str = "auto", progress: bool = True) -> dict:
+    """Fuse the runs into ``out`` with the best of ``rules`` on ``dataset``'s ``split``; returns the report.
+
+    ``dataset`` defaults to the general run's training dataset.
+    """
+    if not specialist_runs:
+        raise RunError(str(general_run), "no specialist runs to fuse")
+    general = RunDir(general_run)
+    if dataset is None:
+        dataset = (yaml.safe_load(general.require(general.config, "config").read_text()) or {}).get("data", {}).get("dataset")
+        if not dataset:
+            raise RunError(str(general.root), "its config names no dataset: give one (--data)")
+    specialists = [RunDir(run) for run in specialist_runs]
+    general_member, members = _members(general, specialists)
+    labels, preprocess = general.label_map(), general.preprocess()
+    torch_device = resolve_device(device)
+    model: FusedClassifier = create_model("fused", num_classes=len(labels), general=general_member,
+                                          specialists=members, rule=rules[0])
+    model.general.load_state_dict(general.load_model("best", torch_device).state_dict())
+    for slot, run in zip(model.specialists, specialists):
+        slot.load_state_dict(run.load_model("best", torch_device).state_dict())
+    model.to(torch_device).eval()
+
+    annotations = load_dataset(dataset, split, labels=labels, on_error="skip")
+    transform = preprocess.transform()
+    general_scores, specialist_scores, targets, failed = [], [[] for _ in members], [], []
+    with torch.inference_mode():
+        for sample in tqdm(annotations.samples, desc="fuse", unit="video", disable=not progress):
+            try:
+                clip = preprocess.frames.read(sample.path, mode="test", timeout=30.0)
+            except DecodeError as error:
+                failed.append(error.to_dict())
+                continue
+            frames = transform(torch.from_numpy(clip.frames).to(torch_device), "test").unsqueeze(0)
+            scores, own = model.parts(frames)
+            general_scores.append(scores)
+            for collected, part in zip(specialist_scores, own):
+                collected.append(part)
+            target = np.zeros(len(labels), dtype=np.int8)
+            target[list(sample.labels)] = 1
+            targets.append(target)
+    if not targets:
+        raise RunError(str(dataset), f"no {split} video could be decoded to choose a fusion rule")
+    p = torch.cat(general_scores)
+    qs = [torch.cat(collected) for collected in specialist_scores]
+    y = np.stack(targets)
+
+    report = {"general": _summary(p.cpu().numpy(), y), "rules": {}, "videos": len(y), "failed": len(failed),
+              "dataset": str(dataset), "split": split}
+    fused = {}
+    for rule in rules:
+        fused[rule] = model.fuse(p, qs, rule).cpu().numpy()
+        report["rules"][rule] = _summary(fused[rule], y)
+    best = max(rules, key=lambda rule: report["rules"][rule]["mean_jaccard"])
+    report["rule"] = best
+    report["groups"] = _per_group(labels, members, p.cpu().numpy(), fused[best], y,
+                                  DecisionPolicy.from_dict(report["general"]["policy"]),
+                                  DecisionPolicy.from_dict(report["rules"][best]["policy"]))
+
+    model.rule = best
+    model.config["rule"] = best
+    run = RunDir(out)
+    fused_preprocess = Preprocess(preprocess.frames, preprocess.input_size, "sigmoid", preprocess.mean, preprocess.std)
+    run.write_inference(model.cpu(), labels, fused_preprocess, report["rules"][best]["policy"])
+    report["members"] = {"general": str(general.root), "specialists": [str(s.root) for s in specialists]}
+    (Path(out) / "fusion.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _per_group(labels, members: list[dict], general: np.ndarray, fused: np.ndarray, targets: np.ndarray,
+               general_policy: DecisionPolicy, fused_policy: DecisionPolicy) -> dict:
+    """Mean Jaccard of general and fused on the videos that carry a class of each specialist's group."""
+    out = {}
+    general_jaccard = jaccard(general_policy.apply(general), targets)
+    fused_jaccard = jaccard(fused_policy.apply(fused), targets)
+    for member in members:
+        rows = targets[:, member["classes"]].any(axis=1)
+        group = labels.group(member["classes"][0]) or labels.name(member["classes"][0])
+        out[group] = {"videos": int(rows.sum()),
+                      "general": float(general_jaccard[rows].mean()) if rows.any() else None,
+                      "fused": float(fused_jaccard[rows].mean()) if rows.any() else None}
+    return out
