@@ -168,6 +168,13 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_adaptive(args: argparse.Namespace) -> int:
+    from .train.fuse import adaptive_runs
+
+    print(json.dumps(adaptive_runs(args.runs, args.out)))
+    return 0
+
+
 def cmd_hardmine(args: argparse.Namespace) -> int:
     from .train.hardset import mine_hard_set
 
@@ -398,6 +405,14 @@ def build_parser() -> argparse.ArgumentParser:
     fu.add_argument("--device", default="auto")
     fu.add_argument("--quiet", action="store_true")
     fu.set_defaults(handler=cmd_fuse)
+
+    ad = commands.add_parser("adaptive", help="one run choosing among runs trained on 1, 2, 3... frames by keyframe count",
+                             description="Combine runs trained on different frame counts (data.num_segments) into "
+                                         "one run that classifies a video with the run trained on as many frames as "
+                                         "the video has keyframes; nothing but keyframes is decoded.")
+    ad.add_argument("runs", nargs="+", metavar="RUN")
+    ad.add_argument("--out", required=True, metavar="RUN")
+    ad.set_defaults(handler=cmd_adaptive)
 
     hm = commands.add_parser("hardmine", help="write the training videos a run gets wrong as a split",
                              description="Classify the split's videos with RUN; write those it gets wrong (Jaccard "

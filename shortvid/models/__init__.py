@@ -5,6 +5,7 @@
     same = create_model(**model.config)       # same architecture; then load_state_dict
 """
 
+from .adaptive import FrameCountSwitch
 from .aggregators import Aggregator, masked_mean
 from .backbones import CheckpointError
 from .classifiers import ClassifierHead
@@ -28,6 +29,7 @@ __all__ = [
     "CheckpointError",
     "ClassifierHead",
     "FUSION_RULES",
+    "FrameCountSwitch",
     "FusedClassifier",
     "VideoClassifier",
     "build_tsn",

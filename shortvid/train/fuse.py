@@ -1,14 +1,20 @@
-"""``shortvid fuse``: the general run and per-group specialist runs made into one servable run.
+"""Runs made of other runs, servable like any run.
+
+``shortvid fuse``: the general run and per-group specialist runs in one run.
 
 Specialists' classes are matched to the general model's by name (a specialist numbers its group's
 classes 0..K-1). Every fusion rule of :mod:`shortvid.models.fusion` is scored on the validation
 videos, decoded once through the serving path; the best rule and a decision policy fitted to its
 scores are saved with the weights of all members, and ``fusion.json`` reports general vs fused,
 overall and per group.
+
+``shortvid adaptive``: runs trained on 1, 2, 3... frames in one run that hands each video to the
+member trained on as many frames as the video has keyframes (see :mod:`shortvid.models.adaptive`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -25,6 +31,7 @@ from ..errors import DecodeError
 from ..evaluate.metrics import jaccard, mean_ap, top_k_hit
 from ..evaluate.policy import DecisionPolicy
 from ..models import FUSION_RULES, FusedClassifier, create_model
+from ..models.adaptive import FrameCountSwitch
 from ..models.fusion import renormalisation
 from .run import Preprocess, RunDir, RunError
 from .trainer import resolve_device
@@ -146,3 +153,33 @@ def _per_group(labels, members: list[dict], general: np.ndarray, fused: np.ndarr
                       "general": float(general_jaccard[rows].mean()) if rows.any() else None,
                       "fused": float(fused_jaccard[rows].mean()) if rows.any() else None}
     return out
+
+
+def adaptive_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike) -> dict:
+    """Write ``out``: one run switching between ``runs`` by the number of keyframes a video has.
+
+    The runs must share classes, frame size, input size, normalisation and score kind, and differ in
+    their frame count. The run reads up to the largest count of keyframes and never fills missing
+    ones (``fill=none``); it keeps the largest member's decision policy.
+    """
+    members = sorted((RunDir(run) for run in runs), key=lambda run: run.preprocess().frames.k)
+    if len(members) < 2:
+        raise RunError(str(out), "an adaptive run needs runs for at least two frame counts")
+    reference, reference_pre = members[-1], members[-1].preprocess()
+    labels = reference.label_map()
+    counts = [run.preprocess().frames.k for run in members]
+    if len(set(counts)) != len(counts):
+        raise RunError(str(out), f"two runs read the same number of frames ({counts})")
+    for run in members:
+        pre = run.preprocess()
+        same = (pre.frames.size, pre.frames.sampler, pre.input_size, pre.mean, pre.std, pre.scores) == (
+            reference_pre.frames.size, reference_pre.frames.sampler, reference_pre.input_size, reference_pre.mean,
+            reference_pre.std, reference_pre.scores)
+        if not same or run.label_map().names != labels.names:
+            raise RunError(str(run.root), f"does not read, normalise or label videos as {reference.root} does")
+    model = FrameCountSwitch({count: run.load_model() for count, run in zip(counts, members)})
+    model.config = {"name": "by_frame_count", "num_classes": len(labels),
+                    "members": {str(count): run.load_checkpoint()["model_config"] for count, run in zip(counts, members)}}
+    frames = dataclasses.replace(reference_pre.frames, fill="none")
+    RunDir(out).write_inference(model, labels, dataclasses.replace(reference_pre, frames=frames), reference.policy())
+    return {"run": str(out), "members": {str(count): str(run.root) for count, run in zip(counts, members)}}

@@ -1,0 +1,76 @@
+"""The seed's adaptive I-frame model with separately trained members: one model per frame count.
+
+A video with fewer keyframes than the largest model takes is classified by the model trained on
+that many frames, so no non-key frame is ever decoded. (The other way is one TSN fed however many
+keyframes there are: ``Classifier.load(run, adaptive=True)``; the ablation measures both.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .registry import create_model, register_model
+from .video import VideoClassifier
+
+
+class FrameCountSwitch(nn.Module):
+    """Members keyed by frame count; a video with ``n`` valid frames goes to the member with the largest
+    count not above ``n`` (the smallest member when ``n`` is below every count)."""
+
+    def __init__(self, members: dict[int, VideoClassifier]):
+        super().__init__()
+        if not members:
+            raise ValueError("no member models")
+        counts = sorted(int(count) for count in members)
+        if len({members[c].num_classes for c in counts}) != 1:
+            raise ValueError("member models must share their classes")
+        self.counts = counts
+        self.members = nn.ModuleDict({str(c): members[c] for c in counts})
+        self.num_classes = members[counts[0]].num_classes
+        self.imagenet_head = None
+        self.config: dict[str, Any] = {}
+
+    @property
+    def data_config(self) -> dict[str, Any]:
+        return self.members[str(self.counts[-1])].data_config
+
+    def member_for(self, frames: int) -> int:
+        """The frame count of the member that classifies a video with ``frames`` valid frames."""
+        fitting = [count for count in self.counts if count <= frames]
+        return fitting[-1] if fitting else self.counts[0]
+
+    def forward(self, frames: Tensor, mask: Tensor | None = None) -> Tensor:
+        batch, length = frames.shape[:2]
+        valid = torch.full((batch,), length, device=frames.device) if mask is None else mask.bool().sum(1)
+        logits = None
+        for count in sorted({self.member_for(int(n)) for n in valid.tolist()}):
+            rows = torch.tensor([self.member_for(int(n)) == count for n in valid.tolist()], device=frames.device)
+            member_mask = None if mask is None else mask[rows]
+            out = self.members[str(count)](frames[rows], member_mask)
+            if logits is None:
+                logits = out.new_zeros(batch, self.num_classes)
+            logits[rows] = out
+        return logits
+
+    def forward_all(self, frames: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
+        return {"logits": self.forward(frames, mask)}
+
+
+@register_model("by_frame_count")
+def by_frame_count(*, num_classes: int, members: dict[str, dict], pretrained: bool = False,
+                   checkpoint_path: str | None = None) -> FrameCountSwitch:
+    """A ``FrameCountSwitch`` made by ``shortvid adaptive``: ``members`` maps a frame count to a member's
+    ``model.config``. Weights come from the run's checkpoint."""
+    if pretrained or checkpoint_path:
+        raise ValueError("an adaptive model takes its weights from its run, not from pretrained backbones")
+    built = {}
+    for count, config in members.items():
+        config = dict(config)
+        built[int(count)] = create_model(config.pop("name"), **config)
+    model = FrameCountSwitch(built)
+    if model.num_classes != num_classes:
+        raise ValueError(f"members have {model.num_classes} classes, not {num_classes}")
+    return model
