@@ -175,6 +175,21 @@ def cmd_adaptive(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    import shutil
+
+    from .ablate import AblationPlan, ablate
+
+    plan = AblationPlan(data=args.data or f"data/{args.preset}", out=args.out or f"runs/ablate-{args.preset}",
+                        preset=args.preset, seed=args.seed, epochs=args.epochs, workers=args.workers,
+                        progress=not args.quiet)
+    summary = ablate(plan)
+    if args.report:
+        shutil.copyfile(Path(plan.out) / "ABLATION.md", args.report)
+    print(f"ablation done in {summary['wall_seconds'] / 60:.1f} min: {Path(plan.out) / 'ABLATION.md'}")
+    return 0
+
+
 def cmd_hardmine(args: argparse.Namespace) -> int:
     from .train.hardset import mine_hard_set
 
@@ -413,6 +428,21 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("runs", nargs="+", metavar="RUN")
     ad.add_argument("--out", required=True, metavar="RUN")
     ad.set_defaults(handler=cmd_adaptive)
+
+    ab = commands.add_parser("ablate", help="the seed's five ablation tables on a synthetic corpus, in one run",
+                             description="Train and evaluate every model of the seed's tables (3 keyframes vs 8 "
+                                         "frames, distillation, hard-set fine-tuning, mean vs NeXtVLAD, adaptive vs "
+                                         "fixed) and write OUT/ABLATION.md. Resumable: finished steps are kept.")
+    ab.add_argument("--preset", choices=["tiny", "small", "bench"], default="bench",
+                    help="corpus preset, generated into --data when missing (default: bench)")
+    ab.add_argument("--data", default=None, help="the corpus folder (default: data/PRESET)")
+    ab.add_argument("--out", default=None, help="working folder (default: runs/ablate-PRESET)")
+    ab.add_argument("--seed", type=int, default=0)
+    ab.add_argument("--epochs", type=int, default=10, help="training epochs of every model (default: 10)")
+    ab.add_argument("--workers", type=int, default=None, help="extraction processes (default: all cores)")
+    ab.add_argument("--report", default=None, help="also copy ABLATION.md here")
+    ab.add_argument("--quiet", action="store_true")
+    ab.set_defaults(handler=cmd_ablate)
 
     hm = commands.add_parser("hardmine", help="write the training videos a run gets wrong as a split",
                              description="Classify the split's videos with RUN; write those it gets wrong (Jaccard "

@@ -90,3 +90,8 @@ def test_adaptive_classifier_uses_only_the_keyframes_a_video_has(trained_run, ti
     assert result.returncode == 0, result.stderr
     report = json.loads((trained_run / "adaptive.json").read_text())
     assert report["adaptive"] is True and sum(report["frames_per_video"].values()) == report["num_videos"]
+    by_keyframes = report["by_keyframes"]
+    assert sum(group["videos"] for group in by_keyframes.values()) == report["num_videos"]
+    overall = sum(group["videos"] * group["mean_jaccard"] for group in by_keyframes.values()) / report["num_videos"]
+    assert overall == pytest.approx(report["mean_jaccard"])
+    assert {int(n) for n in by_keyframes if int(n) < 3} == {int(n) for n in report["frames_per_video"] if int(n) < 3}

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from ..data.annotations import load_dataset
 from ..errors import DecodeError
 from ..serve.classifier import Classifier
-from .metrics import evaluation_report, timing_summary
+from .metrics import evaluation_report, jaccard, timing_summary
 
 
 def evaluate_run(
@@ -43,6 +43,7 @@ def evaluate_run(
     stages: dict[str, list[float]] = {"decode": [], "preprocess": [], "model": [], "total": []}
     failures = []
     frame_counts: list[int] = []
+    keyframes = np.zeros(len(samples), dtype=np.int64)  # 0: not decoded
     for i, sample in enumerate(tqdm(samples, desc="evaluate", unit="video", disable=not progress)):
         targets[i, list(sample.labels)] = 1
         try:
@@ -52,6 +53,7 @@ def evaluate_run(
             failures.append(error.to_dict())
             continue
         frame_counts.append(len(clip.frames))
+        keyframes[i] = clip.info.keyframes
         video_scores, timings = classifier.scores(clip)
         scores[i] = video_scores
         labels, _ = classifier.decide(video_scores)
@@ -72,7 +74,14 @@ def evaluate_run(
         "device": str(classifier.device),
         "adaptive": adaptive,
         "frames_per_video": {str(n): c for n, c in sorted(Counter(frame_counts).items())},
+        "by_keyframes": _by_keyframes(keyframes, jaccard(predicted, targets)),
     })
     target = Path(out) if out else Path(run_dir) / "metrics.json"
     target.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     return report
+
+
+def _by_keyframes(keyframes: np.ndarray, per_video: np.ndarray) -> dict:
+    """Videos and mean Jaccard by how many keyframes the video has (decoded videos only)."""
+    return {str(n): {"videos": int((keyframes == n).sum()), "mean_jaccard": float(per_video[keyframes == n].mean())}
+            for n in sorted(set(keyframes.tolist()) - {0})}
