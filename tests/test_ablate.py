@@ -24,13 +24,18 @@ def test_all_five_tables_are_written(ablation):
     text = (ablation / "ABLATION.md").read_text()
     assert text == (ablation.parent / "ABLATION.md").read_text()
     for heading in ("## 1. 3 keyframes vs 8 frames", "## 2. Distillation", "## 3. Hard-set fine-tuning",
-                    "## 4. Aggregators", "## 5. Adaptive I-frame model"):
+                    "## 4. Aggregators", "## 5. Adaptive I-frame model", "## 6. Per-group specialists"):
         assert heading in text
     for row in ("| 3 keyframes |", "| 8 uniform frames |", "distilled |", "| NeXtVLAD |", "separate 1/2/3-frame models"):
         assert row in text
     summary = json.loads((ablation / "ablation.json").read_text())
     evaluations = {k: v for k, v in summary["results"].items() if k.startswith("eval_")}
-    assert len(evaluations) == 11
+    assert len(evaluations) == 12
+    fusion = summary["results"]["fuse"]
+    assert fusion["rule"] in fusion["rules"] and set(fusion["groups"]) == {
+        name[len("train_group_"):] for name in summary["results"] if name.startswith("train_group_")}
+    kept = fusion["rules"][fusion["rule"]]["mean_jaccard"]
+    assert summary["results"]["eval_fused"]["mean_jaccard"] == pytest.approx(kept, abs=1e-6)
     for result in evaluations.values():
         assert 0.0 <= result["mean_jaccard"] <= 1.0 and result["total_ms"] > 0 and result["failed"] == 0
 

@@ -8,6 +8,8 @@
     RUN/checkpoints/last.pt  model + optimiser state, epoch and step: `--resume` continues from it
     RUN/checkpoints/best.pt  the model of the best validation epoch
     RUN/metrics.json         written by `shortvid evaluate`
+    RUN/teacher_features.*   the teacher's cached frame features (`distill.cache=true`)
+    RUN/fusion.json          a fused run's validation report (`shortvid fuse`)
 
 Checkpoints are written to a temporary file and renamed, so a kill never leaves a torn one.
 """
