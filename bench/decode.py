@@ -23,7 +23,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ import av
 import numpy as np
 
 from shortvid.decode import read_frames, segment_targets
+from shortvid.machine import describe
 from shortvid.synth.corpus import generate_corpus, preset
 
 SIZE, CROP, K = 256, 224, 3
@@ -118,15 +118,8 @@ def full_decode(path: Path) -> np.ndarray:
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.machine()}, {os.cpu_count()} cores, {cpu}; Python {platform.python_version()}, PyAV {av.__version__}"
+    m = describe()
+    return f"{m['arch']}, {m['cores']} cores, {m['cpu']}; Python {m['python']}, PyAV {m['pyav']}"
 
 
 def main() -> None:

@@ -20,8 +20,6 @@ ablation resumes. ``OUT/ablation.json`` holds every number and ``OUT/ABLATION.md
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ import torch
 
 from .data.cache import extract
 from .decode import FrameSpec
+from .machine import describe
 
 
 @dataclass
@@ -191,7 +190,7 @@ class Ablation:
         self.step("eval_student_adaptive", lambda: self.evaluate(runs / "student", adaptive=True))
 
         summary = {"plan": {k: v for k, v in asdict(plan).items() if k != "progress"},
-                   "machine": machine(), "results": self.results, "seconds": self.seconds,
+                   "machine": describe(), "results": self.results, "seconds": self.seconds,
                    "wall_seconds": round(time.perf_counter() - started, 1)}
         (self.out / "ablation.json").write_text(json.dumps(summary, indent=2) + "\n")
         (self.out / "ABLATION.md").write_text(report(summary))
@@ -200,22 +199,6 @@ class Ablation:
 
 def _fusion_summary(report: dict) -> dict:
     return {key: report[key] for key in ("rule", "groups", "general", "rules", "videos")}
-
-
-def machine() -> dict:
-    """Where the numbers come from."""
-    import av
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "pyav": av.__version__, "ffmpeg": av.library_versions.get("libavcodec"), "python": platform.python_version()}
 
 
 def _pct(value: float | None) -> str:
