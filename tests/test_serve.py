@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from shortvid.data.annotations import load_dataset
@@ -95,3 +96,17 @@ def test_adaptive_classifier_uses_only_the_keyframes_a_video_has(trained_run, ti
     overall = sum(group["videos"] * group["mean_jaccard"] for group in by_keyframes.values()) / report["num_videos"]
     assert overall == pytest.approx(report["mean_jaccard"])
     assert {int(n) for n in by_keyframes if int(n) < 3} == {int(n) for n in report["frames_per_video"] if int(n) < 3}
+
+
+def test_a_batch_scores_each_video_as_alone(trained_run, tiny_corpus):
+    from shortvid.data.annotations import load_dataset as load
+
+    for adaptive in (False, True):
+        classifier = Classifier.load(trained_run, device="cpu", adaptive=adaptive)
+        clips = [classifier.read(s.path) for s in load(tiny_corpus, "val").samples[:6]]
+        if adaptive:
+            assert len({len(c.frames) for c in clips}) > 1 or any(len(c.frames) < 3 for c in clips)
+        together, timings = classifier.scores_many(clips)
+        alone = np.stack([classifier.scores(clip)[0] for clip in clips])
+        assert together.shape == alone.shape and np.allclose(together, alone, atol=1e-5)
+        assert timings["model"] > 0

@@ -98,6 +98,30 @@ class Classifier:
         done = time.perf_counter()
         return scores, {"preprocess": (prepared - started) * 1000, "model": (done - prepared) * 1000}
 
+    @torch.inference_mode()
+    def scores_many(self, clips: list[Clip]) -> tuple[np.ndarray, dict[str, float]]:
+        """Class scores [N, C] for several decoded videos in one model call (dynamic batching).
+
+        Videos with fewer frames than the longest (adaptive reading) are padded and masked, so each
+        gets exactly the scores ``scores`` would give it alone.
+        """
+        started = time.perf_counter()
+        longest = max(len(clip.frames) for clip in clips)
+        frames, mask = [], torch.zeros(len(clips), longest, dtype=torch.bool, device=self.device)
+        for row, clip in enumerate(clips):
+            video = self.transform(torch.from_numpy(clip.frames).to(self.device), "test")
+            mask[row, :len(video)] = True
+            if len(video) < longest:
+                video = torch.cat([video, video.new_zeros((longest - len(video),) + video.shape[1:])])
+            frames.append(video)
+        batch = torch.stack(frames)
+        prepared = time.perf_counter()
+        logits = self.model(batch, None if bool(mask.all()) else mask)
+        probabilities = torch.sigmoid(logits) if self.preprocess.scores == "sigmoid" else torch.softmax(logits, 1)
+        scores = probabilities.float().cpu().numpy()
+        done = time.perf_counter()
+        return scores, {"preprocess": (prepared - started) * 1000, "model": (done - prepared) * 1000}
+
     def decide(self, scores: np.ndarray) -> tuple[tuple[Label, ...], tuple[Label, ...]]:
         chosen = self.policy.apply_one(scores)
         label = lambda i: Label(int(i), self.labels.name(int(i)), float(scores[i]))  # noqa: E731
