@@ -224,7 +224,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate.runner import evaluate_run
 
     report = evaluate_run(args.run, args.data, args.split, device=args.device, limit=args.limit, out=args.out,
-                          progress=not args.quiet, adaptive=args.adaptive)
+                          progress=not args.quiet, adaptive=args.adaptive, backend=args.backend)
     total = report["timing_ms"].get("total", {})
     print(f"{report['num_videos']} videos ({report['failed']} failed): mean Jaccard {report['mean_jaccard']:.4f}, "
           f"top-1 {report['top1_hit']:.4f}, top-5 {report['top5_hit']:.4f}, mAP {report['mAP']:.4f}, "
@@ -258,7 +258,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .decode import DecodeError
     from .serve.classifier import Classifier
 
-    classifier = Classifier.load(args.run, device=args.device, adaptive=args.adaptive)
+    classifier = Classifier.load(args.run, device=args.device, adaptive=args.adaptive, backend=args.backend)
     paths = _expand_inputs(args.inputs)
     failed = 0
     totals = []
@@ -277,11 +277,34 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if paths and failed == len(paths) else 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve.classifier import Classifier
+    from .serve.http import ServeSettings, serve
+
+    if args.allow_root and not Path(args.allow_root).is_dir():
+        print(f"shortvid serve: error: --allow-root {args.allow_root}: not a folder", file=sys.stderr)
+        return 2
+    workers = {"decode_workers": args.decode_workers} if args.decode_workers else {}
+    settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                             max_body_mb=args.max_body_mb, **workers,
+                             timeout=args.timeout, allow_root=args.allow_root)
+    classifier = Classifier.load(args.run, device=args.device, adaptive=args.adaptive, backend=args.backend)
+    serve(classifier, settings, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
 def cmd_judge(args: argparse.Namespace) -> int:
     from .judge import judge
 
-    report = judge(args.run, args.videos, args.labels, passes=args.passes, gpu_id=args.gpu)
+    report = judge(args.run, args.videos, args.labels, passes=args.passes, gpu_id=args.gpu, backend=args.backend)
     print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_run
+
+    print(export_run(args.run, args.out, opset=args.opset))
     return 0
 
 
@@ -499,6 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--quiet", action="store_true")
     ev.add_argument("--adaptive", action="store_true",
                     help="classify a video with fewer keyframes than the run's frame count from those alone")
+    ev.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                    help="torch (default) or onnx (ONNX Runtime on RUN/model.onnx, exported when missing)")
     ev.set_defaults(handler=cmd_evaluate)
 
     pr = commands.add_parser("predict", help="classify videos; one JSON line per video",
@@ -509,7 +534,35 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="auto")
     pr.add_argument("--adaptive", action="store_true",
                     help="classify a video with fewer keyframes than the run's frame count from those alone")
+    pr.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                    help="torch (default) or onnx (ONNX Runtime on RUN/model.onnx, exported when missing)")
     pr.set_defaults(handler=cmd_predict)
+
+    sv = commands.add_parser("serve", help="HTTP service: POST /v1/classify with dynamic batching",
+                             description="Serve a run over HTTP (FastAPI + uvicorn): POST /v1/classify, /healthz, "
+                                         "/readyz, /metrics, /docs. Concurrent requests are decoded in parallel and "
+                                         "batched into one model call. See docs/serving.md.")
+    sv.add_argument("run", metavar="RUN")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    sv.add_argument("--device", default="auto")
+    sv.add_argument("--adaptive", action="store_true",
+                    help="classify a video with fewer keyframes than the run's frame count from those alone")
+    sv.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                    help="torch (default) or onnx (ONNX Runtime on RUN/model.onnx, exported when missing)")
+    sv.add_argument("--max-batch", type=int, default=8, help="clips per model call (default: 8)")
+    sv.add_argument("--max-wait-ms", type=float, default=5.0,
+                    help="how long to wait for more clips after the first before calling the model (default: 5)")
+    sv.add_argument("--max-queue", type=int, default=64,
+                    help="requests in progress before new ones get 503 (default: 64)")
+    sv.add_argument("--decode-workers", type=int, default=None,
+                    help="decode threads (default: min(4, CPUs))")
+    sv.add_argument("--max-body-mb", type=float, default=64.0, help="largest upload in MiB; larger get 413 (default: 64)")
+    sv.add_argument("--timeout", type=float, default=10.0, help="seconds per request; past it 504 (default: 10)")
+    sv.add_argument("--allow-root", default=None, metavar="DIR",
+                    help='let JSON {"path": ...} requests read files under DIR (default: no server-side paths)')
+    sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    sv.set_defaults(handler=cmd_serve)
 
     jd = commands.add_parser("judge", help="the competition kit's protocol: 10 timed passes, accuracy, gates",
                              description="Run the AI Challenger kit's protocol through shortvid.judge.ServerApi: "
@@ -520,7 +573,19 @@ def build_parser() -> argparse.ArgumentParser:
     jd.add_argument("--labels", required=True, help="tag file: name.mp4,label[,label]")
     jd.add_argument("--passes", type=int, default=10)
     jd.add_argument("--gpu", type=int, default=0)
+    jd.add_argument("--backend", choices=["torch", "onnx"], default=None,
+                    help="torch (default: $SHORTVID_BACKEND, else torch) or onnx (ONNX Runtime on RUN/model.onnx, exported when missing)")
     jd.set_defaults(handler=cmd_judge)
+
+    ex = commands.add_parser("export", help="export a run's model to ONNX for ONNX Runtime",
+                             description="Write the run's best model as ONNX: input frames [batch, frames, 3, H, W] "
+                                         "(normalised), output logits [batch, classes], batch and frames dynamic "
+                                         "(docs/onnx.md). by_frame_count runs are refused.")
+    ex.add_argument("run", metavar="RUN")
+    ex.add_argument("--format", choices=["onnx"], default="onnx")
+    ex.add_argument("--out", default=None, metavar="FILE", help="default: RUN/model.onnx")
+    ex.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    ex.set_defaults(handler=cmd_export)
 
     demo = commands.add_parser("demo", help="the whole pipeline on generated data",
                                description="Generate a small synthetic corpus, extract its keyframes, train a "

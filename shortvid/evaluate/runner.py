@@ -31,9 +31,11 @@ def evaluate_run(
     out: str | os.PathLike | None = None,
     progress: bool = True,
     adaptive: bool = False,
+    backend: str = "torch",
 ) -> dict:
-    """Metrics of ``run_dir`` on ``dataset``'s ``split``; written to ``out`` (default RUN/metrics.json)."""
-    classifier = Classifier.load(run_dir, device=device, adaptive=adaptive)
+    """Metrics of ``run_dir`` on ``dataset``'s ``split``; written to ``out`` (default RUN/metrics.json).
+    ``backend``: ``torch`` or ``onnx`` (ONNX Runtime; see ``Classifier.load``)."""
+    classifier = Classifier.load(run_dir, device=device, adaptive=adaptive, backend=backend)
     annotations = load_dataset(dataset, split, labels=classifier.labels, on_error="skip")
     samples = annotations.samples[:limit] if limit else annotations.samples
     num_classes = len(classifier.labels)
@@ -73,6 +75,7 @@ def evaluate_run(
         "timing_ms": {stage: timing_summary(ms) for stage, ms in stages.items() if ms},
         "device": str(classifier.device),
         "adaptive": adaptive,
+        "backend": backend,
         "frames_per_video": {str(n): c for n, c in sorted(Counter(frame_counts).items())},
         "by_keyframes": _by_keyframes(keyframes, jaccard(predicted, targets)),
     })

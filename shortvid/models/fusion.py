@@ -50,7 +50,7 @@ def fuse_scores(general: Tensor, specialists: list[tuple[Tensor, Tensor]], gener
     ``(probabilities [B, K], class ids [K] in the general model's numbering)``."""
     if rule not in FUSION_RULES:
         raise ValueError(f"unknown fusion rule {rule!r} ({', '.join(FUSION_RULES)})")
-    fused = general.clone()
+    fused = general
     for scores, class_ids in specialists:
         gated = group_confidence(general, class_ids, general_kind).unsqueeze(-1) * scores
         own = general.index_select(-1, class_ids)
@@ -60,7 +60,8 @@ def fuse_scores(general: Tensor, specialists: list[tuple[Tensor, Tensor]], gener
             combined = (own + gated) / 2
         else:
             combined = torch.sqrt((own * gated).clamp_min(0.0))
-        fused[..., class_ids] = combined
+        # scatter, not an indexed assignment: it leaves the inputs alone and exports to ONNX
+        fused = fused.scatter(-1, class_ids.expand_as(combined), combined)
     return fused
 
 

@@ -3,6 +3,10 @@
 The classifier reads frames with the run's own FrameSpec (the frame cache's decode-and-resize
 path), centre-crops them as evaluation did, and applies the run's decision policy to decide how
 many labels to return. Each prediction carries its per-stage timings.
+
+The model runs on a backend: ``torch`` (the run's PyTorch model, on ``device``) or ``onnx`` (ONNX
+Runtime on the run's exported ``model.onnx``; docs/onnx.md). Both take the same prepared batch and
+give the same logits; decoding, preprocessing and the decision policy are shared.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +27,68 @@ from ..evaluate.policy import DecisionPolicy
 from ..models import VideoClassifier
 from ..train.run import Preprocess, RunDir
 from ..train.trainer import resolve_device
+
+BACKENDS = ("torch", "onnx")
+
+
+class TorchBackend:
+    """Logits from a prepared batch with the run's PyTorch model."""
+
+    name = "torch"
+
+    def __init__(self, model: torch.nn.Module, device: torch.device):
+        self.model = model
+        self.device = device  # where prepared batches must be
+
+    def __call__(self, frames: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(frames, mask)
+
+
+class OnnxBackend:
+    """Logits from a prepared batch with ONNX Runtime, on an exported run (``shortvid export``).
+
+    The graph takes no mask, so a padded batch is split by each video's valid-frame count and each
+    group runs unpadded (its valid frames, in order): the logits the masked PyTorch model gives.
+    """
+
+    name = "onnx"
+
+    def __init__(self, path: str | os.PathLike, device: torch.device):
+        import onnxruntime as ort
+
+        from ..export import INPUT_NAME, OUTPUT_NAME
+
+        providers = ["CPUExecutionProvider"]
+        if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            index = device.index if device.index is not None else 0
+            providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        self.providers = tuple(self.session.get_providers())
+        self.input, self.output = INPUT_NAME, OUTPUT_NAME
+        self.device = torch.device("cpu")  # preprocessing stays on the CPU; ORT is fed numpy
+
+    def run(self, frames: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(frames.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(self.session.run([self.output], {self.input: array})[0])
+
+    def __call__(self, frames: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is None or bool(mask.all()):
+            return self.run(frames)
+        mask = mask.bool().cpu()
+        counts = mask.sum(1)
+        if bool((counts == 0).any()):
+            raise ValueError("a video with no valid frame cannot be classified")
+        logits = None
+        for count in sorted(set(counts.tolist())):
+            rows = (counts == count).nonzero().flatten()
+            out = self.run(torch.stack([frames[row][mask[row]] for row in rows.tolist()]))
+            if logits is None:
+                logits = out.new_zeros(len(frames), out.shape[1])
+            logits[rows] = out
+        return logits
 
 
 @dataclass(frozen=True)
@@ -58,28 +125,44 @@ class Prediction:
 class Classifier:
     """A trained run, ready to classify videos one at a time."""
 
-    def __init__(self, model: VideoClassifier, labels: LabelMap, preprocess: Preprocess,
-                 policy: DecisionPolicy, device: torch.device):
-        self.model = model
+    def __init__(self, model: VideoClassifier | None, labels: LabelMap, preprocess: Preprocess,
+                 policy: DecisionPolicy, device: torch.device, backend: TorchBackend | OnnxBackend | None = None):
+        self.model = model  # the PyTorch model (None on the onnx backend)
+        self.backend = backend or TorchBackend(model, device)
         self.labels = labels
         self.preprocess = preprocess
         self.policy = policy
-        self.device = device
+        self.device = self.backend.device  # where frames are prepared
         self.transform = preprocess.transform()
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike, device: str = "auto", checkpoint: str = "best",
-             adaptive: bool = False) -> "Classifier":
+             adaptive: bool = False, backend: str = "torch") -> "Classifier":
         """``adaptive``: a video with fewer keyframes than the run's frame count is classified from
-        those keyframes alone (the seed's adaptive I-frame model, with one TSN for every count)."""
+        those keyframes alone (the seed's adaptive I-frame model, with one TSN for every count).
+
+        ``backend``: ``torch`` (default) or ``onnx``: ONNX Runtime on RUN/model.onnx (model-last.onnx
+        for ``checkpoint="last"``), exported first when missing or older than the checkpoint;
+        CUDA when ``device`` is a GPU and onnxruntime has it, else the CPU."""
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r} ({', '.join(BACKENDS)})")
         run = RunDir(run_dir)
         torch_device = resolve_device(device)
         policy = run.policy()
         preprocess = run.preprocess()
         if adaptive:
             preprocess = dataclasses.replace(preprocess, frames=dataclasses.replace(preprocess.frames, fill="none"))
-        return cls(run.load_model(checkpoint, torch_device), run.label_map(), preprocess,
-                   DecisionPolicy.from_dict(policy) if policy else DecisionPolicy(), torch_device)
+        policy = DecisionPolicy.from_dict(policy) if policy else DecisionPolicy()
+        if backend == "onnx":
+            from ..export import export_run, onnx_path
+
+            path = onnx_path(run_dir, checkpoint)
+            weights = run.best if checkpoint == "best" and run.best.exists() else run.last
+            run.require(weights, "checkpoint")
+            if not path.exists() or path.stat().st_mtime < weights.stat().st_mtime:
+                export_run(run_dir, path, checkpoint=checkpoint)
+            return cls(None, run.label_map(), preprocess, policy, torch_device, OnnxBackend(path, torch_device))
+        return cls(run.load_model(checkpoint, torch_device), run.label_map(), preprocess, policy, torch_device)
 
     def read(self, source: Source, timeout: float | None = 10.0) -> Clip:
         """Decode ``source`` as this run's model expects (raises ``DecodeError``)."""
@@ -92,7 +175,7 @@ class Classifier:
         # Move the uint8 frames (4x smaller than floats) first, then crop and normalise on the device.
         frames = self.transform(torch.from_numpy(clip.frames).to(self.device), "test").unsqueeze(0)
         prepared = time.perf_counter()
-        logits = self.model(frames)
+        logits = self.backend(frames)
         probabilities = torch.sigmoid(logits) if self.preprocess.scores == "sigmoid" else torch.softmax(logits, 1)
         scores = probabilities[0].float().cpu().numpy()
         done = time.perf_counter()
@@ -116,7 +199,7 @@ class Classifier:
             frames.append(video)
         batch = torch.stack(frames)
         prepared = time.perf_counter()
-        logits = self.model(batch, None if bool(mask.all()) else mask)
+        logits = self.backend(batch, None if bool(mask.all()) else mask)
         probabilities = torch.sigmoid(logits) if self.preprocess.scores == "sigmoid" else torch.softmax(logits, 1)
         scores = probabilities.float().cpu().numpy()
         done = time.perf_counter()

@@ -1,0 +1,202 @@
+"""ONNX export (`shortvid export`) and ONNX Runtime as the serving backend (`backend="onnx"`)."""
+
+import dataclasses
+import json
+import os
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from shortvid.cli import main
+from shortvid.data.annotations import load_dataset
+from shortvid.data.labels import LabelMap
+from shortvid.errors import ShortvidError
+from shortvid.evaluate.runner import evaluate_run
+from shortvid.export import ExportError, export_model, export_run
+from shortvid.judge import ServerApi
+from shortvid.models import create_model
+from shortvid.serve.classifier import Classifier
+from shortvid.train.run import RunDir
+
+ATOL = 1e-4
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path):
+    """The trained run, copied so exports do not touch the session fixture."""
+    return shutil.copytree(trained_run, tmp_path / "run")
+
+
+def _write_run(model, root, reference_run, num_classes):
+    """``model`` as a servable run, with the trained run's preprocessing and ``num_classes`` labels."""
+    preprocess = RunDir(reference_run).preprocess()
+    labels = LabelMap(tuple(f"class{i}" for i in range(num_classes)))
+    RunDir(root).write_inference(model.eval(), labels, preprocess)
+    return root
+
+
+@pytest.fixture
+def nextvlad_run(trained_run, tmp_path):
+    torch.manual_seed(0)
+    model = create_model("tsn_tiny", num_classes=5, aggregator="nextvlad")
+    return _write_run(model, tmp_path / "nextvlad", trained_run, 5)
+
+
+def _parity(run, path):
+    """Largest |ORT - PyTorch| over batch 1, 4 and frame counts 1, 3, 8."""
+    model = RunDir(run).load_model()
+    size = RunDir(run).preprocess().input_size
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["frames"]
+    assert [o.name for o in session.get_outputs()] == ["logits"]
+    generator = torch.Generator().manual_seed(1)
+    worst = 0.0
+    for batch in (1, 4):
+        for frames in (1, 3, 8):
+            x = torch.randn(batch, frames, 3, size, size, generator=generator)
+            with torch.inference_mode():
+                expected = model(x).numpy()
+            (got,) = session.run(["logits"], {"frames": x.numpy()})
+            assert got.shape == (batch, model.num_classes)
+            worst = max(worst, float(np.abs(got - expected).max()))
+    return worst
+
+
+@pytest.mark.parametrize("which", ["trained", "nextvlad"])
+def test_onnx_logits_match_pytorch(which, run_copy, nextvlad_run):
+    run = run_copy if which == "trained" else nextvlad_run
+    path = export_run(run)
+    assert path == run / "model.onnx"
+    onnx.checker.check_model(str(path), full_check=True)
+    assert _parity(run, path) < ATOL
+
+
+@pytest.mark.parametrize("rule", ["gate", "mean", "geometric"])
+def test_fused_run_exports(rule, trained_run, tmp_path):
+    torch.manual_seed(0)
+    general = create_model("tsn_tiny", num_classes=5)
+    specialist = create_model("tsn_tiny", num_classes=2)
+    config = {"general": {"model": general.config, "scores": "sigmoid"},
+              "specialists": [{"model": specialist.config, "scores": "softmax", "classes": [3, 1],
+                               "scale": [1.1, 0.9, 1.0], "shift": [0.1, 0.0, -0.1]}]}
+    fused = create_model("fused", num_classes=5, **config, rule=rule)
+    run = _write_run(fused, tmp_path / "fused", trained_run, 5)
+    assert _parity(run, export_run(run)) < ATOL
+
+
+def test_cli_export_writes_a_checked_file(run_copy, tmp_path, capsys):
+    out = tmp_path / "exported" / "tiny.onnx"
+    assert main(["export", str(run_copy), "--format", "onnx", "--out", str(out), "--opset", "17"]) == 0
+    assert str(out) in capsys.readouterr().out
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=True)
+    frames = model.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in frames][:2] == ["batch", "frames"]
+    assert not (run_copy / "model.onnx").exists()
+
+
+def test_by_frame_count_runs_are_refused(trained_run, tmp_path, capsys):
+    member = create_model("tsn_tiny", num_classes=5).config
+    switch = create_model("by_frame_count", num_classes=5, members={"1": member, "3": member})
+    run = _write_run(switch, tmp_path / "adaptive", trained_run, 5)
+    with pytest.raises(ExportError, match="by_frame_count") as caught:
+        export_run(run)
+    assert isinstance(caught.value, ShortvidError) and caught.value.source == str(run)
+    with pytest.raises(ExportError):
+        Classifier.load(run, device="cpu", backend="onnx")
+    assert main(["export", str(run)]) == 2
+    assert "by_frame_count" in capsys.readouterr().err
+    assert not (run / "model.onnx").exists()
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_onnx_backend_predicts_as_torch(run_copy, tiny_corpus, adaptive):
+    assert not (run_copy / "model.onnx").exists()
+    on_torch = Classifier.load(run_copy, device="cpu", adaptive=adaptive)
+    on_onnx = Classifier.load(run_copy, device="cpu", adaptive=adaptive, backend="onnx")
+    assert (run_copy / "model.onnx").exists()  # exported on first use
+    assert on_onnx.backend.name == "onnx" and on_onnx.backend.providers[-1] == "CPUExecutionProvider"
+    samples = load_dataset(tiny_corpus, "val").samples[:4]
+    clips = []
+    for sample in samples:
+        expected, got = on_torch.predict(sample.path), on_onnx.predict(sample.path)
+        assert got.ids == expected.ids
+        assert [label.id for label in got.top] == [label.id for label in expected.top]
+        assert np.allclose([label.score for label in got.top], [label.score for label in expected.top], atol=ATOL)
+        clips.append(on_onnx.read(sample.path))
+    # a padded batch too: videos with fewer frames than the longest
+    clips += [dataclasses.replace(clips[0], frames=clips[0].frames[:1], times=clips[0].times[:1],
+                                  keyframe=clips[0].keyframe[:1]),
+              dataclasses.replace(clips[1], frames=clips[1].frames[:2], times=clips[1].times[:2],
+                                  keyframe=clips[1].keyframe[:2])]
+    many_torch, _ = on_torch.scores_many(clips)
+    many_onnx, _ = on_onnx.scores_many(clips)
+    assert np.abs(many_torch - many_onnx).max() < ATOL
+    single = np.stack([on_onnx.scores(clip)[0] for clip in clips])
+    assert np.abs(single - many_onnx).max() < ATOL
+
+
+def test_onnx_backend_pads_by_frame_count(run_copy):
+    """A masked batch (videos of 1, 3 and 2 frames) gives the masked PyTorch model's logits."""
+    classifier = Classifier.load(run_copy, device="cpu", backend="onnx")
+    model = RunDir(run_copy).load_model()
+    size = classifier.preprocess.input_size
+    frames = torch.randn(3, 3, 3, size, size, generator=torch.Generator().manual_seed(2))
+    mask = torch.tensor([[1, 0, 0], [1, 1, 1], [1, 1, 0]], dtype=torch.bool)
+    with torch.inference_mode():
+        expected = model(frames, mask)
+    assert (classifier.backend(frames, mask) - expected).abs().max() < ATOL
+
+
+def test_onnx_is_reexported_when_the_checkpoint_is_newer(run_copy):
+    path = export_run(run_copy)
+    stamp = RunDir(run_copy).best.stat().st_mtime - 10  # older than the checkpoint
+    os.utime(path, (stamp, stamp))
+    Classifier.load(run_copy, device="cpu", backend="onnx")
+    assert path.stat().st_mtime > stamp
+
+
+def test_evaluate_and_judge_on_onnx(run_copy, tiny_corpus, tmp_path, monkeypatch):
+    on_torch = evaluate_run(run_copy, tiny_corpus, "val", device="cpu", limit=8, out=tmp_path / "t.json",
+                            progress=False)
+    on_onnx = evaluate_run(run_copy, tiny_corpus, "val", device="cpu", limit=8, out=tmp_path / "o.json",
+                           progress=False, backend="onnx")
+    assert on_onnx["backend"] == "onnx"
+    assert on_onnx["mean_jaccard"] == pytest.approx(on_torch["mean_jaccard"], abs=1e-9)
+    monkeypatch.setenv("SHORTVID_BACKEND", "onnx")
+    api = ServerApi(run_dir=str(run_copy))
+    assert api.classifier.backend.name == "onnx"
+    sample = load_dataset(tiny_corpus, "val").samples[0]
+    assert api.handle(str(sample.path)) == Classifier.load(run_copy, device="cpu").predict(sample.path).ids
+
+
+def test_unknown_backend_is_an_error(run_copy):
+    with pytest.raises(ValueError, match="unknown backend"):
+        Classifier.load(run_copy, backend="tensorrt")
+
+
+def test_export_leaves_the_model_in_eval_mode(tmp_path):
+    model = create_model("tsn_tiny", num_classes=3).eval()
+    path = export_model(model, tmp_path / "m.onnx", 32)
+    assert not model.training and not any(m.training for m in model.modules())
+    onnx.checker.check_model(str(path))
+
+
+def test_cli_backend_option(run_copy, tiny_corpus, tmp_path, capsys):
+    video = load_dataset(tiny_corpus, "val").samples[0].path
+    assert main(["predict", str(run_copy), str(video), "--backend", "onnx"]) == 0
+    assert (run_copy / "model.onnx").exists()
+    assert main(["predict", str(run_copy), str(video)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    on_onnx, on_torch = (json.loads(line) for line in lines)
+    assert [label["id"] for label in on_onnx["labels"]] == [label["id"] for label in on_torch["labels"]]
+    assert np.allclose([label["score"] for label in on_onnx["top5"]], [label["score"] for label in on_torch["top5"]],
+                       atol=ATOL)
+    out = tmp_path / "metrics.json"
+    assert main(["evaluate", str(run_copy), "--data", str(tiny_corpus), "--limit", "3", "--quiet",
+                 "--backend", "onnx", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["backend"] == "onnx"
