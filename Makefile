@@ -23,7 +23,8 @@ test: install
 
 bench: install
 	$(BIN)/python bench/decode.py
-	$(BIN)/python bench/predict.py
+	$(BIN)/python bench/predict.py --backends torch,onnx
+	$(BIN)/python bench/serve.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -7,7 +7,13 @@ seed's net (`tsn_resnet50` at 224 px) in the same run, on the decoding benchmark
 (portrait 720x1280, 10-15 s, 3 keyframes decoded per video). Weights are random (no download
 here): the time does not depend on them.
 
-    python bench/predict.py [--videos 24] [--repeats 3] [--threads N]
+`--backends torch,onnx` also compares the model backends: each model is loaded once per backend
+(PyTorch eager, and ONNX Runtime on the run's exported `model.onnx`; the export happens at load,
+before any timing), and every (model, backend) pair runs round-robin on each video, so machine
+noise hits them alike. The report gives median and p95 ms/video per stage and, per model, the
+ratio onnx / torch.
+
+    python bench/predict.py [--videos 24] [--repeats 3] [--threads N] [--backends torch,onnx] [--json out.json]
 """
 
 from __future__ import annotations
@@ -16,21 +22,26 @@ import argparse
 import json
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
+import numpy as np
 import torch
-
 from decode import machine, realistic_corpus  # bench/decode.py
+
 from shortvid.data.labels import LabelMap
 from shortvid.decode import FrameSpec
+from shortvid.machine import describe
 from shortvid.models import create_model
-from shortvid.serve.classifier import Classifier
+from shortvid.serve.classifier import BACKENDS, Classifier
 from shortvid.train.run import Preprocess, RunDir
 
 MODELS = {  # name: (model, short side decoded, input crop)
     "student tsn_mobilenetv3 @160": ("tsn_mobilenetv3", 182, 160),
     "seed tsn_resnet50 @224": ("tsn_resnet50", 256, 224),
 }
+SEED = "seed tsn_resnet50 @224"
+STAGES = ("decode", "preprocess", "model", "total")
 
 
 def make_run(root: Path, model_name: str, resize: int, crop: int) -> Path:
@@ -40,40 +51,79 @@ def make_run(root: Path, model_name: str, resize: int, crop: int) -> Path:
     return root
 
 
+def p95(values: list[float]) -> float:
+    return float(np.percentile(values, 95))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--backends", default="torch",
+                        help=f"comma-separated model backends to compare, of {', '.join(BACKENDS)} (default: torch)")
+    parser.add_argument("--settle-ms", type=float, default=100.0,
+                        help="pause before each timed call, so the previous backend's spinning thread pool "
+                             "(ONNX Runtime's, OpenMP's) has gone idle and does not slow the next (default: 100)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     args = parser.parse_args()
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown or not backends:
+        parser.error(f"--backends: unknown {unknown} (choose from {', '.join(BACKENDS)})")
     if args.threads:
         torch.set_num_threads(args.threads)
     paths = realistic_corpus(args.videos)
-    results = {}
     with tempfile.TemporaryDirectory() as folder:
-        classifiers = {label: Classifier.load(make_run(Path(folder) / str(i), *spec), device=args.device)
-                       for i, (label, spec) in enumerate(MODELS.items())}
+        runs = {label: make_run(Path(folder) / str(i), *spec) for i, (label, spec) in enumerate(MODELS.items())}
+        # Loading exports model.onnx for the onnx backend: done here, before any timing.
+        classifiers = {(label, backend): Classifier.load(run, device=args.device, backend=backend)
+                       for label, run in runs.items() for backend in backends}
+        providers = {f"{label} / {backend}": list(getattr(c.backend, "providers", ())) or str(c.device)
+                     for (label, backend), c in classifiers.items()}
         for classifier in classifiers.values():  # warm-up: first calls allocate
             for path in paths[:2]:
                 classifier.predict(path)
-        stages: dict[str, dict[str, list[float]]] = {label: {} for label in classifiers}
+        times: dict[tuple[str, str], dict[str, list[float]]] = {key: {} for key in classifiers}
         for _ in range(args.repeats):
             for path in paths:
-                for label, classifier in classifiers.items():
+                for key, classifier in classifiers.items():  # round-robin: every pair on this video
+                    time.sleep(args.settle_ms / 1000)
                     for stage, ms in classifier.predict(path).timings.items():
-                        stages[label].setdefault(stage, []).append(ms)
-    for label, by_stage in stages.items():
-        results[label] = {stage: round(statistics.median(ms), 2) for stage, ms in by_stage.items()}
-    baseline = results["seed tsn_resnet50 @224"]["total"]
-    report = {"machine": machine(), "device": args.device, "torch_threads": torch.get_num_threads(),
-              "videos": len(paths), "repeats": args.repeats, "median_ms": results,
-              "total_vs_seed_net": {label: round(r["total"] / baseline, 3) for label, r in results.items()}}
+                        times[key].setdefault(stage, []).append(ms)
+    median = {key: {s: round(statistics.median(v), 2) for s, v in by.items()} for key, by in times.items()}
+    tail = {key: {s: round(p95(v), 2) for s, v in by.items()} for key, by in times.items()}
+    ratios = {label: {s: round(median[(label, "onnx")][s] / median[(label, "torch")][s], 3) for s in STAGES}
+              for label in MODELS if {"torch", "onnx"} <= set(backends)}
+    ratios_p95 = {label: round(tail[(label, "onnx")]["total"] / tail[(label, "torch")]["total"], 3)
+                  for label in ratios}
+    vs_seed = {f"{label} / {backend}": round(median[(label, backend)]["total"] / median[(SEED, backend)]["total"], 3)
+               for label, backend in classifiers}
+    report = {"machine": machine(), "describe": describe(), "device": args.device,
+              "torch_threads": torch.get_num_threads(), "videos": len(paths), "repeats": args.repeats,
+              "calls_per_pair": len(paths) * args.repeats, "settle_ms": args.settle_ms, "backends": backends, "providers": providers,
+              "median_ms": {f"{label} / {backend}": r for (label, backend), r in median.items()},
+              "p95_ms": {f"{label} / {backend}": r for (label, backend), r in tail.items()},
+              "total_vs_seed_net_same_backend": vs_seed,
+              "onnx_over_torch_median": ratios, "onnx_over_torch_p95_total": ratios_p95}
     print(json.dumps(report, indent=2))
-    print("\n| model | decode | preprocess | model | total (ms/video) | × seed net |\n| --- | --- | --- | --- | --- | --- |")
-    for label, r in results.items():
-        print(f"| {label} | {r['decode']:.1f} | {r['preprocess']:.1f} | {r['model']:.1f} | {r['total']:.1f} | "
-              f"{report['total_vs_seed_net'][label]:.2f} |")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    print("\nmedian ms/video (p95 in brackets)\n")
+    print("| model | backend | decode | preprocess | model | total | total p95 | × seed net (same backend) |"
+          "\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for (label, backend), r in median.items():
+        t = tail[(label, backend)]
+        print(f"| {label} | {backend} | {r['decode']:.1f} ({t['decode']:.1f}) | {r['preprocess']:.1f} "
+              f"({t['preprocess']:.1f}) | {r['model']:.1f} ({t['model']:.1f}) | **{r['total']:.1f}** | "
+              f"{t['total']:.1f} | {vs_seed[f'{label} / {backend}']:.2f} |")
+    if ratios:
+        print("\n| model | onnx ÷ torch: decode | preprocess | model | total (median) | total (p95) |"
+              "\n| --- | --- | --- | --- | --- | --- |")
+        for label, r in ratios.items():
+            print(f"| {label} | {r['decode']:.2f} | {r['preprocess']:.2f} | {r['model']:.2f} | **{r['total']:.2f}** | "
+                  f"{ratios_p95[label]:.2f} |")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,206 @@
+"""Service under load: `shortvid serve` driven by concurrent clients, against offline batching.
+
+Starts a real `shortvid serve` (a subprocess: its own process and GIL, as deployed) for the CPU-fast
+student (`tsn_mobilenetv3` at 160 px, random weights written as a run, as bench/predict.py does) on
+a free local port, with --max-batch 8 --max-wait-ms 5 --decode-workers 2 (the defaults of this
+script). Clients (asyncio + httpx, in this process) POST the raw bytes of the decoding benchmark's
+realistic corpus (portrait 720x1280, 10-15 s) to /v1/classify, `concurrency` requests in flight at
+a time, until `--requests` answers per level, after `concurrency` unmeasured warm-up requests. Per
+level: throughput (videos/s), client-side p50/p99 latency, non-200 answers, and the mean batch size
+and mean model-call time from the deltas of /metrics.
+
+The baseline, in the same run: the same videos (from the same bytes) through `Classifier.read` +
+`Classifier.scores_many` in batches of 8, no HTTP, one thread, measured before the service starts
+and again after it stops (the mean of the two is the baseline); the service's throughput is
+reported as a ratio to it. Clients and server share the machine's cores, as they would in a
+single-box load test.
+
+    python bench/serve.py [--videos 24] [--requests 160] [--concurrency 1,8,32] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+from decode import machine, realistic_corpus  # bench/decode.py
+from predict import MODELS, make_run  # bench/predict.py
+
+from shortvid.machine import describe
+from shortvid.serve.classifier import Classifier
+
+STUDENT = "student tsn_mobilenetv3 @160"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def offline(classifier: Classifier, bodies: list[bytes], batch: int, passes: int) -> dict:
+    """Videos/s through read + scores_many in batches of ``batch``, one thread, no HTTP."""
+    done = 0
+    started = time.perf_counter()
+    decode_s = model_s = 0.0
+    for _ in range(passes):
+        for i in range(0, len(bodies), batch):
+            t0 = time.perf_counter()
+            clips = [classifier.read(io.BytesIO(body)) for body in bodies[i:i + batch]]
+            t1 = time.perf_counter()
+            classifier.scores_many(clips)
+            model_s += time.perf_counter() - t1
+            decode_s += t1 - t0
+            done += len(clips)
+    wall = time.perf_counter() - started
+    return {"videos": done, "seconds": round(wall, 3), "videos_per_s": round(done / wall, 2),
+            "decode_ms_per_video": round(decode_s * 1000 / done, 2), "model_ms_per_video": round(model_s * 1000 / done, 2)}
+
+
+def metric_sums(text: str) -> dict[str, float]:
+    values = {}
+    for name in ("shortvid_batch_size_sum", "shortvid_batch_size_count", "shortvid_model_seconds_sum",
+                 "shortvid_decode_seconds_sum", "shortvid_decode_seconds_count", "shortvid_rejected_total"):
+        match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+        values[name] = float(match.group(1)) if match else 0.0
+    return values
+
+
+async def load(base: str, bodies: list[bytes], concurrency: int, requests: int) -> dict:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=120) as client:
+        async def post(i: int) -> tuple[int, float]:
+            body = bodies[i % len(bodies)]
+            t0 = time.perf_counter()
+            r = await client.post("/v1/classify", content=body,
+                                  headers={"Content-Type": "application/octet-stream", "X-Filename": f"{i}.mp4"})
+            return r.status_code, time.perf_counter() - t0
+
+        async def run(total: int, offset: int) -> list[tuple[int, float]]:
+            results: list[tuple[int, float]] = []
+            counter = iter(range(total))
+
+            async def worker():
+                for i in counter:  # shared iterator: each worker takes the next request number
+                    results.append(await post(offset + i))
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return results
+
+        await run(concurrency, 0)  # warm-up: connections opened, pools busy
+        before = metric_sums((await client.get("/metrics")).text)
+        started = time.perf_counter()
+        results = await run(requests, concurrency)
+        wall = time.perf_counter() - started
+        after = metric_sums((await client.get("/metrics")).text)
+    delta = {k: after[k] - before[k] for k in after}
+    latencies = np.array([s for _, s in results]) * 1000
+    ok = sum(1 for status, _ in results if status == 200)
+    batches = delta["shortvid_batch_size_count"]
+    return {"concurrency": concurrency, "requests": len(results), "ok": ok, "non_200": len(results) - ok,
+            "seconds": round(wall, 3), "videos_per_s": round(ok / wall, 2),
+            "p50_ms": round(float(np.percentile(latencies, 50)), 1), "p99_ms": round(float(np.percentile(latencies, 99)), 1),
+            "mean_batch": round(delta["shortvid_batch_size_sum"] / batches, 2) if batches else None,
+            "model_calls": int(batches),
+            "model_ms_per_call": round(delta["shortvid_model_seconds_sum"] * 1000 / batches, 1) if batches else None,
+            "decode_ms_per_video": round(delta["shortvid_decode_seconds_sum"] * 1000 / delta["shortvid_decode_seconds_count"], 1)
+            if delta["shortvid_decode_seconds_count"] else None,
+            "rejected": int(delta["shortvid_rejected_total"])}
+
+
+def wait_ready(base: str, server: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"shortvid serve exited with {server.returncode}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError("shortvid serve not ready in time")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--videos", type=int, default=24)
+    parser.add_argument("--requests", type=int, default=160, help="measured requests per concurrency level")
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--offline-passes", type=int, default=2, help="passes over the videos per offline measurement")
+    parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--decode-workers", type=int, default=2)
+    parser.add_argument("--backend", default="torch")
+    parser.add_argument("--json", type=Path, default=None, help="also write the report here")
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    paths = realistic_corpus(args.videos)
+    bodies = [path.read_bytes() for path in paths]
+    report: dict = {"machine": machine(), "describe": describe(), "videos": len(paths),
+                    "mean_video_mb": round(sum(map(len, bodies)) / len(bodies) / 1e6, 2),
+                    "settings": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms,
+                                 "decode_workers": args.decode_workers, "backend": args.backend},
+                    "requests_per_level": args.requests}
+    with tempfile.TemporaryDirectory() as folder:
+        run = make_run(Path(folder) / "student", *MODELS[STUDENT])
+        classifier = Classifier.load(run, device="cpu", backend=args.backend)
+        offline(classifier, bodies[:2], args.max_batch, 1)  # warm-up
+        before = offline(classifier, bodies, args.max_batch, args.offline_passes)
+        print("offline before:", before, flush=True)
+
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        command = [str(Path(sys.executable).parent / "shortvid"), "serve", str(run), "--port", str(port),
+                   "--device", "cpu", "--backend", args.backend, "--max-batch", str(args.max_batch),
+                   "--max-wait-ms", str(args.max_wait_ms), "--decode-workers", str(args.decode_workers),
+                   "--log-level", "warning"]
+        server = subprocess.Popen(command)
+        try:
+            wait_ready(base, server)
+            levels_out = []
+            for concurrency in levels:
+                result = asyncio.run(load(base, bodies, concurrency, args.requests))
+                print(result, flush=True)
+                levels_out.append(result)
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        after = offline(classifier, bodies, args.max_batch, args.offline_passes)
+        print("offline after:", after, flush=True)
+    baseline = (before["videos_per_s"] + after["videos_per_s"]) / 2
+    for result in levels_out:
+        result["vs_offline"] = round(result["videos_per_s"] / baseline, 3)
+    report.update({"torch_threads_bench_process": torch.get_num_threads(), "offline_before": before,
+                   "offline_after": after, "offline_videos_per_s": round(baseline, 2), "levels": levels_out})
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    print("\n| | requests | videos/s | × offline | p50 ms | p99 ms | mean batch | model ms/call | decode ms/video | non-200 |"
+          "\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| offline: read + scores_many, batches of {args.max_batch}, 1 thread (mean of before/after) | "
+          f"{before['videos'] + after['videos']} | {baseline:.1f} | 1.00 | | | {args.max_batch} | | "
+          f"{(before['decode_ms_per_video'] + after['decode_ms_per_video']) / 2:.1f} | |")
+    for r in levels_out:
+        print(f"| service, concurrency {r['concurrency']} | {r['requests']} | **{r['videos_per_s']:.1f}** | "
+              f"**{r['vs_offline']:.2f}** | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['mean_batch']} | "
+              f"{r['model_ms_per_call']} | {r['decode_ms_per_video']} | {r['non_200']} |")
+
+
+if __name__ == "__main__":
+    main()
