@@ -30,15 +30,7 @@ def running(classifier, **settings):
     thread.start()
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "server never became ready"
-                time.sleep(0.05)
+            wait_ready(client, 60)
             yield client
     finally:
         server.should_exit = True
@@ -51,6 +43,21 @@ def metric(text: str, name: str) -> float:
     assert match, f"{name} not in /metrics"
     return float(match.group(1))
 
+
+
+def wait_ready(client, seconds: float, process=None) -> None:
+    """Poll /readyz until 200; fail if ``process`` (a server subprocess) exits or time runs out."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if process is not None:
+            assert process.poll() is None, process.stdout.read()
+        try:
+            if client.get("/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "server never became ready"
+        time.sleep(0.05)
 
 @pytest.fixture(scope="module")
 def classifier(trained_run):
@@ -260,16 +267,7 @@ def test_shortvid_serve_command(trained_run, root, classifier, videos):
                                 "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            deadline = time.monotonic() + 120
-            while True:
-                assert process.poll() is None, process.stdout.read()
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "shortvid serve never became ready"
-                time.sleep(0.1)
+            wait_ready(client, 120, process)
             response = client.post("/v1/classify", json={"path": "clip.mp4"})
             assert response.status_code == 200, response.text
             same_prediction(response.json(), classifier.predict(videos[0]))
