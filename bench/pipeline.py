@@ -8,7 +8,7 @@ machine noise hits them alike, and the report gives videos/s, the ratio to the b
 per-stage ms/video (decode summed over threads; `wait` is the model thread idle, waiting for
 decodes).
 
-    python bench/pipeline.py [--run RUN] [--videos 48] [--repeats 3] [--backend torch|onnx] [--json out.json]
+    python bench/pipeline.py [--run RUN] [--videos 48] [--repeats 3] [--backend torch|onnx] [--device cuda] [--json out.json]
 
 Without `--run`, a randomly initialised CPU-fast student (`tsn_mobilenetv3` at 160 px) is used:
 throughput does not depend on the weights.
@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backend", choices=BACKENDS, default="torch")
+    parser.add_argument("--device", default="cpu", help="where the model runs (cpu, cuda)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -76,7 +77,7 @@ def main() -> None:
     paths = realistic_corpus(args.videos)
     with tempfile.TemporaryDirectory() as scratch:
         run = args.run or make_run(Path(scratch) / "student", *MODELS["student tsn_mobilenetv3 @160"])
-        classifier = Classifier.load(run, device="cpu", backend=args.backend)
+        classifier = Classifier.load(run, device=args.device, backend=args.backend)
         for path in paths[:4]:  # warm-up: page cache, allocator, thread pools
             classifier.predict(path)
         results: dict[str, list[dict]] = {name: [] for name in WAYS}
@@ -94,6 +95,7 @@ def main() -> None:
         "machine": machine(),
         "torch_threads": torch.get_num_threads(),
         "backend": args.backend,
+        "device": args.device,
         "run": str(args.run) if args.run else "random tsn_mobilenetv3 @160",
         "videos": len(paths),
         "repeats": args.repeats,

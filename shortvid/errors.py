@@ -46,3 +46,7 @@ class DecodeTimeoutError(DecodeError):
 
 class DatasetError(ShortvidError):
     """An annotation file, label map or frame cache is invalid."""
+
+
+class InferenceError(ShortvidError):
+    """The model failed on a video's decoded frames (in a batch run, only that video fails)."""

@@ -1,5 +1,6 @@
 """Pipelined batch prediction (`classify_many`, `shortvid predict --batch-size`) on a trained run."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from shortvid.data.annotations import load_dataset
-from shortvid.errors import InvalidVideoError, VideoNotFoundError
+from shortvid.errors import InferenceError, InvalidVideoError, VideoNotFoundError
 from shortvid.serve.batch import PipelineStats, classify_many
 from shortvid.serve.classifier import Classifier
 
@@ -55,6 +56,18 @@ def test_a_broken_video_is_reported_in_place_and_the_rest_go_on(classifier, path
         [classifier.predict(source).ids for source in (paths[0], paths[1], paths[2])]
     assert stats.failed == 2 and stats.videos == 5
     assert outcomes[1].to_dict()["error"]["type"] == "InvalidVideoError"
+
+
+def test_a_clip_that_breaks_the_model_fails_alone(trained_run, paths):
+    class Fragile(Classifier):
+        def read(self, source, timeout=10.0):
+            clip = super().read(source, timeout)
+            return dataclasses.replace(clip, frames=clip.frames[..., None]) if source == paths[1] else clip
+
+    fragile = Fragile.load(trained_run)
+    outcomes = list(classify_many(fragile, paths[:4], batch_size=4, workers=2))
+    assert isinstance(outcomes[1].error, InferenceError) and str(paths[1]) in str(outcomes[1].error)
+    assert [outcomes[i].prediction.ids for i in (0, 2, 3)] == [fragile.predict(paths[i]).ids for i in (0, 2, 3)]
 
 
 def test_adaptive_batches_mix_frame_counts(trained_run, paths):

@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 
 from ..decode import Clip
 from ..decode.reader import Source
-from ..errors import DecodeError, ShortvidError
+from ..errors import DecodeError, InferenceError, ShortvidError
 from .classifier import Classifier, Prediction
 
 
@@ -33,10 +33,9 @@ class Outcome:
     error: ShortvidError | None = None
 
     def to_dict(self) -> dict:
-        name = self.source if isinstance(self.source, (str, os.PathLike)) else "<bytes>"
         if self.error is not None:
-            return {"path": str(name), "error": self.error.to_dict()}
-        return {"path": str(name), **self.prediction.to_dict()}
+            return {"path": _name(self.source), "error": self.error.to_dict()}
+        return {"path": _name(self.source), **self.prediction.to_dict()}
 
 
 @dataclass
@@ -68,6 +67,13 @@ class PipelineStats:
         }
 
 
+def _name(source: Source) -> str:
+    """How a source is named in results and errors: its path, or what a file object calls itself."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return str(getattr(source, "name", "<bytes>"))
+
+
 def _read(classifier: Classifier, source: Source, timeout: float | None) -> tuple[Clip | ShortvidError, float]:
     started = time.perf_counter()
     try:
@@ -75,8 +81,7 @@ def _read(classifier: Classifier, source: Source, timeout: float | None) -> tupl
     except DecodeError as error:
         result = error
     except Exception as error:  # one unexpected failure must not end a batch of thousands
-        result = DecodeError(str(source) if isinstance(source, (str, os.PathLike)) else "<bytes>",
-                             f"unexpected {type(error).__name__} while decoding: {error}")
+        result = DecodeError(_name(source), f"unexpected {type(error).__name__} while decoding: {error}")
     return result, (time.perf_counter() - started) * 1000
 
 
@@ -127,12 +132,12 @@ def _classify_batch(classifier: Classifier, batch: list[tuple[Source, Future]], 
     stats.stage_ms["wait"] += (time.perf_counter() - waited) * 1000
     clips = [(source, clip, ms) for source, clip, ms in decoded if isinstance(clip, Clip)]
     outcomes: dict[int, Outcome] = {}
-    if clips:
-        scores, timings = classifier.scores_many([clip for _, clip, _ in clips])
+    failures: dict[int, InferenceError] = {}
+    for scored, timings in _scored(classifier, clips, failures):
         stats.batches += 1
-        share = {stage: ms / len(clips) for stage, ms in timings.items()}
-        for row, (source, clip, decode_ms) in enumerate(clips):
-            labels, top = classifier.decide(scores[row])
+        share = {stage: ms / len(scored) for stage, ms in timings.items()}
+        for source, clip, decode_ms, video_scores in scored:
+            labels, top = classifier.decide(video_scores)
             per_video = {"decode": decode_ms, **share}
             per_video["total"] = sum(per_video.values())
             outcomes[id(clip)] = Outcome(source, Prediction(labels, top, per_video, clip.times, clip.info.keyframes))
@@ -142,9 +147,29 @@ def _classify_batch(classifier: Classifier, batch: list[tuple[Source, Future]], 
     for source, clip, decode_ms in decoded:
         stats.videos += 1
         stats.stage_ms["decode"] += decode_ms
-        if isinstance(clip, Clip):
+        if isinstance(clip, Clip) and id(clip) in outcomes:
             results.append(outcomes[id(clip)])
+        elif isinstance(clip, Clip):
+            stats.failed += 1
+            results.append(Outcome(source, error=failures[id(clip)]))
         else:
             stats.failed += 1
             results.append(Outcome(source, error=clip))
     return results
+
+
+def _scored(classifier: Classifier, clips: list, failures: dict) -> Iterator[tuple[list, dict]]:
+    """Score clips in one call; if that fails, one by one, so a clip that breaks the model fails alone."""
+    if not clips:
+        return
+    try:
+        scores, timings = classifier.scores_many([clip for _, clip, _ in clips])
+    except Exception as error:  # noqa: BLE001 - one bad clip must not end a run of thousands
+        if len(clips) > 1:
+            for item in clips:
+                yield from _scored(classifier, [item], failures)
+            return
+        source, clip, _ = clips[0]
+        failures[id(clip)] = InferenceError(_name(source), f"the model failed: {type(error).__name__}: {error}")
+        return
+    yield [(*item, scores[row]) for row, item in enumerate(clips)], timings

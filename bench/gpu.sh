@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Issue 5's GPU figures on a lent device machine, in one call: end to end single stream (both
+# models, torch and ONNX Runtime), pipelined batch throughput, and the CPU baseline of the same host.
+#
+# The machine has PyTorch, timm, onnx and onnxruntime (CPU provider only) but not PyAV: carry its
+# wheel. Once, here, in the repo's root:
+#   echo /.whl/ >> .git/info/exclude
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl av==18.1.0
+# Then: device run, command "bash bench/gpu.sh", carry [".whl"], timeout_s 540.
+# Results land in $OUT (predict-cuda.json, pipeline-cuda.json, predict-cpu.json, logs).
+set -euo pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
+OUT="${OUT:-/tmp/shortvid-gpu}"
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch, av, onnxruntime; print('torch', torch.__version__, 'av', av.__version__, 'ort', onnxruntime.__version__, onnxruntime.get_available_providers())" | tee -a "$OUT/gpu.txt"
+cd bench
+timeout 240 python3 predict.py --videos 16 --repeats 3 --device cuda --backends torch,onnx \
+  --json "$OUT/predict-cuda.json" 2>&1 | tee "$OUT/predict-cuda.log"
+timeout 120 python3 pipeline.py --videos 48 --repeats 2 --device cuda --json "$OUT/pipeline-cuda.json" 2>&1 \
+  | tee "$OUT/pipeline-cuda.log"
+timeout 120 python3 predict.py --videos 16 --repeats 1 --device cpu --json "$OUT/predict-cpu.json" 2>&1 \
+  | tee "$OUT/predict-cpu.log"
