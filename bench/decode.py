@@ -1,63 +1,138 @@
-"""Decoding benchmark: the keyframe path against the floor, uniform seeking and full decoding.
+"""Decoding benchmark: the keyframe path against the floor, uniform seeking, full decoding, decoder
+variants and the libraries a user would pick instead.
 
-On a generated realistic corpus (portrait 720x1280, 30 fps, a keyframe every 120 frames plus one
-at each cut, 10-15 s, H.264 High + AAC, faststart), every way returns 3 RGB frames, short side
-256, centre crop 224:
+Corpora (`--corpus`): `realistic-720` (default) and `realistic-540` are generated realistic videos
+(portrait 720x1280 or 540x960, 30 fps, a keyframe every 120 frames plus one at each cut, 10-15 s,
+H.264 High + AAC, faststart), kept in bench/.cache; `bench` samples `--videos` files (seed 0) of the
+`bench` preset corpus (`--bench-dir`, default /work/data/bench/videos). Every way returns 3 RGB
+frames, short side 256, centre crop 224:
 
 - keyframes:    shortvid's keyframe sampler (`read_frames`), the path training and serving use;
-- floor:        the same 3 keyframe packets, read into memory beforehand: a fresh decoder,
-                decode them, convert and resize: what no file-based way can beat;
+- floor:        the same keyframe packets, read into memory beforehand: a fresh decoder, decode
+                them, convert and resize with shortvid's scaler: what no file-based way can beat;
 - skip_nonkey:  FFmpeg's skip_frame=NONKEY over the whole file, 3 of the keyframes picked;
 - uniform_seek: `read_frames(sampler="uniform")`: seek + decode forward to 3 segment centres;
 - full_decode:  decode every frame, pick the 3 at the segment centres.
 
-Methods run round-robin on each video, repeated, so machine noise hits them alike; the report
-gives median ms/video and each method's ratio to the floor and to full decoding.
+`--variants` adds decoder and scaler variants, each twice: on the in-memory floor (`floor+NAME`) and
+through `read_frames` on the file (`file+NAME`, shortvid's tuning swapped for the call); see VARIANTS.
+`--peers` adds decord, torchcodec, OpenCV and the `ffmpeg` CLI (`PEERS`); a peer that is not
+installed, or fails to import or to decode, is skipped with its reason printed. Install them with
+`pip install -e .[bench]`. Peers resize with their own scaler to the output size shortvid computes
+for the video (short side 256, same rounding) and then take the same centre-crop slice; OpenCV,
+which has no decoder-side scaling, resizes with `cv2.resize(INTER_LINEAR)`.
 
-    python bench/decode.py [--videos 24] [--repeats 5] [--json results.json]
+For every method the report gives the mean absolute pixel difference from the keyframe path's
+frames over the corpus (0: bit-identical; `ffmpeg_cli` returns the first 3 keyframes, so other
+frames). Methods run round-robin on each video (in a new shuffled order for every video), repeated, so
+machine noise hits them alike; the report gives median ms/video and each method's ratio to the floor and to full decoding.
+
+    python bench/decode.py [--corpus realistic-720|realistic-540|bench] [--videos 24] [--repeats 5]
+                           [--variants] [--peers] [--json results.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import importlib
 import json
 import os
+import random
+import shutil
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
 import av
 import numpy as np
 
-from shortvid.decode import read_frames, segment_targets
+from shortvid.decode import match_to_targets, read_frames, reader, segment_targets
+from shortvid.decode.reader import _center_crop, _output_size
 from shortvid.machine import describe
 from shortvid.synth.corpus import generate_corpus, preset
 
 SIZE, CROP, K = 256, 224, 3
 CACHE = Path(__file__).parent / ".cache"
+BENCH_DIR = Path("/work/data/bench/videos")
 
 
-def realistic_corpus(videos: int) -> list[Path]:
+def realistic_corpus(videos: int, sizes: tuple[tuple[int, int], ...] = ((720, 1280),)) -> list[Path]:
     """Competition-like videos, generated once and kept in bench/.cache."""
     spec = dataclasses.replace(
         preset("small"), name="decode-bench", num_classes=4, num_groups=2, num_videos=max(videos, 4), min_videos_per_class=1,
-        sizes=((720, 1280),), legacy_share=0.0, vfr_share=0.0, rotated_share=0.0, audio_first_share=0.0,
+        sizes=sizes, legacy_share=0.0, vfr_share=0.0, rotated_share=0.0, audio_first_share=0.0,
         clip_name_share=0.0, duration=(10.0, 15.0), fps=30.0, gop=120, render_short_side=240, difficulty=0.3,
         seed=7,
     )
-    out = CACHE / f"decode-corpus-{videos}"
+    tag = "" if sizes == ((720, 1280),) else "-".join(str(min(size)) for size in sizes) + "-"
+    out = CACHE / f"decode-corpus-{tag}{videos}"
     generate_corpus(out, spec, workers=os.cpu_count(), progress=True)
     return sorted((out / "videos").glob("*.mp4"))
 
 
-def _rgb(frame: av.VideoFrame) -> np.ndarray:
-    """Short side SIZE, centre crop CROP, as read_frames does it (no rotation in this corpus)."""
-    scale = SIZE / min(frame.width, frame.height)
-    width, height = round(frame.width * scale), round(frame.height * scale)
-    image = frame.to_ndarray(format="rgb24", width=width, height=height)
+def corpus(name: str, videos: int, bench_dir: Path = BENCH_DIR) -> list[Path]:
+    if name == "realistic-720":
+        return realistic_corpus(videos)
+    if name == "realistic-540":
+        return realistic_corpus(videos, sizes=((540, 960),))
+    if name == "bench":
+        every = sorted(bench_dir.glob("*.mp4"))
+        if not every:
+            raise SystemExit(f"no .mp4 files in {bench_dir}: generate the bench preset corpus or pass --bench-dir")
+        return sorted(random.Random(0).sample(every, min(videos, len(every))))
+    raise SystemExit(f"unknown corpus {name!r}")
+
+
+def _output(frame: av.VideoFrame) -> tuple[int, int, int]:
+    """(rotation, height, width) of the upright frame scaled to short side SIZE, as read_frames does."""
+    rotation = int(frame.rotation or 0) % 360
+    quarter = rotation in (90, 270)
+    up_w, up_h = (frame.height, frame.width) if quarter else (frame.width, frame.height)
+    height, width = _output_size(up_h, up_w, SIZE)
+    return rotation, height, width
+
+
+def _finish(image: np.ndarray, rotation: int) -> np.ndarray:
+    if rotation:
+        image = np.rot90(image, k=rotation // 90)
+    return np.ascontiguousarray(_center_crop(image, CROP))
+
+
+def _rgb(frame: av.VideoFrame, tuning: reader._Tuning | None = None) -> np.ndarray:
+    """Short side SIZE, upright, centre crop CROP: read_frames' pixels (its scaler and tuning)."""
+    rotation, height, width = _output(frame)
+    if rotation in (90, 270):
+        height, width = width, height
+    return _finish(reader._scale(frame, width, height, tuning or reader._TUNING), rotation)
+
+
+def _rgb_crop_first(frame: av.VideoFrame, tuning: reader._Tuning | None = None) -> np.ndarray:
+    """Scale only the source region that survives the centre crop (rounded out to even pixels), at
+    the same scale factors; then cut the crop from it. Same geometry, other filter phases."""
+    rotation, height, width = _output(frame)
+    if rotation or frame.format.name not in ("yuv420p", "yuvj420p"):
+        return _rgb(frame, tuning)
+    sx, sy = frame.width / width, frame.height / height
     top, left = (height - CROP) // 2, (width - CROP) // 2
-    return np.ascontiguousarray(image[top:top + CROP, left:left + CROP])
+    x0, y0 = int(left * sx) & ~1, int(top * sy) & ~1
+    x1 = min(frame.width, (int(np.ceil((left + CROP) * sx)) + 1) & ~1)
+    y1 = min(frame.height, (int(np.ceil((top + CROP) * sy)) + 1) & ~1)
+    planes = []
+    for index, (a, b, c, d) in enumerate(((y0, y1, x0, x1), (y0 // 2, y1 // 2, x0 // 2, x1 // 2),
+                                          (y0 // 2, y1 // 2, x0 // 2, x1 // 2))):
+        plane = frame.planes[index]
+        rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+        planes.append(rows[a:b, c:d].ravel())
+    w, h = x1 - x0, y1 - y0
+    part = av.VideoFrame.from_ndarray(np.concatenate(planes).reshape(h * 3 // 2, w), format=frame.format.name)
+    out_w, out_h = max(CROP, round(w / sx)), max(CROP, round(h / sy))
+    image = reader._scale(part, out_w, out_h, tuning or reader._TUNING)
+    dy = min(max(round(top - y0 / sy), 0), out_h - CROP)
+    dx = min(max(round(left - x0 / sx), 0), out_w - CROP)
+    return np.ascontiguousarray(image[dy:dy + CROP, dx:dx + CROP])
 
 
 def keyframes(path: Path) -> np.ndarray:
@@ -68,32 +143,65 @@ def uniform_seek(path: Path) -> np.ndarray:
     return read_frames(path, K, sampler="uniform", size=SIZE, crop=CROP).frames
 
 
-def prepare_floor(path: Path) -> tuple[str, bytes | None, list[tuple[bytes, int]]]:
+@dataclasses.dataclass
+class Prepared:
+    """What the floor and the peers get for free, measured once per video (not timed)."""
+
+    codec: str
+    extradata: bytes | None
+    packets: dict[int, bytes]  # pts -> data of each chosen keyframe packet
+    order: list[int]  # the pts of the frames read_frames returns, in its order
+    times: list[float]  # their times, seconds
+    fps: float
+    start: float
+    height: int  # upright, short side SIZE
+    width: int
+
+
+def prepare(path: Path) -> Prepared:
     """The packets the keyframe path picks, copied into memory with what a decoder needs."""
-    chosen = {round(t, 4) for t in read_frames(path, K, size=SIZE).times}
+    clip = read_frames(path, K, size=SIZE)
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        packets = [(bytes(p), p.pts) for p in container.demux(stream)
-                   if p.is_keyframe and p.pts is not None and round(float(p.pts * stream.time_base), 4) in chosen]
-        return stream.codec_context.name, stream.codec_context.extradata, packets
+        tb = stream.time_base
+        by_time = {}
+        for p in container.demux(stream):
+            if p.is_keyframe and p.pts is not None and p.size:
+                by_time.setdefault(round(float(p.pts * tb), 4), (p.pts, bytes(p)))
+        order = [by_time[round(t, 4)][0] for t in clip.times]
+        packets = {pts: data for pts, data in by_time.values() if pts in order}
+        height, width = clip.frames.shape[1:3]
+        return Prepared(stream.codec_context.name, stream.codec_context.extradata, packets, order,
+                        list(clip.times), clip.info.fps, clip.info.start, height, width)
 
 
-def floor(prepared: tuple[str, bytes | None, list[tuple[bytes, int]]]) -> np.ndarray:
-    codec, extradata, packets = prepared
-    context = av.CodecContext.create(codec, "r")
-    if extradata:
-        context.extradata = extradata
-    context.thread_count = 1
-    frames = []
-    for data, pts in packets:
+_DECODERS: dict = {}
+
+
+def floor(prepared: Prepared, *, tuning: reader._Tuning | None = None, to_rgb=_rgb, reuse: bool = False) -> np.ndarray:
+    """Decode the chosen packets with a fresh decoder (or, `reuse`, one kept across videos)."""
+    tuning = tuning or reader._TUNING
+    key = (prepared.codec, prepared.extradata, tuning)
+    context = _DECODERS.get(key) if reuse else None
+    if context is None:
+        context = av.CodecContext.create(prepared.codec, "r")
+        if prepared.extradata:
+            context.extradata = prepared.extradata
+        context.thread_count = tuning.thread_count
+        if tuning.thread_type:
+            context.thread_type = tuning.thread_type
+        if tuning.options:
+            context.options = dict(tuning.options)
+        if reuse:
+            _DECODERS[key] = context
+    images = {}
+    for pts, data in prepared.packets.items():
         packet = av.Packet(data)
         packet.pts = pts
         decoded = context.decode(packet) + context.decode(None)
         context.flush_buffers()
-        frames.append(_rgb(decoded[0]))
-    while len(frames) < K:
-        frames.append(frames[-1])
-    return np.stack(frames)
+        images[pts] = to_rgb(decoded[0], tuning)
+    return np.stack([images[pts] for pts in prepared.order])
 
 
 def skip_nonkey(path: Path) -> np.ndarray:
@@ -117,24 +225,204 @@ def full_decode(path: Path) -> np.ndarray:
     return np.stack([_rgb(frame) for frame in chosen])
 
 
+# -- decoder and scaler variants ----------------------------------------------------------------
+# Each is a change to shortvid's tuning (reader._Tuning), and for `crop_first` to the pixel step.
+VARIANTS: dict[str, dict] = {
+    "sws_auto_fresh": {"tuning": {"sws_threads": None, "reuse_scaler": False}},  # PyAV's to_ndarray defaults
+    "sws_1_fresh": {"tuning": {"reuse_scaler": False}},  # one scaler thread, a new scaler per frame
+    "threads2_slice": {"tuning": {"thread_count": 2, "thread_type": "SLICE"}},
+    "threads2_frame": {"tuning": {"thread_count": 2, "thread_type": "FRAME"}},
+    "threads2_auto": {"tuning": {"thread_count": 2, "thread_type": "AUTO"}},
+    "skip_loop_filter": {"tuning": {"options": (("skip_loop_filter", "all"),)}},
+    "skip_idct": {"tuning": {"options": (("skip_idct", "all"),)}},
+    "flags2_fast": {"tuning": {"options": (("flags2", "+fast"),)}},
+    "interp_fast_bilinear": {"tuning": {"interpolation": "FAST_BILINEAR"}},
+    "interp_area": {"tuning": {"interpolation": "AREA"}},
+    "interp_point": {"tuning": {"interpolation": "POINT"}},
+    "interp_bicubic": {"tuning": {"interpolation": "BICUBIC"}},
+    "crop_first": {"crop_first": True},
+    "reuse_decoder": {"reuse": True},  # floor only: a bare decoder kept across files loses rotation
+}
+
+
+@contextlib.contextmanager
+def tuned(tuning: reader._Tuning, crop_first: bool = False):
+    """read_frames with another tuning (and optionally crop-first scaling) inside the block."""
+    saved, to_rgb = reader._TUNING, reader._Reader._to_rgb
+    reader._TUNING = tuning
+    if crop_first:
+        def crop_first_to_rgb(self, frame):
+            self.rotation = int(frame.rotation or 0) % 360
+            if self.rotation or self.size != SIZE or self.crop != CROP:
+                return to_rgb(self, frame)
+            return _rgb_crop_first(frame, self.tuning)
+        reader._Reader._to_rgb = crop_first_to_rgb
+    try:
+        yield
+    finally:
+        reader._TUNING, reader._Reader._to_rgb = saved, to_rgb
+
+
+def variant_methods(prepared: dict[Path, Prepared]) -> dict:
+    methods = {}
+    for name, spec in VARIANTS.items():
+        tuning = dataclasses.replace(reader._TUNING, **spec.get("tuning", {}))
+        to_rgb = _rgb_crop_first if spec.get("crop_first") else _rgb
+        reuse = bool(spec.get("reuse"))
+
+        def on_floor(path, tuning=tuning, to_rgb=to_rgb, reuse=reuse):
+            return floor(prepared[path], tuning=tuning, to_rgb=to_rgb, reuse=reuse)
+
+        crop_first = bool(spec.get("crop_first"))
+
+        def on_file(path, tuning=tuning, crop_first=crop_first):
+            with tuned(tuning, crop_first):
+                return read_frames(path, K, size=SIZE, crop=CROP).frames
+
+        methods[f"floor+{name}"] = on_floor
+        if not reuse:  # a decoder kept across files would lose each stream's rotation: floor only
+            methods[f"file+{name}"] = on_file
+    return methods
+
+
+# -- the libraries a user would pick instead ----------------------------------------------------
+def _repeat(frames: list[np.ndarray]) -> np.ndarray:
+    while len(frames) < K:
+        frames.append(frames[-1])
+    return np.stack(frames[:K])
+
+
+def _choose(times: list[float], start: float, end: float) -> list[int]:
+    """shortvid's choice among keyframes at `times`: nearest the segment centres."""
+    return match_to_targets(times, segment_targets(start, end, K))
+
+
+def peer_methods(prepared: dict[Path, Prepared]) -> tuple[dict, dict[str, str]]:
+    """Each peer returns K RGB frames, short side SIZE, centre crop CROP, of the same keyframes where
+    it can. Returns the methods and, for each skipped peer, why."""
+    methods, skipped = {}, {}
+    sample = next(iter(prepared))
+
+    def check(name, method):
+        try:
+            out = method(sample)
+            assert out.shape == (K, CROP, CROP, 3), out.shape
+        except Exception as error:  # noqa: BLE001 - any failure: skip with its reason
+            skipped[name] = f"fails on {sample.name}: {type(error).__name__}: {error}"
+            return
+        methods[name] = method
+
+    try:
+        import decord
+    except Exception as error:  # noqa: BLE001
+        skipped["decord"] = f"import failed: {type(error).__name__}: {error}"
+    else:
+        def decord_keyframes(path: Path) -> np.ndarray:
+            p = prepared[path]
+            video = decord.VideoReader(str(path), ctx=decord.cpu(0), width=p.width, height=p.height)
+            keys = list(video.get_key_indices())
+            fps = video.get_avg_fps()
+            chosen = [keys[i] for i in _choose([i / fps for i in keys], 0.0, len(video) / fps)]
+            batch = video.get_batch(chosen).asnumpy()
+            return np.stack([_center_crop(image, CROP) for image in batch])
+
+        check("decord", decord_keyframes)
+
+    try:
+        from torchcodec.decoders import VideoDecoder
+        from torchcodec.transforms import Resize
+    except Exception as error:  # noqa: BLE001
+        skipped["torchcodec"] = f"import failed: {type(error).__name__}: {error}"
+    else:
+        def torchcodec_keyframes(path: Path, seek_mode: str = "exact") -> np.ndarray:
+            # No public keyframe list (only the private `_get_key_frame_indices`): the frames
+            # played at the keyframe times shortvid picks.
+            p = prepared[path]
+            decoder = VideoDecoder(str(path), dimension_order="NHWC", seek_mode=seek_mode,
+                                   transforms=[Resize((p.height, p.width))])
+            batch = decoder.get_frames_played_at(p.times).data.numpy()
+            return np.stack([_center_crop(image, CROP) for image in batch])
+
+        check("torchcodec", torchcodec_keyframes)
+        check("torchcodec_approx", lambda path: torchcodec_keyframes(path, "approximate"))
+
+    try:
+        import cv2
+    except Exception as error:  # noqa: BLE001
+        skipped["opencv"] = f"import failed: {type(error).__name__}: {error}"
+    else:
+        def opencv_keyframes(path: Path) -> np.ndarray:
+            p = prepared[path]
+            capture = cv2.VideoCapture(str(path))
+            frames = []
+            try:
+                for t in p.times:
+                    capture.set(cv2.CAP_PROP_POS_FRAMES, round((t - p.start) * p.fps))
+                    ok, bgr = capture.read()
+                    if not ok:
+                        raise RuntimeError(f"no frame at {t:.3f} s")
+                    image = cv2.resize(bgr, (p.width, p.height), interpolation=cv2.INTER_LINEAR)
+                    frames.append(np.ascontiguousarray(_center_crop(image, CROP)[..., ::-1]))
+            finally:
+                capture.release()
+            return np.stack(frames)
+
+        check("opencv", opencv_keyframes)
+
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        skipped["ffmpeg_cli"] = "no `ffmpeg` on PATH"
+    else:
+        def ffmpeg_cli(path: Path) -> np.ndarray:
+            # The seed's way: the first K keyframes (not chosen per segment), one process per video.
+            p = prepared[path]
+            command = [ffmpeg, "-v", "error", "-skip_frame", "nokey", "-i", str(path), "-vsync", "0",
+                       "-frames:v", str(K), "-vf", f"scale={p.width}:{p.height}:flags=bilinear",
+                       "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+            raw = subprocess.run(command, capture_output=True, check=True, timeout=60).stdout
+            images = np.frombuffer(raw, np.uint8).reshape(-1, p.height, p.width, 3)
+            return _repeat([np.ascontiguousarray(_center_crop(image, CROP)) for image in images])
+
+        check("ffmpeg_cli", ffmpeg_cli)
+    return methods, skipped
+
+
 def machine() -> str:
     m = describe()
     return f"{m['arch']}, {m['cores']} cores, {m['cpu']}; Python {m['python']}, PyAV {m['pyav']}"
 
 
+def _versions() -> dict[str, str]:
+    found = {}
+    for module in ("av", "decord", "torchcodec", "cv2"):
+        try:
+            found[module] = str(importlib.import_module(module).__version__)
+        except Exception as error:  # noqa: BLE001 - not installed or broken: say so
+            found[module] = f"unavailable ({type(error).__name__})"
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", choices=("realistic-720", "realistic-540", "bench"), default="realistic-720")
+    parser.add_argument("--bench-dir", type=Path, default=BENCH_DIR, help="videos of the bench preset corpus")
     parser.add_argument("--videos", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--variants", action="store_true", help="add decoder and scaler variants")
+    parser.add_argument("--peers", action="store_true", help="add decord, torchcodec, OpenCV and the ffmpeg CLI")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
 
-    paths = realistic_corpus(args.videos)
-    prepared = {path: prepare_floor(path) for path in paths}
+    paths = corpus(args.corpus, args.videos, args.bench_dir)
+    prepared = {path: prepare(path) for path in paths}
     facts = [read_frames(path, K, size=SIZE) for path in paths]
     # Sanity: the keyframe path and the floor return the same pixels.
-    for path in paths:
-        assert np.array_equal(keyframes(path), floor(prepared[path])), path
+    reference = {path: keyframes(path) for path in paths}
+    differ = [path.name for path in paths if not np.array_equal(reference[path], floor(prepared[path]))]
+    if differ:
+        print(f"warning: keyframe path and floor differ on {len(differ)} videos: {differ[:5]}")
+        if args.corpus != "bench":
+            raise SystemExit(1)
 
     methods = {
         "floor": lambda path: floor(prepared[path]),
@@ -143,10 +431,31 @@ def main() -> None:
         "uniform_seek": uniform_seek,
         "full_decode": full_decode,
     }
+    skipped: dict[str, str] = {}
+    if args.variants:
+        methods.update(variant_methods(prepared))
+    if args.peers:
+        found, skipped = peer_methods(prepared)
+        methods.update(found)
+        for name, why in skipped.items():
+            print(f"skipping {name}: {why}")
+
+    # Pixels: mean absolute difference from the keyframe path's frames (untimed pass).
+    diff = {}
+    for name, method in methods.items():
+        diff[name] = float(np.mean([np.abs(method(path).astype(np.int16) - reference[path]).mean() for path in paths]))
+    _DECODERS.clear()
+
     times: dict[str, list[float]] = {name: [] for name in methods}
+    order = list(methods)
+    shuffle = random.Random(0).shuffle
     for _ in range(args.repeats):
         for path in paths:
-            for name, method in methods.items():
+            # A new order on every video: whichever method runs after a heavy one (full decoding,
+            # a subprocess) meets cold caches; shuffling spreads that over all of them.
+            shuffle(order)
+            for name in order:
+                method = methods[name]
                 started = time.perf_counter()
                 method(path)
                 times[name].append((time.perf_counter() - started) * 1000)
@@ -154,19 +463,25 @@ def main() -> None:
     median = {name: statistics.median(values) for name, values in times.items()}
     results = {
         "machine": machine(),
+        "versions": _versions(),
+        "corpus": args.corpus,
         "videos": len(paths),
         "repeats": args.repeats,
+        "sizes": dict(sorted({f"{f.info.width}x{f.info.height}": sum((g.info.width, g.info.height) == (f.info.width, f.info.height) for g in facts)
+                              for f in facts}.items())),
         "keyframes_per_video": dict(sorted(
             {str(n): sum(f.info.keyframes == n for f in facts) for n in {f.info.keyframes for f in facts}}.items())),
         "median_ms": {name: round(value, 2) for name, value in median.items()},
         "x_floor": {name: round(value / median["floor"], 2) for name, value in median.items()},
         "full_decode_x": {name: round(median["full_decode"] / value, 1) for name, value in median.items()},
+        "mean_abs_diff": {name: round(value, 3) for name, value in diff.items()},
+        "skipped": skipped,
     }
     print(json.dumps(results, indent=2))
-    print("\n| method | median ms/video | × floor | full decode ÷ method |\n| --- | --- | --- | --- |")
+    print("\n| method | median ms/video | × floor | full decode ÷ method | mean abs diff |\n| --- | --- | --- | --- | --- |")
     for name in methods:
         print(f"| {name} | {results['median_ms'][name]:.1f} | {results['x_floor'][name]:.2f} | "
-              f"{results['full_decode_x'][name]:.1f} |")
+              f"{results['full_decode_x'][name]:.1f} | {results['mean_abs_diff'][name]:.3f} |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

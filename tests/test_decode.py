@@ -154,3 +154,42 @@ def test_fill_none_returns_each_keyframe_once(small_videos):
     assert two.frames.shape[0] == 2 and two.times == pytest.approx((0.0, 2.5)) and two.decoded == 2
     four = read_frames(small_videos["v0.mp4"], 3, size=None, fill="none")  # enough keyframes: as usual
     assert four.times == read_frames(small_videos["v0.mp4"], 3, size=None).times
+
+
+def test_skip_loop_filter_is_opt_in_and_close_to_the_default(small_videos):
+    path = small_videos["v0.mp4"]
+    default = read_frames(path, 3, size=32, crop=24)
+    fast = read_frames(path, 3, size=32, crop=24, skip_loop_filter=True)
+    assert fast.frames.shape == default.frames.shape == (3, 24, 24, 3) and fast.frames.dtype == np.uint8
+    assert fast.times == default.times and fast.decoded == default.decoded
+    # allowed to differ (no deblocking), but only slightly
+    assert np.abs(fast.frames.astype(int) - default.frames.astype(int)).mean() < 4
+    # the option stays with the call: the next default read gives the default pixels again
+    assert np.array_equal(read_frames(path, 3, size=32, crop=24).frames, default.frames)
+    seek = read_frames(small_videos["v1.mp4"], 3, size=32, fill="seek", skip_loop_filter=True)
+    assert seek.frames.shape == (3, 56, 32, 3)
+
+
+def test_frame_spec_records_skip_loop_filter_only_when_set(small_videos, monkeypatch):
+    from shortvid.decode import FrameSpec, reader
+
+    plain = FrameSpec(k=3, size=48)
+    assert "skip_loop_filter" not in plain.to_dict()
+    assert FrameSpec.from_dict(plain.to_dict()) == plain
+    fast = FrameSpec(k=3, size=48, skip_loop_filter=True)
+    assert fast.to_dict()["skip_loop_filter"] is True
+    assert FrameSpec.from_dict(fast.to_dict()) == fast
+    seen = {}
+    real = reader.read_frames
+    monkeypatch.setattr(reader, "read_frames", lambda *a, **kw: seen.update(kw) or real(*a, **kw))
+    assert fast.read(small_videos["v0.mp4"]).frames.shape == (3, 84, 48, 3)
+    assert seen["skip_loop_filter"] is True
+
+
+def test_reused_scaler_gives_the_pixels_of_a_fresh_one(small_videos):
+    # the default path scales with one swscale context per thread, on one thread
+    reference = {round(t, 3): rgb for t, key, rgb in full_decode(small_videos["v0.mp4"], width=40, height=70) if key}
+    for _ in range(2):
+        clip = read_frames(small_videos["v0.mp4"], 3, size=(70, 40))
+        for t, frame in zip(clip.times, clip.frames):
+            assert np.array_equal(frame, reference[round(t, 3)])

@@ -9,8 +9,10 @@ applied so frames come out upright. See ``docs/decoding.md`` for the measured re
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import BinaryIO, Literal, Union
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from ..errors import (
     CorruptVideoError,
@@ -41,6 +44,27 @@ _FAST_OPEN = [{"skip_frame": "all"}] * 16
 # to estimate them costs more than the rest of opening. Where a header lacks the video size
 # (e.g. MPEG-TS), `_open` probes again the usual way.
 _SHORT_PROBE = {"probesize": "32", "analyzeduration": "0", "fpsprobesize": "0"}
+
+
+@dataclass(frozen=True)
+class _Tuning:
+    """How the decoder and the scaler run. The defaults are the measured fastest settings that give
+    the same pixels; ``bench/decode.py --variants`` swaps this (``reader._TUNING``) to measure the
+    others. Not public API."""
+
+    thread_count: int = 1  # one keyframe at a time: threads only add hand-off cost
+    thread_type: str | None = None  # "SLICE", "FRAME", "AUTO"; None keeps FFmpeg's default
+    options: tuple[tuple[str, str], ...] = ()  # decoder AVOptions, e.g. (("skip_loop_filter", "all"),)
+    interpolation: str | None = None  # swscale algorithm; None: BILINEAR (PyAV's default)
+    # swscale threads: PyAV 18 defaults to 0 (automatic), which starts a thread pool for every
+    # scaler; one thread on a reused scaler gives the same pixels in half the time (bench/decode.py).
+    sws_threads: int | None = 1
+    reuse_scaler: bool = True  # one VideoReformatter (cached SwsContext) per thread
+
+
+_TUNING = _Tuning()
+_LOCAL = threading.local()  # per-thread scaler
+_SWS_THREADS = True  # whether this PyAV's reformat takes `threads` (added in later releases)
 
 
 @dataclass(frozen=True)
@@ -110,6 +134,7 @@ class FrameSpec:
     size: Size = 224
     crop: int | None = None
     fill: Fill = "repeat"
+    skip_loop_filter: bool = False
 
     def read(
         self,
@@ -121,11 +146,14 @@ class FrameSpec:
     ) -> Clip:
         return read_frames(
             source, self.k, sampler=self.sampler, size=self.size, crop=self.crop, fill=self.fill,
-            mode=mode, rng=rng, timeout=timeout,
+            mode=mode, rng=rng, timeout=timeout, skip_loop_filter=self.skip_loop_filter,
         )
 
     def to_dict(self) -> dict:
-        return {"k": self.k, "sampler": self.sampler, "size": self.size, "crop": self.crop, "fill": self.fill}
+        data = {"k": self.k, "sampler": self.sampler, "size": self.size, "crop": self.crop, "fill": self.fill}
+        if self.skip_loop_filter:  # only when set, so specs stored before it existed compare equal
+            data["skip_loop_filter"] = True
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "FrameSpec":
@@ -136,6 +164,7 @@ class FrameSpec:
             size=tuple(size) if isinstance(size, list) else size,
             crop=data.get("crop"),
             fill=data.get("fill", "repeat"),
+            skip_loop_filter=bool(data.get("skip_loop_filter", False)),
         )
 
 
@@ -156,6 +185,7 @@ def read_frames(
     fill: Fill = "repeat",
     rng: np.random.Generator | None = None,
     timeout: float | None = 10.0,
+    skip_loop_filter: bool = False,
 ) -> Clip:
     """Return ``k`` upright RGB frames of ``source`` (a path, bytes or a binary file); exactly ``k``
     unless ``fill="none"``.
@@ -173,6 +203,10 @@ def read_frames(
         resizes to exactly that; ``None`` keeps the video's size. ``crop`` then takes a centre
         square of that side.
     timeout: seconds for the whole call; a file that takes longer raises ``DecodeTimeoutError``.
+    skip_loop_filter: skip the codec's in-loop (deblocking) filter (FFmpeg ``skip_loop_filter=all``):
+        a faster decode whose pixels differ slightly from the default (mean absolute difference well
+        under 1 on H.264 keyframes); with ``sampler="uniform"`` or ``fill="seek"`` the difference
+        grows along the frames decoded from the keyframe. Off by default; a ``FrameSpec`` records it.
 
     Raises a subclass of ``DecodeError`` naming the source and the cause.
     """
@@ -185,7 +219,10 @@ def read_frames(
     started = time.perf_counter()
     deadline = started + timeout if timeout else None
     name, opened = _resolve(source)
-    reader = _Reader(name, deadline, size, crop)
+    tuning = _TUNING
+    if skip_loop_filter:
+        tuning = dataclasses.replace(tuning, options=(*tuning.options, ("skip_loop_filter", "all")))
+    reader = _Reader(name, deadline, size, crop, tuning)
     try:
         with _open(name, opened) as container:
             reader.attach(container)
@@ -269,8 +306,10 @@ def _reason(error: av.FFmpegError) -> str:
 class _Reader:
     """The state of one ``read_frames`` call on an open container."""
 
-    def __init__(self, name: str, deadline: float | None, size: Size, crop: int | None):
+    def __init__(self, name: str, deadline: float | None, size: Size, crop: int | None,
+                 tuning: _Tuning = _TUNING):
         self.name = name
+        self.tuning = tuning
         self.deadline = deadline
         self.size = size
         self.crop = crop
@@ -287,11 +326,19 @@ class _Reader:
         self.stream = container.streams.video[0]
         self.tb = float(self.stream.time_base) if self.stream.time_base else 1 / 90000
         self.ctx = self.stream.codec_context
-        self.ctx.thread_count = 1  # one keyframe at a time: threads only add hand-off cost
+        self._tune(self.ctx)
         rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
         self.fps = float(rate) if rate else 0.0
         self.start, self.end = self._header_span()
         self.rotation = 0
+
+    def _tune(self, ctx: av.CodecContext) -> None:
+        """Apply the tuning to a decoder not yet opened (PyAV opens it at its first decode)."""
+        ctx.thread_count = self.tuning.thread_count
+        if self.tuning.thread_type:
+            ctx.thread_type = self.tuning.thread_type
+        if self.tuning.options:
+            ctx.options = {**ctx.options, **dict(self.tuning.options)}
 
     def _header_span(self) -> tuple[float, float]:
         s = self.stream
@@ -504,9 +551,9 @@ class _Reader:
         up_w, up_h = (frame.height, frame.width) if quarter else (frame.width, frame.height)
         out_h, out_w = _output_size(up_h, up_w, self.size)
         if quarter:
-            image = frame.to_ndarray(format="rgb24", width=out_h, height=out_w)
+            image = _scale(frame, out_h, out_w, self.tuning)
         else:
-            image = frame.to_ndarray(format="rgb24", width=out_w, height=out_h)
+            image = _scale(frame, out_w, out_h, self.tuning)
         if rotation:
             image = np.rot90(image, k=rotation // 90)
         if self.crop:
@@ -531,6 +578,28 @@ class _Reader:
             keyframe_times=tuple(kf.time for kf in self.keyframes),
             index=self.index_kind,
         )
+
+
+def _scale(frame: av.VideoFrame, width: int, height: int, tuning: _Tuning) -> np.ndarray:
+    """Scale and convert to RGB in one swscale call; the same pixels as
+    ``frame.to_ndarray(format="rgb24", width=, height=)`` with the default tuning."""
+    global _SWS_THREADS
+    if tuning.reuse_scaler:
+        scaler = getattr(_LOCAL, "scaler", None)
+        if scaler is None:
+            scaler = _LOCAL.scaler = VideoReformatter()
+        convert = scaler.reformat
+        args: tuple = (frame,)
+    else:
+        convert = frame.reformat
+        args = ()
+    kwargs = {"width": width, "height": height, "format": "rgb24", "interpolation": tuning.interpolation}
+    if tuning.sws_threads is not None and _SWS_THREADS:
+        try:
+            return convert(*args, threads=tuning.sws_threads, **kwargs).to_ndarray()
+        except TypeError:  # an older PyAV without `threads`: it scales on one thread anyway
+            _SWS_THREADS = False
+    return convert(*args, **kwargs).to_ndarray()
 
 
 def _packet_time(packet: av.Packet) -> int | None:
