@@ -22,8 +22,11 @@ test: install
 	$(BIN)/pytest -q
 
 bench: install
-	$(BIN)/python bench/decode.py
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python bench/decode.py --variants --peers
+	$(BIN)/python bench/decode.py --corpus realistic-540 --variants --peers
 	$(BIN)/python bench/predict.py --backends torch,onnx
+	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/serve.py
 
 clean:
