@@ -41,6 +41,7 @@ MODELS = {  # name: (model, short side decoded, input crop)
     "seed tsn_resnet50 @224": ("tsn_resnet50", 256, 224),
 }
 SEED = "seed tsn_resnet50 @224"
+STUDENT = "student tsn_mobilenetv3 @160"
 STAGES = ("decode", "preprocess", "model", "total")
 
 
@@ -66,6 +67,8 @@ def main() -> None:
     parser.add_argument("--settle-ms", type=float, default=100.0,
                         help="pause before each timed call, so the previous backend's spinning thread pool "
                              "(ONNX Runtime's, OpenMP's) has gone idle and does not slow the next (default: 100)")
+    parser.add_argument("--student", type=Path, default=None,
+                        help="a trained run to time as the student (default: random tsn_mobilenetv3 weights)")
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     args = parser.parse_args()
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -77,6 +80,8 @@ def main() -> None:
     paths = realistic_corpus(args.videos)
     with tempfile.TemporaryDirectory() as folder:
         runs = {label: make_run(Path(folder) / str(i), *spec) for i, (label, spec) in enumerate(MODELS.items())}
+        if args.student:
+            runs[STUDENT] = args.student
         # Loading exports model.onnx for the onnx backend: done here, before any timing.
         classifiers = {(label, backend): Classifier.load(run, device=args.device, backend=backend)
                        for label, run in runs.items() for backend in backends}
@@ -100,7 +105,7 @@ def main() -> None:
                   for label in ratios}
     vs_seed = {f"{label} / {backend}": round(median[(label, backend)]["total"] / median[(SEED, backend)]["total"], 3)
                for label, backend in classifiers}
-    report = {"machine": machine(), "describe": describe(), "device": args.device,
+    report = {"machine": machine(), "describe": describe(), "device": args.device, "student": str(args.student or "random weights"),
               "torch_threads": torch.get_num_threads(), "videos": len(paths), "repeats": args.repeats,
               "calls_per_pair": len(paths) * args.repeats, "settle_ms": args.settle_ms, "backends": backends, "providers": providers,
               "median_ms": {f"{label} / {backend}": r for (label, backend), r in median.items()},
