@@ -224,7 +224,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate.runner import evaluate_run
 
     report = evaluate_run(args.run, args.data, args.split, device=args.device, limit=args.limit, out=args.out,
-                          progress=not args.quiet, adaptive=args.adaptive, backend=args.backend)
+                          progress=not args.quiet, adaptive=args.adaptive, backend=args.backend,
+                          precision=_precision(args.backend, args.precision))
     total = report["timing_ms"].get("total", {})
     print(f"{report['num_videos']} videos ({report['failed']} failed): mean Jaccard {report['mean_jaccard']:.4f}, "
           f"top-1 {report['top1_hit']:.4f}, top-5 {report['top5_hit']:.4f}, mAP {report['mAP']:.4f}, "
@@ -265,7 +266,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .decode import DecodeError
     from .serve.classifier import Classifier
 
-    classifier = Classifier.load(args.run, device=args.device, adaptive=args.adaptive, backend=args.backend)
+    classifier = Classifier.load(args.run, device=args.device, adaptive=args.adaptive, backend=args.backend,
+                                 precision=_precision(args.backend, args.precision))
     paths = _expand_inputs(args.inputs)
     if args.batch_size > 1:
         return _predict_pipelined(classifier, paths, args)
@@ -312,15 +314,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                              max_body_mb=args.max_body_mb, **workers,
                              timeout=args.timeout, allow_root=args.allow_root)
-    classifier = Classifier.load(args.run, device=args.device, adaptive=args.adaptive, backend=args.backend)
+    classifier = Classifier.load(args.run, device=args.device, adaptive=args.adaptive, backend=args.backend,
+                                 precision=_precision(args.backend, args.precision))
     serve(classifier, settings, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
+    import os
+
     from .judge import judge
 
-    report = judge(args.run, args.videos, args.labels, passes=args.passes, gpu_id=args.gpu, backend=args.backend)
+    backend = args.backend or os.environ.get("SHORTVID_BACKEND") or "torch"
+    precision = _precision(backend, args.precision or os.environ.get("SHORTVID_PRECISION") or "fp32")
+    report = judge(args.run, args.videos, args.labels, passes=args.passes, gpu_id=args.gpu, backend=backend,
+                   precision=precision)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -328,8 +336,26 @@ def cmd_judge(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_run
 
+    if args.quantize:
+        from .quantize import quantize_run
+
+        print(quantize_run(args.run, args.quantize, out=args.out, videos=args.calibration_videos,
+                           dataset=args.calibration_data, split=args.calibration_split, opset=args.opset))
+        return 0
     print(export_run(args.run, args.out, opset=args.opset))
     return 0
+
+
+def _precision(backend: str, precision: str) -> str:
+    """``--precision``, checked against the backend: a pair that does not exist is an error naming the
+    valid ones (exit 2), before any model is loaded."""
+    from .errors import ShortvidError
+    from .serve.classifier import PRECISIONS
+
+    if precision not in PRECISIONS.get(backend, ()):
+        valid = "; ".join(f"{name}: {', '.join(choices)}" for name, choices in PRECISIONS.items())
+        raise ShortvidError("--precision", f"{precision!r} is not available on the {backend!r} backend (valid: {valid})")
+    return precision
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -548,6 +574,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="classify a video with fewer keyframes than the run's frame count from those alone")
     ev.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                     help="torch (default) or onnx (ONNX Runtime on RUN/model.onnx, exported when missing)")
+    ev.add_argument("--precision", choices=["fp32", "bf16", "int8", "int8-dynamic"], default="fp32",
+                    help="fp32 (default); torch: bf16 (autocast); onnx: int8 (static, calibrated on training frames, RUN/model.int8-static.onnx) or int8-dynamic (RUN/model.int8-dynamic.onnx), made when missing")
     ev.set_defaults(handler=cmd_evaluate)
 
     pr = commands.add_parser("predict", help="classify videos; one JSON line per video",
@@ -560,6 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="classify a video with fewer keyframes than the run's frame count from those alone")
     pr.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                     help="torch (default) or onnx (ONNX Runtime on RUN/model.onnx, exported when missing)")
+    pr.add_argument("--precision", choices=["fp32", "bf16", "int8", "int8-dynamic"], default="fp32",
+                    help="fp32 (default); torch: bf16 (autocast); onnx: int8 (static, calibrated on training frames, RUN/model.int8-static.onnx) or int8-dynamic (RUN/model.int8-dynamic.onnx), made when missing")
     pr.add_argument("--batch-size", type=_at_least_one, default=1,
                     help="videos per model call; above 1, decode threads run ahead of the model and the summary "
                          "reports videos/s (default: 1, one video at a time, the competition's timing)")
@@ -579,6 +609,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="classify a video with fewer keyframes than the run's frame count from those alone")
     sv.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                     help="torch (default) or onnx (ONNX Runtime on RUN/model.onnx, exported when missing)")
+    sv.add_argument("--precision", choices=["fp32", "bf16", "int8", "int8-dynamic"], default="fp32",
+                    help="fp32 (default); torch: bf16 (autocast); onnx: int8 (static, calibrated on training frames, RUN/model.int8-static.onnx) or int8-dynamic (RUN/model.int8-dynamic.onnx), made when missing")
     sv.add_argument("--max-batch", type=int, default=8, help="clips per model call (default: 8)")
     sv.add_argument("--max-wait-ms", type=float, default=5.0,
                     help="how long to wait for more clips after the first before calling the model (default: 5)")
@@ -604,6 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
     jd.add_argument("--gpu", type=int, default=0)
     jd.add_argument("--backend", choices=["torch", "onnx"], default=None,
                     help="torch (default: $SHORTVID_BACKEND, else torch) or onnx (ONNX Runtime on RUN/model.onnx, exported when missing)")
+    jd.add_argument("--precision", choices=["fp32", "bf16", "int8", "int8-dynamic"], default=None,
+                    help="default: $SHORTVID_PRECISION, else fp32; torch: fp32, bf16; onnx: fp32, int8, int8-dynamic")
     jd.set_defaults(handler=cmd_judge)
 
     ex = commands.add_parser("export", help="export a run's model to ONNX for ONNX Runtime",
@@ -614,6 +648,16 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", choices=["onnx"], default="onnx")
     ex.add_argument("--out", default=None, metavar="FILE", help="default: RUN/model.onnx")
     ex.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    ex.add_argument("--quantize", choices=["static", "dynamic"], default=None,
+                    help="write an int8 model instead (default FILE: RUN/model.int8-static.onnx or "
+                         "RUN/model.int8-dynamic.onnx): static calibrates activations on training frames, "
+                         "dynamic quantises them at run time (docs/onnx.md)")
+    ex.add_argument("--calibration-videos", type=_at_least_one, default=64, metavar="N",
+                    help="training videos to calibrate --quantize static on (default: 64)")
+    ex.add_argument("--calibration-data", default=None, metavar="DATA",
+                    help="calibrate on this dataset instead of the run's training data (config.yaml)")
+    ex.add_argument("--calibration-split", default=None, metavar="SPLIT",
+                    help="split of the calibration data (default: the run's train split)")
     ex.set_defaults(handler=cmd_export)
 
     demo = commands.add_parser("demo", help="the whole pipeline on generated data",

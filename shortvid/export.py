@@ -10,7 +10,8 @@ batch by frame count. Fused runs (``shortvid fuse``) export as one graph; ``by_f
 (``shortvid adaptive``) choose their member by the data and are refused with an ``ExportError``.
 
 The exporter is torch's TorchScript-based one (``dynamo=False``): it needs no extra package and
-gives graphs that match PyTorch to ~1e-7 on the shipped models (docs/onnx.md).
+gives graphs that match PyTorch to ~1e-7 on the shipped models (docs/onnx.md). Int8 versions of the
+exported file (``--quantize static|dynamic``, ``precision="int8"|"int8-dynamic"``): ``shortvid.quantize``.
 """
 
 from __future__ import annotations

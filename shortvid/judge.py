@@ -4,7 +4,8 @@ The kit does ``from infer.infer import ServerApi``, builds ``ServerApi(gpu_id)``
 not timed) and calls ``handle(video_path)`` per video, expecting a list of integer label ids; an
 exception or an empty list scores 0. ``shortvid.judge.ServerApi`` is exactly that (copy or import it
 as ``infer/infer.py``), serving the run named by ``SHORTVID_RUN`` (default ``runs/final``) on the
-backend named by ``SHORTVID_BACKEND`` (``torch``, the default, or ``onnx``).
+backend named by ``SHORTVID_BACKEND`` (``torch``, the default, or ``onnx``) at the precision named by
+``SHORTVID_PRECISION`` (``fp32``, the default; ``bf16`` on torch; ``int8``, ``int8-dynamic`` on onnx).
 
 ``judge(...)`` reproduces the kit's protocol for ``shortvid judge``: 10 serial passes over the
 videos, the fastest and slowest pass dropped, mean seconds per video over the rest; accuracy is the
@@ -32,11 +33,13 @@ ACCURACY_GATE = 0.80
 class ServerApi:
     """The kit's interface: ``ServerApi(gpu_id).handle(video_path) -> list[int]``."""
 
-    def __init__(self, gpu_id: int = 0, run_dir: str | None = None, backend: str | None = None):
+    def __init__(self, gpu_id: int = 0, run_dir: str | None = None, backend: str | None = None,
+                 precision: str | None = None):
         run = run_dir or os.environ.get("SHORTVID_RUN", DEFAULT_RUN)
         backend = backend or os.environ.get("SHORTVID_BACKEND") or "torch"
+        precision = precision or os.environ.get("SHORTVID_PRECISION") or "fp32"
         device = f"cuda:{gpu_id}" if torch.cuda.is_available() else "cpu"
-        self.classifier = Classifier.load(run, device=device, backend=backend)
+        self.classifier = Classifier.load(run, device=device, backend=backend, precision=precision)
         self.errors: list[str] = []
 
     def handle(self, video_path: str) -> list[int]:
@@ -60,7 +63,7 @@ def read_video_list(path: str | os.PathLike) -> list[Path]:
 
 
 def judge(run_dir: str | os.PathLike, videos: str | os.PathLike, tags: str | os.PathLike, *,
-          passes: int = 10, gpu_id: int = 0, backend: str | None = None) -> dict:
+          passes: int = 10, gpu_id: int = 0, backend: str | None = None, precision: str | None = None) -> dict:
     """The kit's timing and accuracy for a run: see the module docstring."""
     if passes < 3:
         raise ValueError("the kit's protocol needs at least 3 passes (it drops the fastest and the slowest)")
@@ -69,7 +72,7 @@ def judge(run_dir: str | os.PathLike, videos: str | os.PathLike, tags: str | os.
         raise DatasetError(str(videos), "no videos listed")
     truth = {Path(s.name).name: s.labels for s in read_aichallenger(tags, videos_dir=paths[0].parent,
                                                                      check_files=False, on_error="skip")}
-    api = ServerApi(gpu_id, run_dir=str(run_dir), backend=backend)
+    api = ServerApi(gpu_id, run_dir=str(run_dir), backend=backend, precision=precision)
     pass_seconds = []
     answers: dict[str, list[int]] = {}
     for _ in range(passes):
@@ -95,4 +98,5 @@ def judge(run_dir: str | os.PathLike, videos: str | os.PathLike, tags: str | os.
         "passes_gates": ms_per_video <= TIME_GATE_MS and accuracy >= ACCURACY_GATE,
         "device": str(api.classifier.device),
         "backend": api.classifier.backend.name,
+        "precision": api.classifier.backend.precision,
     }

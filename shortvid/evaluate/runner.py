@@ -32,10 +32,12 @@ def evaluate_run(
     progress: bool = True,
     adaptive: bool = False,
     backend: str = "torch",
+    precision: str = "fp32",
 ) -> dict:
     """Metrics of ``run_dir`` on ``dataset``'s ``split``; written to ``out`` (default RUN/metrics.json).
-    ``backend``: ``torch`` or ``onnx`` (ONNX Runtime; see ``Classifier.load``)."""
-    classifier = Classifier.load(run_dir, device=device, adaptive=adaptive, backend=backend)
+    ``backend``: ``torch`` or ``onnx`` (ONNX Runtime); ``precision``: ``fp32``, ``bf16`` (torch),
+    ``int8`` or ``int8-dynamic`` (onnx); see ``Classifier.load``."""
+    classifier = Classifier.load(run_dir, device=device, adaptive=adaptive, backend=backend, precision=precision)
     annotations = load_dataset(dataset, split, labels=classifier.labels, on_error="skip")
     samples = annotations.samples[:limit] if limit else annotations.samples
     num_classes = len(classifier.labels)
@@ -76,6 +78,7 @@ def evaluate_run(
         "device": str(classifier.device),
         "adaptive": adaptive,
         "backend": backend,
+        "precision": precision,
         "frames_per_video": {str(n): c for n, c in sorted(Counter(frame_counts).items())},
         "by_keyframes": _by_keyframes(keyframes, jaccard(predicted, targets)),
     })

@@ -29,6 +29,8 @@ from ..train.run import Preprocess, RunDir
 from ..train.trainer import resolve_device
 
 BACKENDS = ("torch", "onnx")
+# The precisions each backend runs (the first is the default); shortvid.quantize.PRECISIONS.
+PRECISIONS = {"torch": ("fp32", "bf16"), "onnx": ("fp32", "int8", "int8-dynamic")}
 
 
 class TorchBackend:
@@ -36,11 +38,21 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, model: torch.nn.Module, device: torch.device):
+    def __init__(self, model: torch.nn.Module, device: torch.device, precision: str = "fp32"):
+        if precision not in PRECISIONS["torch"]:
+            raise ValueError(f"precision {precision!r} is not available on the torch backend "
+                             f"({', '.join(PRECISIONS['torch'])})")
         self.model = model
         self.device = device  # where prepared batches must be
+        # bf16: autocast on the model's device (convolutions and matmuls in bf16, the ops autocast
+        # keeps in fp32 in fp32, logits returned as fp32); on the CPU it was faster than casting the
+        # model to bf16 and as close to fp32 (docs/onnx.md).
+        self.precision = precision
 
     def __call__(self, frames: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.precision == "bf16":
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                return self.model(frames, mask).float()
         return self.model(frames, mask)
 
 
@@ -53,7 +65,7 @@ class OnnxBackend:
 
     name = "onnx"
 
-    def __init__(self, path: str | os.PathLike, device: torch.device):
+    def __init__(self, path: str | os.PathLike, device: torch.device, precision: str = "fp32"):
         import onnxruntime as ort
 
         from ..export import INPUT_NAME, OUTPUT_NAME
@@ -65,6 +77,7 @@ class OnnxBackend:
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only
         self.path = Path(path)
+        self.precision = precision  # fp32, int8 (static) or int8-dynamic: which file `path` is
         self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         self.providers = tuple(self.session.get_providers())
         self.input, self.output = INPUT_NAME, OUTPUT_NAME
@@ -137,15 +150,23 @@ class Classifier:
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike, device: str = "auto", checkpoint: str = "best",
-             adaptive: bool = False, backend: str = "torch") -> "Classifier":
+             adaptive: bool = False, backend: str = "torch", precision: str = "fp32") -> "Classifier":
         """``adaptive``: a video with fewer keyframes than the run's frame count is classified from
         those keyframes alone (the seed's adaptive I-frame model, with one TSN for every count).
 
         ``backend``: ``torch`` (default) or ``onnx``: ONNX Runtime on RUN/model.onnx (model-last.onnx
         for ``checkpoint="last"``), exported first when missing or older than the checkpoint;
-        CUDA when ``device`` is a GPU and onnxruntime has it, else the CPU."""
+        CUDA when ``device`` is a GPU and onnxruntime has it, else the CPU.
+
+        ``precision``: ``fp32`` (default); on torch also ``bf16`` (autocast); on onnx also ``int8``
+        (RUN/model.int8-static.onnx, calibrated on training frames) and ``int8-dynamic``
+        (RUN/model.int8-dynamic.onnx), made first when missing or older than the checkpoint
+        (``shortvid.quantize``, docs/onnx.md). Other pairs are a ``ValueError``."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r} ({', '.join(BACKENDS)})")
+        if precision not in PRECISIONS[backend]:
+            valid = "; ".join(f"{name}: {', '.join(choices)}" for name, choices in PRECISIONS.items())
+            raise ValueError(f"precision {precision!r} is not available on the {backend!r} backend (valid: {valid})")
         run = RunDir(run_dir)
         torch_device = resolve_device(device)
         policy = run.policy()
@@ -154,15 +175,14 @@ class Classifier:
             preprocess = dataclasses.replace(preprocess, frames=dataclasses.replace(preprocess.frames, fill="none"))
         policy = DecisionPolicy.from_dict(policy) if policy else DecisionPolicy()
         if backend == "onnx":
-            from ..export import export_run, onnx_path
+            from ..quantize import ensure_onnx
 
-            path = onnx_path(run_dir, checkpoint)
-            weights = run.best if checkpoint == "best" and run.best.exists() else run.last
-            run.require(weights, "checkpoint")
-            if not path.exists() or path.stat().st_mtime < weights.stat().st_mtime:
-                export_run(run_dir, path, checkpoint=checkpoint)
-            return cls(None, run.label_map(), preprocess, policy, torch_device, OnnxBackend(path, torch_device))
-        return cls(run.load_model(checkpoint, torch_device), run.label_map(), preprocess, policy, torch_device)
+            path = ensure_onnx(run_dir, checkpoint, precision)  # (re)made when missing or stale
+            return cls(None, run.label_map(), preprocess, policy, torch_device,
+                       OnnxBackend(path, torch_device, precision))
+        model = run.load_model(checkpoint, torch_device)
+        return cls(model, run.label_map(), preprocess, policy, torch_device,
+                   TorchBackend(model, torch_device, precision))
 
     def read(self, source: Source, timeout: float | None = 10.0) -> Clip:
         """Decode ``source`` as this run's model expects (raises ``DecodeError``)."""

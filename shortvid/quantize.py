@@ -1,0 +1,261 @@
+"""Int8 ONNX models of a run (``shortvid export RUN --quantize static|dynamic``), and precision choices.
+
+Two ONNX Runtime quantisations of a run's exported ``model.onnx`` (docs/onnx.md, "Quantisation"):
+
+- ``static`` (``precision="int8"``): weights and activations int8, QDQ format, weights per output
+  channel. Activation ranges are calibrated (min/max) on frames of the run's *training* split, read
+  from the run's frame cache when it has one (else decoded with the run's FrameSpec) and put through
+  the run's evaluation transform: the batches the model is fed in serving.
+- ``dynamic`` (``precision="int8-dynamic"``): int8 weights; activations quantised at run time from
+  each tensor's own range (``ConvInteger`` / ``MatMulInteger``); no calibration data.
+
+Both keep the graph's interface (``frames`` float32 in, ``logits`` float32 out). Weights are
+quantised to 7 bits (``reduce_range=True``), which ONNX Runtime recommends for uint8 x int8 on x86
+CPUs without VNNI (AVX2, AVX-512F): their int8 dot product (``vpmaddubsw``) sums pairs into int16 and
+can saturate with full-range weights. The cost is half a bit of weight precision; the gain is that a
+file behaves the same on every x86 CPU.
+
+Files sit beside the fp32 one: ``RUN/model.int8-static.onnx``, ``RUN/model.int8-dynamic.onnx``
+(``model-last.*`` for ``checkpoint="last"``), and ``ensure_onnx`` re-makes a file that is missing or
+older than the checkpoint, as ``Classifier.load`` does for ``model.onnx``.
+
+Precision per backend (``Classifier.load(..., backend=, precision=)``): ``PRECISIONS``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from .export import DEFAULT_OPSET, INPUT_NAME, ExportError, export_run, onnx_path
+from .serve.classifier import PRECISIONS
+from .train.run import RunDir
+
+# PRECISIONS: the valid precisions per backend (the first is the default), from Classifier's module.
+ALL_PRECISIONS = ("fp32", "bf16", "int8", "int8-dynamic")
+MODES = ("static", "dynamic")
+MODE_OF_PRECISION = {"int8": "static", "int8-dynamic": "dynamic"}
+DEFAULT_CALIBRATION_VIDEOS = 64
+
+
+def check_precision(backend: str, precision: str) -> None:
+    """``ValueError`` naming the valid (backend, precision) pairs unless ``precision`` fits ``backend``."""
+    if precision not in PRECISIONS.get(backend, ()):
+        valid = "; ".join(f"{b}: {', '.join(p)}" for b, p in PRECISIONS.items())
+        raise ValueError(f"precision {precision!r} is not available on the {backend!r} backend "
+                         f"(valid: {valid})")
+
+
+def quantized_path(run_dir: str | os.PathLike, mode: str, checkpoint: str = "best") -> Path:
+    """``RUN/model.int8-static.onnx`` / ``RUN/model.int8-dynamic.onnx`` (``model-last.…`` for ``last``)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown quantisation mode {mode!r} ({', '.join(MODES)})")
+    stem = onnx_path(run_dir, checkpoint).stem
+    return Path(run_dir) / f"{stem}.int8-{mode}.onnx"
+
+
+def _checkpoint(run: RunDir, checkpoint: str) -> Path:
+    weights = run.best if checkpoint == "best" and run.best.exists() else run.last
+    return run.require(weights, "checkpoint")
+
+
+def _stale(path: Path, weights: Path) -> bool:
+    return not path.exists() or path.stat().st_mtime < weights.stat().st_mtime
+
+
+def ensure_onnx(run_dir: str | os.PathLike, checkpoint: str = "best", precision: str = "fp32", *,
+                calibration_videos: int = DEFAULT_CALIBRATION_VIDEOS) -> Path:
+    """The run's ONNX file of ``precision`` (``fp32``, ``int8``, ``int8-dynamic``), (re)made first when
+    missing or older than the checkpoint."""
+    check_precision("onnx", precision)
+    run = RunDir(run_dir)
+    weights = _checkpoint(run, checkpoint)
+    fp32 = onnx_path(run_dir, checkpoint)
+    if _stale(fp32, weights):
+        export_run(run_dir, fp32, checkpoint=checkpoint)
+    if precision == "fp32":
+        return fp32
+    mode = MODE_OF_PRECISION[precision]
+    path = quantized_path(run_dir, mode, checkpoint)
+    if _stale(path, weights) or path.stat().st_mtime < fp32.stat().st_mtime:
+        quantize_run(run_dir, mode, checkpoint=checkpoint, out=path, videos=calibration_videos)
+    return path
+
+
+def _run_data(run: RunDir) -> dict:
+    """The ``data`` section of the run's training config (empty for runs not trained here)."""
+    config = run.root / "config.yaml"
+    if not config.exists():
+        return {}
+    import yaml
+
+    return dict((yaml.safe_load(config.read_text()) or {}).get("data") or {})
+
+
+def calibration_frames(run_dir: str | os.PathLike, videos: int = DEFAULT_CALIBRATION_VIDEOS, *,
+                       dataset: str | os.PathLike | None = None, split: str | None = None,
+                       cache: str | os.PathLike | None = None) -> list[np.ndarray]:
+    """Model inputs (float32 ``[1, frames, 3, H, W]``, the evaluation transform applied) of ``videos``
+    videos spread evenly over the run's training split.
+
+    ``dataset``/``split``/``cache`` default to the run's training config (``data.dataset``,
+    ``data.train_split``, ``data.cache``). Frames come from the cache when it exists and holds frames
+    of the run's size (the frames the model was trained on, sampled as evaluation samples them), else
+    they are decoded with the run's FrameSpec. Raises ``ExportError`` when there is no data."""
+    from .data.annotations import load_dataset
+    from .data.cache import FrameCache
+    from .data.datasets import CachedVideoDataset, RawVideoDataset
+    from .errors import ShortvidError
+
+    if videos < 1:
+        raise ValueError("calibration needs at least one video")
+    run = RunDir(run_dir)
+    source = str(run_dir)
+    data = _run_data(run)
+    if dataset is None:
+        dataset, cache = data.get("dataset") or None, cache if cache is not None else data.get("cache")
+    split = split or data.get("train_split") or "train"
+    if not dataset:
+        raise ExportError(source, "no training data found for calibration: the run's config.yaml names no "
+                                  "dataset (a run not trained here?); give one (--calibration-data DATA)")
+    preprocess = run.preprocess()
+    transform = preprocess.transform()
+    try:
+        annotations = load_dataset(dataset, split, labels=run.label_map(), on_error="skip")
+        if not annotations.samples:
+            raise ExportError(source, f"no training data found for calibration: split {split!r} of {dataset} is empty")
+        frames_cache = None
+        if cache and Path(cache, "cache.json").exists():
+            frames_cache = FrameCache(cache)
+            if frames_cache.spec.size != preprocess.frames.size:
+                frames_cache = None  # frames of another size: decode instead
+        if frames_cache is not None:
+            items = CachedVideoDataset(annotations, frames_cache, preprocess.frames.k, "test", transform)
+        else:
+            items = RawVideoDataset(annotations, preprocess.frames, "test", transform, max_failures=max(10, videos))
+        picks = sorted(set(np.linspace(0, len(items) - 1, min(videos, len(items))).round().astype(int).tolist()))
+        return [items[i]["frames"].unsqueeze(0).numpy().astype(np.float32, copy=False) for i in picks]
+    except ExportError:
+        raise
+    except ShortvidError as error:
+        raise ExportError(source, f"no training data found for calibration: {error}") from error
+
+
+def _reader(batches: Iterable[np.ndarray]):
+    """An ``onnxruntime.quantization.CalibrationDataReader`` over prepared batches."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Frames(CalibrationDataReader):
+        def __init__(self, batches: list[np.ndarray]):
+            self.batches = batches
+            self.rewind()
+
+        def get_next(self) -> dict | None:
+            batch = next(self._iterator, None)
+            return None if batch is None else {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)}
+
+        def rewind(self) -> None:
+            self._iterator = iter(self.batches)
+
+    return Frames(list(batches))
+
+
+def quantize_onnx(model_onnx: str | os.PathLike, out: str | os.PathLike, mode: str = "static",
+                  calibration: Iterable[np.ndarray] | None = None, *, per_channel: bool = True,
+                  reduce_range: bool = True, op_types: Iterable[str] | None = None,
+                  source: str | None = None) -> Path:
+    """Write an int8 version of the fp32 ONNX file ``model_onnx`` to ``out``.
+
+    ``mode="static"``: QDQ, uint8 activations calibrated (min/max) on ``calibration`` (model inputs,
+    float32 ``[batch, frames, 3, H, W]``), int8 weights (per channel when ``per_channel``).
+    ``mode="dynamic"``: int8 weights, activations quantised at run time; ``calibration`` unused.
+    ``reduce_range``: 7-bit weights (see the module docstring). ``op_types``: the op types to
+    quantise (default: all ONNX Runtime can). The graph is shape-inferred and optimised first
+    (``quant_pre_process``), checked after, written to a temporary file and renamed."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if mode not in MODES:
+        raise ValueError(f"unknown quantisation mode {mode!r} ({', '.join(MODES)})")
+    source = source or str(model_onnx)
+    out = Path(out)
+    reader = None
+    if mode == "static":
+        reader = _reader(calibration or ())
+        if not reader.batches:
+            raise ExportError(source, "static quantisation needs calibration frames, and none were given")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+    work = Path(tempfile.mkdtemp(prefix="shortvid-quantize-"))
+    try:
+        prepared = work / "prepared.onnx"
+        quant_pre_process(str(model_onnx), str(prepared))
+        kinds = {"op_types_to_quantize": list(op_types)} if op_types else {}
+        if mode == "dynamic":
+            quantize_dynamic(str(prepared), str(temporary), weight_type=QuantType.QInt8, per_channel=per_channel,
+                             reduce_range=reduce_range, **kinds)
+        else:
+            quantize_static(str(prepared), str(temporary), reader, quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
+                            reduce_range=reduce_range, calibrate_method=CalibrationMethod.MinMax, **kinds)
+        onnx.checker.check_model(str(temporary))
+        os.replace(temporary, out)
+    except Exception as error:  # the quantiser's errors are of many kinds
+        raise ExportError(source, f"{mode} int8 quantisation failed: {type(error).__name__}: {error}") from error
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def quantize_run(run_dir: str | os.PathLike, mode: str = "static", *, checkpoint: str = "best",
+                 out: str | os.PathLike | None = None, videos: int = DEFAULT_CALIBRATION_VIDEOS,
+                 dataset: str | os.PathLike | None = None, split: str | None = None,
+                 opset: int = DEFAULT_OPSET) -> Path:
+    """An int8 ONNX file of a run (default ``quantized_path(run, mode)``), from its fp32 ``model.onnx``
+    (exported first when missing or older than the checkpoint). ``static`` calibrates on ``videos``
+    training videos (``calibration_frames``; ``dataset``/``split`` override the run's own)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown quantisation mode {mode!r} ({', '.join(MODES)})")
+    run = RunDir(run_dir)
+    weights = _checkpoint(run, checkpoint)
+    fp32 = onnx_path(run_dir, checkpoint)
+    if _stale(fp32, weights):
+        export_run(run_dir, fp32, checkpoint=checkpoint, opset=opset)
+    frames = calibration_frames(run_dir, videos, dataset=dataset, split=split) if mode == "static" else None
+    return quantize_onnx(fp32, out or quantized_path(run_dir, mode, checkpoint), mode, frames, source=str(run_dir))
+
+
+CPU_FEATURES = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
+                "amx_tile", "amx_int8", "amx_bf16")
+
+
+def cpu_features() -> dict[str, bool]:
+    """Which of the x86 features that decide int8/bf16 speed this CPU has (``/proc/cpuinfo`` flags).
+
+    int8: ``avx512_vnni``/``avx_vnni`` (one-instruction u8 x s8 dot products) or ``amx_int8``;
+    without them (AVX2 only) int8 convolutions use ``vpmaddubsw`` and gain little over fp32.
+    bf16: ``avx512_bf16`` or ``amx_bf16``; without them bf16 is emulated and slower than fp32."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    return {name: name in flags for name in CPU_FEATURES}
