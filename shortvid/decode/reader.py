@@ -171,7 +171,9 @@ class FrameSpec:
 @dataclass
 class _Keyframe:
     time: float
-    packet: av.Packet
+    packet: av.Packet | None  # None: listed by the container's index, not read yet
+    dts: int | None = None  # where the index lists it (decode time, stream time base)
+    following: int | None = None  # the next listed keyframe's decode time
 
 
 def read_frames(
@@ -359,15 +361,17 @@ class _Reader:
             self._keyframes_from_packets()
 
     def _keyframes_from_index(self) -> bool:
-        """MP4/MOV keep a full sample table with sync flags: read just the keyframe packets it lists."""
+        """MP4/MOV keep a full sample table with sync flags: list its keyframes without reading them.
+
+        A keyframe's presentation time is its decode time plus the stream's reorder delay; only
+        the packets chosen are read (``_decode_keyframe``), and one listed but cut off or
+        unreadable is dropped then, so the choice is made again without it."""
         key_dts = self._read_index()
         if not key_dts:
             return False
-        for position, target in enumerate(key_dts):
+        for position, dts in enumerate(key_dts):
             following = key_dts[position + 1] if position + 1 < len(key_dts) else None
-            packet = self._indexed_packet(target, following)
-            if packet is not None:  # None: listed but cut off or unreadable
-                self.keyframes.append(_Keyframe(_packet_time(packet) * self.tb, packet))
+            self.keyframes.append(_Keyframe((dts + self.reorder) * self.tb, None, dts, following))
         self.index_kind = "container"
         return True
 
@@ -390,10 +394,10 @@ class _Reader:
         # Presentation is later than decoding by the reorder delay, which the stream's start
         # time (the first presentation time) gives. The span comes from every sample, not from
         # header counts.
-        shift = (self.stream.start_time or 0) - first
+        self.reorder = (self.stream.start_time or 0) - first
         frame = (last - first) / (count - 1) if count > 1 else (1 / self.fps / self.tb if self.fps else 0)
-        self.start = (first + shift) * self.tb
-        self.end = (last + shift + frame) * self.tb
+        self.start = (first + self.reorder) * self.tb
+        self.end = (last + self.reorder + frame) * self.tb
         return key_dts
 
     def _keyframes_from_packets(self) -> None:
@@ -466,6 +470,11 @@ class _Reader:
         """Decode one keyframe packet alone; False if it is damaged or missing."""
         self._check_time()
         keyframe = self.keyframes[index]
+        if keyframe.packet is None:
+            keyframe.packet = self._indexed_packet(keyframe.dts, keyframe.following)
+            if keyframe.packet is None:  # listed but cut off or unreadable
+                return False
+            keyframe.time = _packet_time(keyframe.packet) * self.tb
         try:
             frames = self.ctx.decode(keyframe.packet) + self.ctx.decode(None)
         except av.FFmpegError:
