@@ -316,7 +316,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              timeout=args.timeout, allow_root=args.allow_root)
     classifier = Classifier.load(args.run, device=args.device, adaptive=args.adaptive, backend=args.backend,
                                  precision=_precision(args.backend, args.precision))
-    serve(classifier, settings, host=args.host, port=args.port, log_level=args.log_level)
+    try:
+        serve(classifier, settings, host=args.host, port=args.port, log_level=args.log_level)
+    except OSError as error:
+        print(f"shortvid serve: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

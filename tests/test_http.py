@@ -271,6 +271,14 @@ def test_shortvid_serve_command(trained_run, root, classifier, videos):
             response = client.post("/v1/classify", json={"path": "clip.mp4"})
             assert response.status_code == 200, response.text
             same_prediction(response.json(), classifier.predict(videos[0]))
+        with socket.socket() as taken:  # a second server on a port in use fails, and says so
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            busy = subprocess.run([sys.executable, "-m", "shortvid.cli", "serve", str(trained_run), "--device", "cpu",
+                                   "--port", str(taken.getsockname()[1]), "--log-level", "warning"],
+                                  capture_output=True, text=True, timeout=300)
+        assert busy.returncode == 2 and "could not serve" in busy.stderr
     finally:
         process.terminate()
         process.wait(timeout=30)
+    assert process.returncode == 0, process.stdout.read()  # SIGTERM stops it cleanly

@@ -16,12 +16,14 @@ import logging
 import os
 import queue
 import re
+import signal
 import tempfile
 import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +50,7 @@ class ServeSettings:
     allow_root: str | os.PathLike | None = None  # JSON {"path"} requests may read files under it
     retry_after: int = 1  # seconds, the Retry-After of a 503
     warmup: bool = True  # classify a generated video at startup before /readyz says ready
+    model_thread: bool = True  # batch on a thread of the app's own; serve() batches on the main thread
 
     @property
     def max_body_bytes(self) -> int:
@@ -177,11 +180,18 @@ class Batcher:
         self.thread = threading.Thread(target=self._run, name="shortvid-model", daemon=True)
 
     def start(self) -> None:
+        """Batch on a thread of its own (for an app embedded in any server)."""
         self.thread.start()
+
+    def run(self) -> None:
+        """Batch on the calling thread until ``stop()``: ``serve()`` gives the model the main thread,
+        where PyTorch CPU calls ran up to 2x faster than from a secondary thread (BENCHMARKS.md)."""
+        self._run()
 
     def stop(self) -> None:
         self.jobs.put(None)
-        self.thread.join(timeout=30)
+        if self.thread.is_alive():
+            self.thread.join(timeout=30)
 
     def submit(self, clip) -> Future:
         future: Future = Future()
@@ -263,7 +273,8 @@ class Service:
         self.warmup_error: str | None = None
 
     def start(self) -> None:
-        self.batcher.start()
+        if self.settings.model_thread:
+            self.batcher.start()
 
     def stop(self) -> None:
         self.batcher.stop()
@@ -553,11 +564,36 @@ def create_app(classifier: Classifier, settings: ServeSettings | None = None) ->
 
 def serve(classifier: Classifier, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000,
           log_level: str = "info") -> None:
-    """Run the app with uvicorn until interrupted (one process: the model thread batches for all)."""
+    """Run the app until SIGINT/SIGTERM, in one process: uvicorn on a thread, and the batcher, which
+    runs the model for every request, on this (the main) thread."""
     import uvicorn
 
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO))
-    uvicorn.run(create_app(classifier, settings), host=host, port=port, log_level=log_level, workers=1)
+    app = create_app(classifier, dataclasses.replace(settings, model_thread=False))
+    batcher = app.state.service.batcher
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, workers=1))
+
+    def http() -> None:
+        try:
+            server.run()  # off the main thread, uvicorn leaves signal handling to us
+        finally:
+            batcher.stop()  # the server stopped (or never bound its port): stop batching too
+
+    def shutdown(signum, frame) -> None:
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, shutdown) for sig in (signal.SIGINT, signal.SIGTERM)}
+    thread = threading.Thread(target=http, name="shortvid-http")
+    thread.start()
+    try:
+        batcher.run()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not server.started:
+        raise OSError(f"could not serve on {host}:{port} (uvicorn's log above says why)")
 
 
 __all__ = ["ServeSettings", "create_app", "serve", "Metrics", "Batcher"]
