@@ -41,7 +41,7 @@ from shortvid.errors import DecodeError
 from shortvid.evaluate.runner import evaluate_run
 from shortvid.machine import describe
 from shortvid.quantize import DEFAULT_CALIBRATION_VIDEOS, cpu_features, quantize_run
-from shortvid.serve.classifier import PRECISIONS, Classifier
+from shortvid.serve.classifier import Classifier, check_precision
 
 DEFAULT_VARIANTS = "torch:fp32,torch:bf16,onnx:fp32,onnx:int8,onnx:int8-dynamic"
 
@@ -51,9 +51,7 @@ def parse_variants(text: str) -> list[tuple[str, str]]:
     for item in (part.strip() for part in text.split(",") if part.strip()):
         backend, _, precision = item.partition(":")
         precision = precision or "fp32"
-        if precision not in PRECISIONS.get(backend, ()):
-            valid = "; ".join(f"{b}: {', '.join(p)}" for b, p in PRECISIONS.items())
-            raise ValueError(f"--variants: {item!r} is not a backend:precision pair (valid: {valid})")
+        check_precision(backend, precision)
         variants.append((backend, precision))
     if not variants:
         raise ValueError("--variants: none given")

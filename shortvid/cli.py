@@ -354,11 +354,12 @@ def _precision(backend: str, precision: str) -> str:
     """``--precision``, checked against the backend: a pair that does not exist is an error naming the
     valid ones (exit 2), before any model is loaded."""
     from .errors import ShortvidError
-    from .serve.classifier import PRECISIONS
+    from .serve.classifier import check_precision
 
-    if precision not in PRECISIONS.get(backend, ()):
-        valid = "; ".join(f"{name}: {', '.join(choices)}" for name, choices in PRECISIONS.items())
-        raise ShortvidError("--precision", f"{precision!r} is not available on the {backend!r} backend (valid: {valid})")
+    try:
+        check_precision(backend, precision)
+    except ValueError as error:
+        raise ShortvidError("--precision", str(error)) from None
     return precision
 
 

@@ -33,22 +33,13 @@ from pathlib import Path
 import numpy as np
 
 from .export import DEFAULT_OPSET, INPUT_NAME, ExportError, export_run, onnx_path
-from .serve.classifier import PRECISIONS
+from .serve.classifier import check_precision
 from .train.run import RunDir
 
-# PRECISIONS: the valid precisions per backend (the first is the default), from Classifier's module.
 ALL_PRECISIONS = ("fp32", "bf16", "int8", "int8-dynamic")
 MODES = ("static", "dynamic")
 MODE_OF_PRECISION = {"int8": "static", "int8-dynamic": "dynamic"}
 DEFAULT_CALIBRATION_VIDEOS = 64
-
-
-def check_precision(backend: str, precision: str) -> None:
-    """``ValueError`` naming the valid (backend, precision) pairs unless ``precision`` fits ``backend``."""
-    if precision not in PRECISIONS.get(backend, ()):
-        valid = "; ".join(f"{b}: {', '.join(p)}" for b, p in PRECISIONS.items())
-        raise ValueError(f"precision {precision!r} is not available on the {backend!r} backend "
-                         f"(valid: {valid})")
 
 
 def quantized_path(run_dir: str | os.PathLike, mode: str, checkpoint: str = "best") -> Path:

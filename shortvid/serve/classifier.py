@@ -29,8 +29,15 @@ from ..train.run import Preprocess, RunDir
 from ..train.trainer import resolve_device
 
 BACKENDS = ("torch", "onnx")
-# The precisions each backend runs (the first is the default); shortvid.quantize.PRECISIONS.
+# The precisions each backend runs (the first is the default); int8 files come from shortvid.quantize.
 PRECISIONS = {"torch": ("fp32", "bf16"), "onnx": ("fp32", "int8", "int8-dynamic")}
+
+
+def check_precision(backend: str, precision: str) -> None:
+    """``ValueError`` naming the valid (backend, precision) pairs unless ``precision`` fits ``backend``."""
+    if precision not in PRECISIONS.get(backend, ()):
+        valid = "; ".join(f"{name}: {', '.join(choices)}" for name, choices in PRECISIONS.items())
+        raise ValueError(f"precision {precision!r} is not available on the {backend!r} backend (valid: {valid})")
 
 
 class TorchBackend:
@@ -39,9 +46,7 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, model: torch.nn.Module, device: torch.device, precision: str = "fp32"):
-        if precision not in PRECISIONS["torch"]:
-            raise ValueError(f"precision {precision!r} is not available on the torch backend "
-                             f"({', '.join(PRECISIONS['torch'])})")
+        check_precision("torch", precision)
         self.model = model
         self.device = device  # where prepared batches must be
         # bf16: autocast on the model's device (convolutions and matmuls in bf16, the ops autocast
@@ -164,9 +169,7 @@ class Classifier:
         (``shortvid.quantize``, docs/onnx.md). Other pairs are a ``ValueError``."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r} ({', '.join(BACKENDS)})")
-        if precision not in PRECISIONS[backend]:
-            valid = "; ".join(f"{name}: {', '.join(choices)}" for name, choices in PRECISIONS.items())
-            raise ValueError(f"precision {precision!r} is not available on the {backend!r} backend (valid: {valid})")
+        check_precision(backend, precision)
         run = RunDir(run_dir)
         torch_device = resolve_device(device)
         policy = run.policy()
