@@ -24,25 +24,29 @@ def paths(tiny_corpus):
     return [sample.path for sample in load_dataset(tiny_corpus, "val").samples]
 
 
+@pytest.fixture(scope="module")
+def alone(classifier, paths):
+    return {path: classifier.predict(path) for path in paths}
+
+
 @pytest.mark.parametrize("batch_size,workers", [(1, 1), (3, 2), (64, 3)])
-def test_batches_give_each_video_its_single_stream_answer(classifier, paths, batch_size, workers):
+def test_batches_give_each_video_its_single_stream_answer(classifier, paths, alone, batch_size, workers):
     stats = PipelineStats()
     outcomes = list(classify_many(classifier, paths, batch_size=batch_size, workers=workers, stats=stats))
     assert [outcome.source for outcome in outcomes] == paths  # input order
     for path, outcome in zip(paths, outcomes):
-        alone = classifier.predict(path)
         assert outcome.error is None
-        assert outcome.prediction.ids == alone.ids
+        assert outcome.prediction.ids == alone[path].ids
         np.testing.assert_allclose([label.score for label in outcome.prediction.top],
-                                   [label.score for label in alone.top], rtol=1e-4, atol=1e-5)
-        assert outcome.prediction.keyframes == alone.keyframes
+                                   [label.score for label in alone[path].top], rtol=1e-4, atol=1e-5)
+        assert outcome.prediction.keyframes == alone[path].keyframes
     assert stats.videos == len(paths) and stats.failed == 0
     assert stats.batches == -(-len(paths) // batch_size)
     assert stats.videos_per_s > 0 and all(ms >= 0 for ms in stats.stage_ms.values())
     assert stats.stage_ms["decode"] > 0 and stats.stage_ms["model"] > 0
 
 
-def test_a_broken_video_is_reported_in_place_and_the_rest_go_on(classifier, paths, tmp_path):
+def test_a_broken_video_is_reported_in_place_and_the_rest_go_on(classifier, paths, alone, tmp_path):
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"this is not a video" * 100)
     missing = tmp_path / "missing.mp4"
@@ -53,12 +57,12 @@ def test_a_broken_video_is_reported_in_place_and_the_rest_go_on(classifier, path
     assert isinstance(outcomes[1].error, InvalidVideoError) and str(broken) in str(outcomes[1].error)
     assert isinstance(outcomes[3].error, VideoNotFoundError)
     assert [outcome.prediction.ids for outcome in outcomes if outcome.error is None] == \
-        [classifier.predict(source).ids for source in (paths[0], paths[1], paths[2])]
+        [alone[path].ids for path in paths[:3]]
     assert stats.failed == 2 and stats.videos == 5
     assert outcomes[1].to_dict()["error"]["type"] == "InvalidVideoError"
 
 
-def test_a_clip_that_breaks_the_model_fails_alone(trained_run, paths):
+def test_a_clip_that_breaks_the_model_fails_alone(trained_run, paths, alone):
     class Fragile(Classifier):
         def read(self, source, timeout=10.0):
             clip = super().read(source, timeout)
@@ -67,7 +71,7 @@ def test_a_clip_that_breaks_the_model_fails_alone(trained_run, paths):
     fragile = Fragile.load(trained_run)
     outcomes = list(classify_many(fragile, paths[:4], batch_size=4, workers=2))
     assert isinstance(outcomes[1].error, InferenceError) and str(paths[1]) in str(outcomes[1].error)
-    assert [outcomes[i].prediction.ids for i in (0, 2, 3)] == [fragile.predict(paths[i]).ids for i in (0, 2, 3)]
+    assert [outcomes[i].prediction.ids for i in (0, 2, 3)] == [alone[paths[i]].ids for i in (0, 2, 3)]
 
 
 def test_adaptive_batches_mix_frame_counts(trained_run, paths):
