@@ -37,6 +37,16 @@ def test_extract_records_every_video_and_reads_back_exact_pixels(small_videos, t
         cache.read("text.mp4")
 
 
+def test_a_cache_records_the_decode_it_was_made_with(small_videos, tmp_path):
+    spec = FrameSpec(k=3, size=48, skip_loop_filter=True)
+    extract([("v0.mp4", small_videos["v0.mp4"])], tmp_path, spec, fmt="raw", workers=1, progress=False)
+    cache = FrameCache(tmp_path)
+    assert cache.spec.skip_loop_filter
+    assert np.array_equal(cache.read("v0.mp4").frames, spec.read(small_videos["v0.mp4"]).frames)
+    with pytest.raises(DatasetError):  # a cache made one way is not extended the other way
+        extract([("v1.mp4", small_videos["v1.mp4"])], tmp_path, SPEC, workers=1, progress=False)
+
+
 def test_jpeg_cache_is_close_to_the_decoder(small_videos, tmp_path):
     extract([("v0.mp4", small_videos["v0.mp4"])], tmp_path, SPEC, workers=1, progress=False)
     cached = FrameCache(tmp_path).read("v0.mp4")

@@ -61,3 +61,7 @@ def test_synth_then_extract_puts_every_video_in_the_manifest(tiny_corpus, tmp_pa
     again = json.loads(shortvid("extract", tiny_corpus, "--out", tmp_path / "cache", "--k", "3", "--size", "64",
                                 "--quiet").stdout.splitlines()[-1])
     assert again["skipped"] == len(names) and again["extracted"] == 0
+    assert not cache.spec.skip_loop_filter
+    shortvid("extract", tiny_corpus, "--out", tmp_path / "fast", "--k", "3", "--size", "64", "--skip-loop-filter",
+             "--quiet", "--split", "val")
+    assert FrameCache(tmp_path / "fast").spec.skip_loop_filter

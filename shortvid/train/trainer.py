@@ -99,7 +99,8 @@ def _datasets(config: TrainConfig, all_train: Annotations, train_annotations: An
             raise ConfigError("data.resize", f"is {data.resize} but the cache {data.cache} holds frames of size {cache.spec.size}")
         make = lambda annotations, mode: CachedVideoDataset(  # noqa: E731
             annotations, cache, data.num_segments, mode, transform, seed=config.seed)
-        spec = FrameSpec(k=data.num_segments, sampler=cache.spec.sampler, size=cache.spec.size, fill=cache.spec.fill)
+        spec = FrameSpec(k=data.num_segments, sampler=cache.spec.sampler, size=cache.spec.size, fill=cache.spec.fill,
+                         skip_loop_filter=cache.spec.skip_loop_filter)  # serve as the cache was decoded
     else:
         spec = FrameSpec(k=data.num_segments, size=config.frame_size())
         make = lambda annotations, mode: RawVideoDataset(  # noqa: E731
