@@ -39,6 +39,18 @@ def _frame_options(parser: argparse.ArgumentParser, size: str) -> None:
                              "pixels; a cache made so gives runs that serve the same way (BENCHMARKS.md)")
 
 
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    """How a run's model runs: --adaptive, --backend, --precision (evaluate, predict, serve)."""
+    parser.add_argument("--adaptive", action="store_true",
+                        help="classify a video with fewer keyframes than the run's frame count from those alone")
+    parser.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                        help="torch (default) or onnx (ONNX Runtime on RUN/model.onnx, exported when missing)")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "int8", "int8-dynamic"], default="fp32",
+                        help="fp32 (default); torch: bf16 (autocast); onnx: int8 (static, calibrated on training "
+                             "frames, RUN/model.int8-static.onnx) or int8-dynamic (RUN/model.int8-dynamic.onnx), "
+                             "made when missing")
+
+
 def _frame_spec(args: argparse.Namespace):
     from .decode import FrameSpec
 
@@ -579,12 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, default=None, help="only the first N videos")
     ev.add_argument("--out", default=None, help="where to write the metrics (default: RUN/metrics.json)")
     ev.add_argument("--quiet", action="store_true")
-    ev.add_argument("--adaptive", action="store_true",
-                    help="classify a video with fewer keyframes than the run's frame count from those alone")
-    ev.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                    help="torch (default) or onnx (ONNX Runtime on RUN/model.onnx, exported when missing)")
-    ev.add_argument("--precision", choices=["fp32", "bf16", "int8", "int8-dynamic"], default="fp32",
-                    help="fp32 (default); torch: bf16 (autocast); onnx: int8 (static, calibrated on training frames, RUN/model.int8-static.onnx) or int8-dynamic (RUN/model.int8-dynamic.onnx), made when missing")
+    _add_model_args(ev)
     ev.set_defaults(handler=cmd_evaluate)
 
     pr = commands.add_parser("predict", help="classify videos; one JSON line per video",
@@ -593,12 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("run", metavar="RUN")
     pr.add_argument("inputs", nargs="+", metavar="INPUT")
     pr.add_argument("--device", default="auto")
-    pr.add_argument("--adaptive", action="store_true",
-                    help="classify a video with fewer keyframes than the run's frame count from those alone")
-    pr.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                    help="torch (default) or onnx (ONNX Runtime on RUN/model.onnx, exported when missing)")
-    pr.add_argument("--precision", choices=["fp32", "bf16", "int8", "int8-dynamic"], default="fp32",
-                    help="fp32 (default); torch: bf16 (autocast); onnx: int8 (static, calibrated on training frames, RUN/model.int8-static.onnx) or int8-dynamic (RUN/model.int8-dynamic.onnx), made when missing")
+    _add_model_args(pr)
     pr.add_argument("--batch-size", type=_at_least_one, default=1,
                     help="videos per model call; above 1, decode threads run ahead of the model and the summary "
                          "reports videos/s (default: 1, one video at a time, the competition's timing)")
@@ -614,12 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     sv.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     sv.add_argument("--device", default="auto")
-    sv.add_argument("--adaptive", action="store_true",
-                    help="classify a video with fewer keyframes than the run's frame count from those alone")
-    sv.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                    help="torch (default) or onnx (ONNX Runtime on RUN/model.onnx, exported when missing)")
-    sv.add_argument("--precision", choices=["fp32", "bf16", "int8", "int8-dynamic"], default="fp32",
-                    help="fp32 (default); torch: bf16 (autocast); onnx: int8 (static, calibrated on training frames, RUN/model.int8-static.onnx) or int8-dynamic (RUN/model.int8-dynamic.onnx), made when missing")
+    _add_model_args(sv)
     sv.add_argument("--max-batch", type=int, default=8, help="clips per model call (default: 8)")
     sv.add_argument("--max-wait-ms", type=float, default=5.0,
                     help="how long to wait for more clips after the first before calling the model (default: 5)")
