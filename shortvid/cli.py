@@ -39,6 +39,42 @@ def _frame_options(parser: argparse.ArgumentParser, size: str) -> None:
                              "pixels; a cache made so gives runs that serve the same way (BENCHMARKS.md)")
 
 
+def _limit_options(parser: argparse.ArgumentParser) -> None:
+    """--max-width/--max-height/--max-pixels/--max-aspect: the largest frames decoded (docs/security.md)."""
+    from .decode import DecodeLimits
+
+    default = DecodeLimits()
+    group = parser.add_argument_group("decode limits", "videos with larger frames fail with VideoTooLargeError "
+                                      "before their pixels are decoded or scaled")
+    group.add_argument("--max-width", type=_at_least_one, default=default.max_width, metavar="PX",
+                       help=f"widest upright frame (default: {default.max_width})")
+    group.add_argument("--max-height", type=_at_least_one, default=default.max_height, metavar="PX",
+                       help=f"tallest upright frame (default: {default.max_height})")
+    group.add_argument("--max-pixels", type=_at_least_one, default=default.max_pixels, metavar="N",
+                       help=f"most pixels per frame (default: {default.max_pixels}, 8K UHD)")
+    group.add_argument("--max-aspect", type=float, default=default.max_aspect, metavar="R",
+                       help=f"longest side over shortest side (default: {default.max_aspect:g})")
+
+
+def _limits(args: argparse.Namespace):
+    from .decode import DecodeLimits
+    from .errors import ShortvidError
+
+    try:
+        return DecodeLimits(args.max_width, args.max_height, args.max_pixels, args.max_aspect)
+    except ValueError as error:
+        raise ShortvidError("--max-aspect", str(error)) from None
+
+
+def _error_line(path: str, error: Exception) -> str:
+    """The JSON line of a video that failed; an error shortvid does not type is named by its class."""
+    from .errors import ShortvidError
+
+    body = error.to_dict() if isinstance(error, ShortvidError) else {"type": type(error).__name__,
+                                                                      "message": f"{path}: {error}"}
+    return json.dumps({"path": path, "error": body}, ensure_ascii=False)
+
+
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     """How a run's model runs: --adaptive, --backend, --precision (evaluate, predict, serve)."""
     parser.add_argument("--adaptive", action="store_true",
@@ -59,21 +95,19 @@ def _frame_spec(args: argparse.Namespace):
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from .decode import DecodeError
-
-    spec = _frame_spec(args)
+    spec, limits = _frame_spec(args), _limits(args)
     failures = 0
     for path in args.videos:
         try:
-            clip = spec.read(path, timeout=args.timeout)
-        except DecodeError as error:
+            clip = spec.read(path, timeout=args.timeout, limits=limits)
+            record = clip.to_dict()
+            record["path"] = path
+            if args.save:
+                record["saved"] = _save_frames(clip, path, Path(args.save))
+        except Exception as error:  # noqa: BLE001 - one file's failure is its own line; the rest go on
             failures += 1
-            print(json.dumps({"path": path, "error": error.to_dict()}, ensure_ascii=False), flush=True)
+            print(_error_line(path, error), flush=True)
             continue
-        record = clip.to_dict()
-        record["path"] = path
-        if args.save:
-            record["saved"] = _save_frames(clip, path, Path(args.save))
         print(json.dumps(record, ensure_ascii=False), flush=True)
     return 1 if failures == len(args.videos) else 0
 
@@ -131,23 +165,35 @@ def cmd_extract(args: argparse.Namespace) -> int:
         print(f"skipped: ... and {len(problems) - 10} more annotation problems", file=sys.stderr)
     summary = extract(videos, args.out, _frame_spec(args), fmt=args.format, quality=args.quality,
                       workers=args.workers, timeout=args.timeout, retry_failed=args.retry_failed,
-                      progress=not args.quiet)
+                      progress=not args.quiet, limits=_limits(args))
     print(json.dumps(summary.to_dict()))
     return 0
 
 
+def _load_config(source: str, overrides: Sequence[str]):
+    """``load_config``, saying on stderr which file or shipped config it read."""
+    from .train.config import load_config, resolve_config
+
+    print(f"config: {resolve_config(source)[1]}", file=sys.stderr)
+    return load_config(source, overrides)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train.config import load_config
+    from .errors import ShortvidError
     from .train.trainer import train
 
     if args.resume:
-        config = load_config(Path(args.resume) / "config.yaml", [*args.overrides, f"out={args.resume}"])
+        saved = Path(args.resume) / "config.yaml"
+        if not saved.is_file():
+            raise ShortvidError(args.resume, "nothing to resume: no config.yaml (not a run directory, or the run "
+                                "was stopped before it started)")
+        config = _load_config(str(saved), [*args.overrides, f"out={args.resume}"])
     else:
         if not args.config:
             print("shortvid train: error: --config is required (a YAML file or a shipped name)", file=sys.stderr)
             return 2
         group = [f"data.group={args.group}"] if args.group else []
-        config = load_config(args.config, [*args.overrides, *group])
+        config = _load_config(args.config, [*args.overrides, *group])
     record = train(config, resume=bool(args.resume))
     print(json.dumps({"run": config.out, **record}))
     return 0
@@ -155,10 +201,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_distill(args: argparse.Namespace) -> int:
     """`train` with a teacher: the seed's ImageNet-head distillation unless distill.kind=logits."""
-    from .train.config import load_config
     from .train.trainer import train
 
-    config = load_config(args.config, [f"distill.teacher={args.teacher}", *args.overrides])
+    config = _load_config(args.config, [f"distill.teacher={args.teacher}", *args.overrides])
     if config.distill.kind == "imagenet":
         config.model.imagenet_head = True
     record = train(config)
@@ -241,7 +286,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     report = evaluate_run(args.run, args.data, args.split, device=args.device, limit=args.limit, out=args.out,
                           progress=not args.quiet, adaptive=args.adaptive, backend=args.backend,
-                          precision=_precision(args.backend, args.precision))
+                          precision=_precision(args.backend, args.precision), limits=_limits(args))
     total = report["timing_ms"].get("total", {})
     print(f"{report['num_videos']} videos ({report['failed']} failed): mean Jaccard {report['mean_jaccard']:.4f}, "
           f"top-1 {report['top1_hit']:.4f}, top-5 {report['top5_hit']:.4f}, mAP {report['mAP']:.4f}, "
@@ -260,51 +305,64 @@ def _at_least_one(text: str) -> int:
     return value
 
 
-def _expand_inputs(inputs: Sequence[str]) -> list[str]:
-    """Files as given, folders searched for videos, globs expanded; order kept, duplicates dropped."""
+def _expand_inputs(inputs: Sequence[str]) -> tuple[list[str], list[tuple[str, Exception]]]:
+    """Files as given, folders searched for videos, globs expanded; order kept, duplicates dropped.
+    Also the inputs that name no video (a folder without videos, a glob matching nothing), each
+    with its error, so every input a user names gets a line."""
     import glob
 
     from .data.annotations import VIDEO_EXTENSIONS
+    from .errors import InvalidVideoError, VideoNotFoundError
 
     found: list[str] = []
+    empty: list[tuple[str, Exception]] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found.extend(str(p) for p in sorted(path.rglob("*")) if p.suffix.lower() in VIDEO_EXTENSIONS)
+            videos = [str(p) for p in sorted(path.rglob("*")) if p.suffix.lower() in VIDEO_EXTENSIONS]
+            if not videos:
+                empty.append((item, InvalidVideoError(item, "a folder with no videos in it (searched for "
+                                                            f"{', '.join(sorted(VIDEO_EXTENSIONS))})")))
+            found.extend(videos)
         elif any(ch in item for ch in "*?[") and not path.exists():
-            found.extend(sorted(glob.glob(item, recursive=True)))
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                empty.append((item, VideoNotFoundError(item, "no file matches this pattern")))
+            found.extend(matches)
         else:
             found.append(item)
-    return list(dict.fromkeys(found))
+    return list(dict.fromkeys(found)), empty
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .decode import DecodeError
     from .serve.classifier import Classifier
 
     classifier = Classifier.load(args.run, device=args.device, adaptive=args.adaptive, backend=args.backend,
-                                 precision=_precision(args.backend, args.precision))
-    paths = _expand_inputs(args.inputs)
+                                 precision=_precision(args.backend, args.precision), limits=_limits(args))
+    paths, empty = _expand_inputs(args.inputs)
+    for item, error in empty:
+        print(_error_line(item, error), flush=True)
     if args.batch_size > 1:
-        return _predict_pipelined(classifier, paths, args)
-    failed = 0
+        return _predict_pipelined(classifier, paths, len(empty), args)
+    failed = len(empty)
     totals = []
     for path in paths:
         try:
             prediction = classifier.predict(path)
-        except DecodeError as error:
+        except Exception as error:  # noqa: BLE001 - one file's failure is its own line; the rest go on
             failed += 1
-            print(json.dumps({"path": path, "error": error.to_dict()}, ensure_ascii=False), flush=True)
+            print(_error_line(path, error), flush=True)
             continue
         totals.append(prediction.timings["total"])
         print(json.dumps({"path": path, **prediction.to_dict()}, ensure_ascii=False), flush=True)
     median = sorted(totals)[len(totals) // 2] if totals else 0.0
-    print(f"{len(paths)} videos: {len(paths) - failed} classified, {failed} failed; median {median:.1f} ms/video",
+    named = len(paths) + len(empty)
+    print(f"{named} videos: {named - failed} classified, {failed} failed; median {median:.1f} ms/video",
           file=sys.stderr)
-    return 1 if paths and failed == len(paths) else 0
+    return 1 if failed == named else 0
 
 
-def _predict_pipelined(classifier, paths: list[str], args: argparse.Namespace) -> int:
+def _predict_pipelined(classifier, paths: list[str], empty: int, args: argparse.Namespace) -> int:
     """``predict --batch-size N``: decode threads run ahead of batched model calls (shortvid.serve.batch)."""
     from .serve.batch import PipelineStats, classify_many
 
@@ -313,10 +371,11 @@ def _predict_pipelined(classifier, paths: list[str], args: argparse.Namespace) -
         print(json.dumps(outcome.to_dict(), ensure_ascii=False), flush=True)
     summary = stats.to_dict()
     stages = ", ".join(f"{stage} {ms:.1f}" for stage, ms in summary["ms_per_video"].items())
-    print(f"{stats.videos} videos: {stats.videos - stats.failed} classified, {stats.failed} failed; "
+    failed = stats.failed + empty
+    print(f"{stats.videos + empty} videos: {stats.videos - stats.failed} classified, {failed} failed; "
           f"{summary['videos_per_s']:.1f} videos/s, mean batch {summary['mean_batch']}; ms/video: {stages}",
           file=sys.stderr)
-    return 1 if paths and stats.failed == len(paths) else 0
+    return 1 if failed == stats.videos + empty else 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -328,10 +387,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     workers = {"decode_workers": args.decode_workers} if args.decode_workers else {}
     settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
-                             max_body_mb=args.max_body_mb, **workers,
-                             timeout=args.timeout, allow_root=args.allow_root)
+                             max_queue_seconds=args.max_queue_seconds or None, max_body_mb=args.max_body_mb,
+                             max_uploads=args.max_uploads, body_timeout=args.body_timeout, **workers,
+                             timeout=args.timeout, allow_root=args.allow_root, shutdown_grace=args.shutdown_grace)
     classifier = Classifier.load(args.run, device=args.device, adaptive=args.adaptive, backend=args.backend,
-                                 precision=_precision(args.backend, args.precision))
+                                 precision=_precision(args.backend, args.precision), limits=_limits(args))
     try:
         serve(classifier, settings, host=args.host, port=args.port, log_level=args.log_level)
     except OSError as error:
@@ -449,6 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     _frame_options(probe, "224")
     probe.add_argument("--save", metavar="DIR", help="also write the frames as JPEG files into DIR")
     probe.add_argument("--timeout", type=float, default=10.0, help="seconds allowed per video (default: 10)")
+    _limit_options(probe)
     probe.set_defaults(handler=cmd_probe)
 
     synth = commands.add_parser("synth", help="generate a labelled synthetic short-video corpus",
@@ -478,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--timeout", type=float, default=30.0, help="seconds allowed per video (default: 30)")
     ext.add_argument("--retry-failed", action="store_true", help="try again the videos that failed before")
     ext.add_argument("--quiet", action="store_true", help="no progress bar")
+    _limit_options(ext)
     ext.set_defaults(handler=cmd_extract)
 
     tr = commands.add_parser("train", help="train a video classifier",
@@ -591,6 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, default=None, help="only the first N videos")
     ev.add_argument("--out", default=None, help="where to write the metrics (default: RUN/metrics.json)")
     ev.add_argument("--quiet", action="store_true")
+    _limit_options(ev)
     _add_model_args(ev)
     ev.set_defaults(handler=cmd_evaluate)
 
@@ -600,6 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("run", metavar="RUN")
     pr.add_argument("inputs", nargs="+", metavar="INPUT")
     pr.add_argument("--device", default="auto")
+    _limit_options(pr)
     _add_model_args(pr)
     pr.add_argument("--batch-size", type=_at_least_one, default=1,
                     help="videos per model call; above 1, decode threads run ahead of the model and the summary "
@@ -622,13 +686,25 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how long to wait for more clips after the first before calling the model (default: 5)")
     sv.add_argument("--max-queue", type=int, default=64,
                     help="requests in progress before new ones get 503 (default: 64)")
+    sv.add_argument("--max-queue-seconds", type=float, default=1.0, metavar="S",
+                    help="admit a request only if those ahead of it are expected to be answered within S seconds at "
+                         "the measured throughput; others get 503 at once (default: 1; 0: bound by --max-queue only)")
+    sv.add_argument("--max-uploads", type=_at_least_one, default=128,
+                    help="request bodies received at once; more get 503 (default: 128)")
+    sv.add_argument("--body-timeout", type=float, default=15.0, metavar="S",
+                    help="seconds to receive a whole body; past it 408 (default: 15)")
+    sv.add_argument("--shutdown-grace", type=float, default=10.0, metavar="S",
+                    help="after SIGTERM, seconds for requests in progress to finish before they are cancelled "
+                         "(default: 10)")
     sv.add_argument("--decode-workers", type=int, default=None,
                     help="decode threads (default: min(4, CPUs))")
     sv.add_argument("--max-body-mb", type=float, default=64.0, help="largest upload in MiB; larger get 413 (default: 64)")
-    sv.add_argument("--timeout", type=float, default=10.0, help="seconds per request; past it 504 (default: 10)")
+    sv.add_argument("--timeout", type=float, default=10.0,
+                    help="seconds per request once its body is in; past it 504 (default: 10)")
     sv.add_argument("--allow-root", default=None, metavar="DIR",
                     help='let JSON {"path": ...} requests read files under DIR (default: no server-side paths)')
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    _limit_options(sv)
     sv.set_defaults(handler=cmd_serve)
 
     jd = commands.add_parser("judge", help="the competition kit's protocol: 10 timed passes, accuracy, gates",

@@ -44,6 +44,16 @@ class DecodeTimeoutError(DecodeError):
     """Decoding took longer than the per-call time limit."""
 
 
+class VideoTooLargeError(DecodeError):
+    """The video's frames are beyond the decode limits (width, height, pixels, aspect ratio):
+    refused before their pixels are decoded or scaled (``shortvid.decode.DecodeLimits``)."""
+
+
+class UnexpectedDecodeError(DecodeError):
+    """Decoding failed in a way shortvid does not classify: most likely a damaged file, possibly a
+    bug; the message names the underlying exception."""
+
+
 class DatasetError(ShortvidError):
     """An annotation file, label map or frame cache is invalid."""
 

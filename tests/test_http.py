@@ -202,7 +202,7 @@ def test_full_queue_is_503_with_retry_after(trained_run, videos):
             assert refused.headers["retry-after"] == "3"
             assert refused.json()["error"]["type"] == "QueueFull"
             assert first.result().status_code == 200
-        assert metric(client.get("/metrics").text, "shortvid_rejected_total") == 1
+        assert metric(client.get("/metrics").text, 'shortvid_rejected_total{reason="QueueFull"}') == 1
 
 
 def test_timeout_is_504(trained_run, videos):

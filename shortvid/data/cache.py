@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..decode import DecodeError, FrameSpec
+from ..decode import DecodeError, DecodeLimits, FrameSpec
 from ..errors import DatasetError
 
 Format = Literal["jpeg", "raw"]
@@ -99,14 +99,14 @@ def decode_image(data: bytes, fmt: Format, shape: tuple[int, int]) -> np.ndarray
         return np.asarray(image.convert("RGB"))
 
 
-def _extract_one(job: tuple[str, str, dict, str, int, float]) -> dict:
+def _extract_one(job: tuple[str, str, dict, str, int, float, dict]) -> dict:
     """Worker: decode one video and encode its frames. Runs in a child process."""
-    name, path, spec_dict, fmt, quality, timeout = job
+    name, path, spec_dict, fmt, quality, timeout, limits = job
     # A hard limit behind the decoder's own: a call stuck inside FFmpeg gets SIGALRM, whose default
     # action ends this process, and `run_isolated` reports the file as having crashed its worker.
     signal.alarm(math.ceil(timeout * 2) + 5)
     try:
-        clip = FrameSpec.from_dict(spec_dict).read(path, mode="test", timeout=timeout)
+        clip = FrameSpec.from_dict(spec_dict).read(path, mode="test", timeout=timeout, limits=DecodeLimits(**limits))
     except DecodeError as error:
         return {"name": name, "path": path, "error": error.to_dict()}
     except Exception as error:  # a bug or an unexpected library error must not stop the run
@@ -241,12 +241,13 @@ def extract(
     timeout: float = 30.0,
     retry_failed: bool = False,
     progress: bool = True,
+    limits: DecodeLimits | None = None,
 ) -> ExtractSummary:
     """Decode each ``(name, path)`` once into the cache at ``out``, in parallel processes.
 
     Resumable: videos already in the manifest are skipped (failures too, unless ``retry_failed``).
     A video that fails to decode is recorded with its error and the run goes on; so is one that
-    crashes its worker process outright.
+    crashes its worker process outright. ``limits``: the largest frames decoded (``DecodeLimits()``).
     """
     root = Path(out)
     (root / "shards").mkdir(parents=True, exist_ok=True)
@@ -272,7 +273,7 @@ def extract(
         if name in entries or (name in failures and not retry_failed):
             summary.skipped += 1
         else:
-            todo.append((name, str(path), spec.to_dict(), fmt, quality, timeout))
+            todo.append((name, str(path), spec.to_dict(), fmt, quality, timeout, (limits or DecodeLimits()).to_dict()))
 
     started = time.perf_counter()
     with _ManifestWriter(root) as writer, tqdm(total=len(todo), desc="extract", unit="video", disable=not progress) as bar:

@@ -6,21 +6,26 @@ from ..errors import (
     DecodeTimeoutError,
     InvalidVideoError,
     NoVideoStreamError,
+    UnexpectedDecodeError,
     VideoNotFoundError,
+    VideoTooLargeError,
 )
-from .reader import Clip, FrameSpec, VideoInfo, read_frames
+from .reader import Clip, DecodeLimits, FrameSpec, VideoInfo, read_frames
 from .sampling import match_to_targets, place_times, segment_targets
 
 __all__ = [
     "Clip",
     "CorruptVideoError",
     "DecodeError",
+    "DecodeLimits",
     "DecodeTimeoutError",
     "FrameSpec",
     "InvalidVideoError",
     "NoVideoStreamError",
+    "UnexpectedDecodeError",
     "VideoInfo",
     "VideoNotFoundError",
+    "VideoTooLargeError",
     "match_to_targets",
     "place_times",
     "read_frames",

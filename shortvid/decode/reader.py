@@ -9,9 +9,11 @@ applied so frames come out upright. See ``docs/decoding.md`` for the measured re
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,7 +30,9 @@ from ..errors import (
     DecodeTimeoutError,
     InvalidVideoError,
     NoVideoStreamError,
+    UnexpectedDecodeError,
     VideoNotFoundError,
+    VideoTooLargeError,
 )
 from .sampling import Mode, match_to_targets, place_times, segment_targets
 
@@ -39,7 +43,7 @@ Size = Union[int, tuple[int, int], None]
 
 # Skipping every frame while FFmpeg probes the streams saves the probe's decode; the streams'
 # parameters still come from the headers. Checked on every codec in the tests.
-_FAST_OPEN = [{"skip_frame": "all"}] * 16
+_FAST_OPEN = {"skip_frame": "all"}
 # MP4/MOV (and most containers) carry every stream parameter in their headers: reading packets
 # to estimate them costs more than the rest of opening. Where a header lacks the video size
 # (e.g. MPEG-TS), `_open` probes again the usual way.
@@ -63,6 +67,45 @@ class _Tuning:
 
 
 _TUNING = _Tuning()
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """The largest frames ``read_frames`` decodes. A video beyond them raises ``VideoTooLargeError``
+    before its pixels are decoded or scaled: the headers are checked when the file opens, FFmpeg's
+    decoder refuses pictures over ``max_pixels`` (a stream can claim another size than its headers),
+    and each decoded frame is checked before scaling. The defaults admit every real upload, 8K UHD
+    (7680x4320) and portrait 4K included, and refuse a 1.7 KB file claiming 65520x16 (which, scaled
+    to a short side of 128, would be a 575 MiB array)."""
+
+    max_width: int = 8192  # of the upright picture
+    max_height: int = 8192
+    max_pixels: int = 7680 * 4320  # width x height
+    max_aspect: float = 8.0  # longer side / shorter side
+
+    def __post_init__(self) -> None:
+        if min(self.max_width, self.max_height, self.max_pixels) < 1 or not self.max_aspect >= 1:
+            raise ValueError(f"decode limits must be positive and max_aspect at least 1: {self}")
+
+    def problem(self, width: int, height: int, either_way: bool = False) -> str | None:
+        """Why a ``width`` x ``height`` picture is refused, or None. ``either_way``: the rotation is not
+        known yet, so the picture passes if it fits the width and height limits turned either way."""
+        if width <= 0 or height <= 0:
+            return None  # unknown: checked again on the decoded frame
+        fits = width <= self.max_width and height <= self.max_height
+        if either_way:
+            fits = fits or (height <= self.max_width and width <= self.max_height)
+        if not fits:
+            return f"over the {self.max_width}x{self.max_height} limit"
+        if width * height > self.max_pixels:
+            return f"{width * height / 1e6:.1f} megapixels, over the {self.max_pixels / 1e6:.1f} limit"
+        aspect = max(width, height) / min(width, height)
+        if aspect > self.max_aspect:
+            return f"aspect ratio {aspect:.0f}:1, over the {self.max_aspect:g}:1 limit"
+        return None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 _LOCAL = threading.local()  # per-thread scaler
 _SWS_THREADS = True  # whether this PyAV's reformat takes `threads` (added in later releases)
 
@@ -143,10 +186,11 @@ class FrameSpec:
         mode: Mode = "test",
         rng: np.random.Generator | None = None,
         timeout: float | None = 10.0,
+        limits: DecodeLimits | None = None,
     ) -> Clip:
         return read_frames(
             source, self.k, sampler=self.sampler, size=self.size, crop=self.crop, fill=self.fill,
-            mode=mode, rng=rng, timeout=timeout, skip_loop_filter=self.skip_loop_filter,
+            mode=mode, rng=rng, timeout=timeout, skip_loop_filter=self.skip_loop_filter, limits=limits,
         )
 
     def to_dict(self) -> dict:
@@ -188,6 +232,7 @@ def read_frames(
     rng: np.random.Generator | None = None,
     timeout: float | None = 10.0,
     skip_loop_filter: bool = False,
+    limits: DecodeLimits | None = None,
 ) -> Clip:
     """Return ``k`` upright RGB frames of ``source`` (a path, bytes or a binary file); exactly ``k``
     unless ``fill="none"``.
@@ -209,8 +254,11 @@ def read_frames(
         a faster decode whose pixels differ slightly from the default (mean absolute difference well
         under 1 on H.264 keyframes); with ``sampler="uniform"`` or ``fill="seek"`` the difference
         grows along the frames decoded from the keyframe. Off by default; a ``FrameSpec`` records it.
+    limits: the largest frames decoded (``DecodeLimits()`` by default); beyond them
+        ``VideoTooLargeError``.
 
-    Raises a subclass of ``DecodeError`` naming the source and the cause.
+    Raises a subclass of ``DecodeError`` naming the source and the cause, whatever goes wrong with
+    the file: a failure shortvid does not classify is an ``UnexpectedDecodeError``.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -218,15 +266,18 @@ def read_frames(
         raise ValueError(f"sampler must be 'keyframes' or 'uniform', got {sampler!r}")
     if fill not in ("repeat", "seek", "none"):
         raise ValueError(f"fill must be 'repeat', 'seek' or 'none', got {fill!r}")
+    if crop and size is not None and crop > (size if isinstance(size, int) else min(size)):
+        raise ValueError(f"crop {crop} is larger than the resized frame ({size})")
     started = time.perf_counter()
     deadline = started + timeout if timeout else None
+    limits = limits or _LIMITS
     name, opened = _resolve(source)
     tuning = _TUNING
     if skip_loop_filter:
         tuning = dataclasses.replace(tuning, options=(*tuning.options, ("skip_loop_filter", "all")))
-    reader = _Reader(name, deadline, size, crop, tuning)
+    reader = _Reader(name, deadline, size, crop, tuning, limits)
     try:
-        with _open(name, opened) as container:
+        with _open(name, opened, limits) as container:
             reader.attach(container)
             if sampler == "keyframes":
                 frames, times, keys = reader.keyframe_frames(k, mode, fill, rng)
@@ -237,6 +288,10 @@ def read_frames(
         raise
     except av.FFmpegError as error:
         raise CorruptVideoError(name, f"decoding failed: {error}") from error
+    except MemoryError:
+        raise CorruptVideoError(name, "out of memory while decoding") from None
+    except Exception as error:  # noqa: BLE001 - a damaged file must fail alone, with a typed error
+        raise UnexpectedDecodeError(name, f"{type(error).__name__}: {error}") from error
     finally:
         if opened is not source and not isinstance(opened, str):
             opened.close()  # our own BytesIO; a caller's file stays open
@@ -250,8 +305,12 @@ def read_frames(
     )
 
 
+_LIMITS = DecodeLimits()
+
+
 def _resolve(source: Source) -> tuple[str, str | BinaryIO]:
-    """A display name and what ``av.open`` takes; typed errors for missing or empty input."""
+    """A display name and what ``av.open`` takes; typed errors for missing, empty or unreadable
+    input, and for paths that are not regular files (a FIFO would block the open forever)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise InvalidVideoError("<bytes>", "empty input (0 bytes)")
@@ -259,15 +318,19 @@ def _resolve(source: Source) -> tuple[str, str | BinaryIO]:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         name = str(path)
+        if "\0" in name:
+            raise InvalidVideoError(name.replace("\0", "\\0"), "the path contains a NUL byte")
         try:
-            size = path.stat().st_size
+            status = path.stat()
         except FileNotFoundError:
             raise VideoNotFoundError(name, "no such file") from None
         except OSError as error:
             raise InvalidVideoError(name, f"cannot read: {error.strerror or error}") from None
-        if path.is_dir():
+        if stat.S_ISDIR(status.st_mode):
             raise InvalidVideoError(name, "is a directory, not a video file")
-        if size == 0:
+        if not stat.S_ISREG(status.st_mode):
+            raise InvalidVideoError(name, "not a regular file (a FIFO, socket or device)")
+        if status.st_size == 0:
             raise InvalidVideoError(name, "empty file (0 bytes)")
         return name, name
     if hasattr(source, "read"):
@@ -281,14 +344,16 @@ def _resolve(source: Source) -> tuple[str, str | BinaryIO]:
     raise TypeError(f"source must be a path, bytes or a binary file object, not {type(source).__name__}")
 
 
-def _open(name: str, opened: str | BinaryIO) -> av.container.InputContainer:
+def _open(name: str, opened: str | BinaryIO, limits: DecodeLimits = _LIMITS) -> av.container.InputContainer:
     """Open with the stream probe cut short; open the usual way where that does not work: headers
-    without the video's size, formats whose streams appear only while probing (FLV), or failure."""
+    without the video's size, formats whose streams appear only while probing (FLV), or failure.
+    The probe's decoders refuse pictures over the pixel limit."""
+    refuse = {"max_pixels": str(limits.max_pixels)}
     try:
-        container = av.open(opened, mode="r", container_options=_SHORT_PROBE, stream_options=_FAST_OPEN,
-                            metadata_errors="ignore")
+        container = av.open(opened, mode="r", container_options=_SHORT_PROBE,
+                            stream_options=[{**_FAST_OPEN, **refuse}] * 16, metadata_errors="ignore")
         video = container.streams.video
-        if not video or video[0].codec_context.width:
+        if not video or video[0].codec_context is None or video[0].codec_context.width:
             return container
         container.close()
     except (av.FFmpegError, ValueError):
@@ -296,7 +361,14 @@ def _open(name: str, opened: str | BinaryIO) -> av.container.InputContainer:
     if not isinstance(opened, str):
         opened.seek(0)
     try:
-        return av.open(opened, mode="r", metadata_errors="ignore")
+        try:
+            return av.open(opened, mode="r", stream_options=[refuse] * 16, metadata_errors="ignore")
+        except ValueError:
+            # Formats whose streams appear only while probing (MPEG-TS/PS, FLV) take no per-stream
+            # options: their probe decodes a first picture unrefused; the limits apply from then on.
+            if not isinstance(opened, str):
+                opened.seek(0)
+            return av.open(opened, mode="r", metadata_errors="ignore")
     except av.FFmpegError as error:
         raise InvalidVideoError(name, f"not a readable video: {_reason(error)}") from None
 
@@ -309,9 +381,10 @@ class _Reader:
     """The state of one ``read_frames`` call on an open container."""
 
     def __init__(self, name: str, deadline: float | None, size: Size, crop: int | None,
-                 tuning: _Tuning = _TUNING):
+                 tuning: _Tuning = _TUNING, limits: DecodeLimits = _LIMITS):
         self.name = name
         self.tuning = tuning
+        self.limits = limits
         self.deadline = deadline
         self.size = size
         self.crop = crop
@@ -328,6 +401,9 @@ class _Reader:
         self.stream = container.streams.video[0]
         self.tb = float(self.stream.time_base) if self.stream.time_base else 1 / 90000
         self.ctx = self.stream.codec_context
+        if self.ctx is None:  # e.g. a damaged sample description (stsd) or handler (hdlr) box
+            raise CorruptVideoError(self.name, "the video stream has no decoder (damaged header or unknown codec)")
+        self._check_size(self.ctx.width, self.ctx.height, either_way=True, where="the headers claim frames of")
         self._tune(self.ctx)
         rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
         self.fps = float(rate) if rate else 0.0
@@ -335,12 +411,22 @@ class _Reader:
         self.rotation = 0
 
     def _tune(self, ctx: av.CodecContext) -> None:
-        """Apply the tuning to a decoder not yet opened (PyAV opens it at its first decode)."""
+        """Apply the tuning and the pixel limit to a decoder not yet opened (PyAV opens it at its
+        first decode)."""
         ctx.thread_count = self.tuning.thread_count
         if self.tuning.thread_type:
             ctx.thread_type = self.tuning.thread_type
-        if self.tuning.options:
-            ctx.options = {**ctx.options, **dict(self.tuning.options)}
+        ctx.options = {**ctx.options, **dict(self.tuning.options), "max_pixels": str(self.limits.max_pixels)}
+
+    def _check_size(self, width: int, height: int, *, either_way: bool = False, where: str = "a frame is") -> None:
+        problem = self.limits.problem(width, height, either_way)
+        if problem:
+            raise VideoTooLargeError(self.name, f"{where} {width}x{height}: {problem}")
+
+    def _check_decoder_size(self) -> None:
+        """After a failed decode: the decoder refuses a picture over the pixel limit, and keeps the
+        size the stream claimed."""
+        self._check_size(self.ctx.width, self.ctx.height, either_way=True, where="the stream claims frames of")
 
     def _header_span(self) -> tuple[float, float]:
         s = self.stream
@@ -405,20 +491,21 @@ class _Reader:
         first = last = None
         count = 0
         try:
-            for packet in self.container.demux(self.stream):
-                if packet.size == 0:
-                    continue
-                ts = _packet_time(packet)
-                if ts is None:
-                    continue
-                count += 1
-                if count % 64 == 0:
-                    self._check_time()
-                first = ts if first is None else min(first, ts)
-                end = ts + (packet.duration or 0)
-                last = end if last is None else max(last, end)
-                if packet.is_keyframe:
-                    self.keyframes.append(_Keyframe(ts * self.tb, packet))
+            with _demuxing(self.container, self.stream) as packets:
+                for packet in packets:
+                    if packet.size == 0:
+                        continue
+                    ts = _packet_time(packet)
+                    if ts is None:
+                        continue
+                    count += 1
+                    if count % 64 == 0:
+                        self._check_time()
+                    first = ts if first is None else min(first, ts)
+                    end = ts + (packet.duration or 0)
+                    last = end if last is None else max(last, end)
+                    if packet.is_keyframe:
+                        self.keyframes.append(_Keyframe(ts * self.tb, packet))
         except av.FFmpegError:
             if not self.keyframes:
                 raise
@@ -478,11 +565,13 @@ class _Reader:
         try:
             frames = self.ctx.decode(keyframe.packet) + self.ctx.decode(None)
         except av.FFmpegError:
+            self._check_decoder_size()
             return False
         finally:
             self.ctx.flush_buffers()
         self.decoded += len(frames)
         if not frames:
+            self._check_decoder_size()
             return False
         frame = frames[0]
         t = self._time_of(frame, keyframe.time)
@@ -500,14 +589,15 @@ class _Reader:
                     self.container.seek(0, backward=True, any_frame=False)
                 else:
                     self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
-                for packet in self.container.demux(self.stream):
-                    self._check_time()
-                    if packet.dts is None or packet.size == 0:
-                        continue
-                    if packet.dts == dts:
-                        return packet
-                    if packet.dts > dts:
-                        break
+                with _demuxing(self.container, self.stream) as packets:
+                    for packet in packets:
+                        self._check_time()
+                        if packet.dts is None or packet.size == 0:
+                            continue
+                        if packet.dts == dts:
+                            return packet
+                        if packet.dts > dts:
+                            break
         except av.FFmpegError:
             pass
         return None
@@ -519,16 +609,18 @@ class _Reader:
         self.ctx.flush_buffers()
         shown = None
         try:
-            for packet in self.container.demux(self.stream):
-                self._check_time()
-                for frame in self.ctx.decode(packet):
-                    self.decoded += 1
-                    t = self._time_of(frame, target)
-                    if shown is not None and t > target + 1e-6:
-                        return self._to_rgb(shown[0]), shown[1]
-                    shown = (frame, t)
+            with _demuxing(self.container, self.stream) as packets:
+                for packet in packets:
+                    self._check_time()
+                    for frame in self.ctx.decode(packet):
+                        self.decoded += 1
+                        t = self._time_of(frame, target)
+                        if shown is not None and t > target + 1e-6:
+                            return self._to_rgb(shown[0]), shown[1]
+                        shown = (frame, t)
         except av.FFmpegError:
             if shown is None:
+                self._check_decoder_size()
                 raise
         if shown is None:
             raise CorruptVideoError(self.name, f"no frame decodable at {target:.3f} s")
@@ -558,6 +650,7 @@ class _Reader:
         self.rotation = rotation
         quarter = rotation in (90, 270)
         up_w, up_h = (frame.height, frame.width) if quarter else (frame.width, frame.height)
+        self._check_size(up_w, up_h)
         out_h, out_w = _output_size(up_h, up_w, self.size)
         if quarter:
             image = _scale(frame, out_h, out_w, self.tuning)
@@ -566,6 +659,9 @@ class _Reader:
         if rotation:
             image = np.rot90(image, k=rotation // 90)
         if self.crop:
+            if self.crop > min(image.shape[:2]):  # only with size=None: the video's own size
+                raise InvalidVideoError(self.name, f"frames of {image.shape[1]}x{image.shape[0]} are smaller than "
+                                                   f"the crop of {self.crop}")
             image = _center_crop(image, self.crop)
         return np.ascontiguousarray(image)
 
@@ -609,6 +705,18 @@ def _scale(frame: av.VideoFrame, width: int, height: int, tuning: _Tuning) -> np
         except TypeError:  # an older PyAV without `threads`: it scales on one thread anyway
             _SWS_THREADS = False
     return convert(*args, **kwargs).to_ndarray()
+
+
+@contextlib.contextmanager
+def _demuxing(container: av.container.InputContainer, stream: av.video.stream.VideoStream):
+    """``container.demux(stream)``, closed on leaving. PyAV frees the generator's read packet only
+    when the generator is closed or exhausted; one dropped after a ``break`` or ``return`` leaks it
+    (about 165 bytes a call, which also fragments the heap: docs/security.md)."""
+    packets = container.demux(stream)
+    try:
+        yield packets
+    finally:
+        packets.close()
 
 
 def _packet_time(packet: av.Packet) -> int | None:

@@ -16,7 +16,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.annotations import load_dataset
-from ..errors import DecodeError
+from ..decode import DecodeLimits
+from ..errors import DecodeError, InferenceError
 from ..serve.classifier import Classifier
 from .metrics import evaluation_report, jaccard, timing_summary
 
@@ -33,11 +34,13 @@ def evaluate_run(
     adaptive: bool = False,
     backend: str = "torch",
     precision: str = "fp32",
+    limits: DecodeLimits | None = None,
 ) -> dict:
     """Metrics of ``run_dir`` on ``dataset``'s ``split``; written to ``out`` (default RUN/metrics.json).
     ``backend``: ``torch`` or ``onnx`` (ONNX Runtime); ``precision``: ``fp32``, ``bf16`` (torch),
-    ``int8`` or ``int8-dynamic`` (onnx); see ``Classifier.load``."""
-    classifier = Classifier.load(run_dir, device=device, adaptive=adaptive, backend=backend, precision=precision)
+    ``int8`` or ``int8-dynamic`` (onnx), and ``limits``, the largest frames decoded; see ``Classifier.load``."""
+    classifier = Classifier.load(run_dir, device=device, adaptive=adaptive, backend=backend, precision=precision,
+                                 limits=limits)
     annotations = load_dataset(dataset, split, labels=classifier.labels, on_error="skip")
     samples = annotations.samples[:limit] if limit else annotations.samples
     num_classes = len(classifier.labels)
@@ -52,13 +55,17 @@ def evaluate_run(
         targets[i, list(sample.labels)] = 1
         try:
             clip = classifier.read(sample.path)
+            video_scores, timings = classifier.scores(clip)
         except DecodeError as error:
             predicted.append(())
             failures.append(error.to_dict())
             continue
+        except Exception as error:  # noqa: BLE001 - a video that breaks the model fails alone
+            predicted.append(())
+            failures.append(InferenceError(str(sample.path), f"the model failed: {type(error).__name__}: {error}").to_dict())
+            continue
         frame_counts.append(len(clip.frames))
         keyframes[i] = clip.info.keyframes
-        video_scores, timings = classifier.scores(clip)
         scores[i] = video_scores
         labels, _ = classifier.decide(video_scores)
         predicted.append(tuple(label.id for label in labels))

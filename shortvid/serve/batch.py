@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 
 from ..decode import Clip
 from ..decode.reader import Source
-from ..errors import DecodeError, InferenceError, ShortvidError
+from ..errors import DecodeError, InferenceError, ShortvidError, UnexpectedDecodeError
 from .classifier import Classifier, Prediction
 
 
@@ -80,8 +80,8 @@ def _read(classifier: Classifier, source: Source, timeout: float | None) -> tupl
         result: Clip | ShortvidError = classifier.read(source, timeout)
     except DecodeError as error:
         result = error
-    except Exception as error:  # one unexpected failure must not end a batch of thousands
-        result = DecodeError(_name(source), f"unexpected {type(error).__name__} while decoding: {error}")
+    except Exception as error:  # noqa: BLE001 - one unexpected failure must not end a batch of thousands
+        result = UnexpectedDecodeError(_name(source), f"{type(error).__name__}: {error}")
     return result, (time.perf_counter() - started) * 1000
 
 

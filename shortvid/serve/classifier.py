@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..data.labels import LabelMap
-from ..decode import Clip
+from ..decode import Clip, DecodeLimits
 from ..decode.reader import Source
 from ..evaluate.policy import DecisionPolicy
 from ..models import VideoClassifier
@@ -144,8 +144,10 @@ class Classifier:
     """A trained run, ready to classify videos one at a time."""
 
     def __init__(self, model: VideoClassifier | None, labels: LabelMap, preprocess: Preprocess,
-                 policy: DecisionPolicy, device: torch.device, backend: TorchBackend | OnnxBackend | None = None):
+                 policy: DecisionPolicy, device: torch.device, backend: TorchBackend | OnnxBackend | None = None,
+                 limits: DecodeLimits | None = None):
         self.model = model  # the PyTorch model (None on the onnx backend)
+        self.limits = limits or DecodeLimits()  # the largest frames decoded (untrusted uploads)
         self.backend = backend or TorchBackend(model, device)
         self.labels = labels
         self.preprocess = preprocess
@@ -155,7 +157,8 @@ class Classifier:
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike, device: str = "auto", checkpoint: str = "best",
-             adaptive: bool = False, backend: str = "torch", precision: str = "fp32") -> "Classifier":
+             adaptive: bool = False, backend: str = "torch", precision: str = "fp32",
+             limits: DecodeLimits | None = None) -> "Classifier":
         """``adaptive``: a video with fewer keyframes than the run's frame count is classified from
         those keyframes alone (the seed's adaptive I-frame model, with one TSN for every count).
 
@@ -166,7 +169,9 @@ class Classifier:
         ``precision``: ``fp32`` (default); on torch also ``bf16`` (autocast); on onnx also ``int8``
         (RUN/model.int8-static.onnx, calibrated on training frames) and ``int8-dynamic``
         (RUN/model.int8-dynamic.onnx), made first when missing or older than the checkpoint
-        (``shortvid.quantize``, docs/onnx.md). Other pairs are a ``ValueError``."""
+        (``shortvid.quantize``, docs/onnx.md). Other pairs are a ``ValueError``.
+
+        ``limits``: the largest frames decoded (``DecodeLimits()`` by default; docs/security.md)."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r} ({', '.join(BACKENDS)})")
         check_precision(backend, precision)
@@ -182,14 +187,15 @@ class Classifier:
 
             path = ensure_onnx(run_dir, checkpoint, precision)  # (re)made when missing or stale
             return cls(None, run.label_map(), preprocess, policy, torch_device,
-                       OnnxBackend(path, torch_device, precision))
+                       OnnxBackend(path, torch_device, precision), limits)
         model = run.load_model(checkpoint, torch_device)
         return cls(model, run.label_map(), preprocess, policy, torch_device,
-                   TorchBackend(model, torch_device, precision))
+                   TorchBackend(model, torch_device, precision), limits)
 
-    def read(self, source: Source, timeout: float | None = 10.0) -> Clip:
-        """Decode ``source`` as this run's model expects (raises ``DecodeError``)."""
-        return self.preprocess.frames.read(source, mode="test", timeout=timeout)
+    def read(self, source: Source, timeout: float | None = 10.0, limits: DecodeLimits | None = None) -> Clip:
+        """Decode ``source`` as this run's model expects, within ``limits`` (default: ``self.limits``);
+        raises ``DecodeError``."""
+        return self.preprocess.frames.read(source, mode="test", timeout=timeout, limits=limits or self.limits)
 
     @torch.inference_mode()
     def scores(self, clip: Clip) -> tuple[np.ndarray, dict[str, float]]:

@@ -1,10 +1,12 @@
 """The HTTP service: ``create_app(classifier, settings)`` and ``shortvid serve RUN``.
 
-Requests are admitted against a bounded queue, their bodies read (size-limited), decoded by a pool
-of decode threads (PyAV releases the GIL while decoding), and their clips handed to one model
-thread that batches whatever arrives within ``max_wait_ms`` of the first clip (up to ``max_batch``)
-into a single ``Classifier.scores_many`` call. Each request then gets ``decide()`` on its own row.
-See docs/serving.md.
+A request's body is received first (size- and time-limited, in an upload slot of its own), then the
+request is admitted to the work queue only if it can be answered within the latency budget at the
+measured throughput (``shortvid.serve.admission``); otherwise it gets 503 at once. Admitted requests
+are decoded by a pool of decode threads (PyAV releases the GIL while decoding), and their clips
+handed to one model thread that batches whatever arrives within ``max_wait_ms`` of the first clip (up
+to ``max_batch``) into a single ``Classifier.scores_many`` call. Each request then gets ``decide()``
+on its own row. See docs/serving.md and docs/security.md.
 """
 
 from __future__ import annotations
@@ -30,8 +32,12 @@ from pathlib import Path
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi_offline import FastAPIOffline
+from starlette.requests import ClientDisconnect
 
+from ..decode import DecodeLimits
 from ..errors import DecodeError, DecodeTimeoutError, InvalidVideoError
+from .admission import Admission, Refusal
 from .classifier import Classifier, Prediction
 
 log = logging.getLogger("shortvid.serve")
@@ -44,11 +50,18 @@ class ServeSettings:
     max_batch: int = 8  # clips in one model call
     max_wait_ms: float = 5.0  # how long the model thread waits for more clips after the first
     max_queue: int = 64  # requests admitted and not yet answered; more get 503
+    # Admit a request only if those ahead of it are expected to be answered within this many seconds
+    # at the measured throughput; None: bound the queue by count only.
+    max_queue_seconds: float | None = 1.0
     decode_workers: int = min(4, os.cpu_count() or 1)  # decode threads
     max_body_mb: float = 64.0  # larger bodies get 413
-    timeout: float = 10.0  # seconds per request (decode + batching + model); past it 504
+    max_uploads: int = 128  # bodies being received at once; more get 503
+    body_timeout: float = 15.0  # seconds to receive a whole body; past it 408
+    timeout: float = 10.0  # seconds per request once its body is in (decode + batching + model); past it 504
     allow_root: str | os.PathLike | None = None  # JSON {"path"} requests may read files under it
-    retry_after: int = 1  # seconds, the Retry-After of a 503
+    retry_after: int = 1  # seconds, the least Retry-After of a 503
+    shutdown_grace: float = 10.0  # seconds serve() lets requests finish after SIGTERM before cancelling them
+    limits: DecodeLimits | None = None  # the largest frames decoded; None: the classifier's
     warmup: bool = True  # classify a generated video at startup before /readyz says ready
     model_thread: bool = True  # batch on a thread of the app's own; serve() batches on the main thread
 
@@ -101,7 +114,8 @@ _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5
 
 
 class Metrics:
-    """Request counts by status, latency and stage histograms, queue depth, batch sizes."""
+    """Request counts by status, latency and stage histograms, batch sizes; the admission gauges
+    (queue depth, uploads, throughput, refusals) are read from ``Admission`` when rendered."""
 
     def __init__(self, max_batch: int):
         self.lock = threading.Lock()
@@ -117,9 +131,7 @@ class Metrics:
                                 _SECONDS)
         sizes = sorted({1, 2, 4, 8, 16, 32, 64, max_batch})
         self.batch_size = _Histogram("shortvid_batch_size", "Clips per model call.", tuple(float(s) for s in sizes))
-        self.in_flight = 0  # admitted requests not yet answered (what --max-queue bounds)
         self.model_queue = 0  # decoded clips waiting for the model thread
-        self.rejected = 0
 
     def count(self, method: str, path: str, status: int, seconds: float | None) -> None:
         with self.lock:
@@ -132,7 +144,10 @@ class Metrics:
         with self.lock:
             histogram.observe(value)
 
-    def render(self, ready: bool) -> str:
+    def render(self, ready: bool, admission: Admission) -> str:
+        with admission.lock:
+            in_flight, uploads, refused = admission.in_flight, admission.uploads, dict(admission.refused)
+            throughput, wait = admission.throughput or 0.0, admission.expected_wait() or 0.0
         with self.lock:
             lines = ["# HELP shortvid_http_requests_total HTTP requests answered, by method, path and status.",
                      "# TYPE shortvid_http_requests_total counter"]
@@ -142,12 +157,21 @@ class Metrics:
                               self.batch_size):
                 lines += histogram.render()
             lines += ["# HELP shortvid_queue_depth Classify requests admitted and not yet answered.",
-                      "# TYPE shortvid_queue_depth gauge", f"shortvid_queue_depth {self.in_flight}",
+                      "# TYPE shortvid_queue_depth gauge", f"shortvid_queue_depth {in_flight}",
+                      "# HELP shortvid_uploads_in_progress Request bodies being received.",
+                      "# TYPE shortvid_uploads_in_progress gauge", f"shortvid_uploads_in_progress {uploads}",
                       "# HELP shortvid_model_queue_depth Decoded clips waiting for the model.",
                       "# TYPE shortvid_model_queue_depth gauge", f"shortvid_model_queue_depth {self.model_queue}",
-                      "# HELP shortvid_rejected_total Requests refused with 503 because the queue was full.",
-                      "# TYPE shortvid_rejected_total counter", f"shortvid_rejected_total {self.rejected}",
-                      "# HELP shortvid_ready Whether the model is loaded and warmed up.",
+                      "# HELP shortvid_throughput_requests_per_second Throughput measured while saturated.",
+                      "# TYPE shortvid_throughput_requests_per_second gauge",
+                      f"shortvid_throughput_requests_per_second {_number(round(throughput, 3))}",
+                      "# HELP shortvid_expected_wait_seconds Time the requests in progress are expected to take.",
+                      "# TYPE shortvid_expected_wait_seconds gauge",
+                      f"shortvid_expected_wait_seconds {_number(round(wait, 4))}",
+                      "# HELP shortvid_rejected_total Requests refused with 503, by reason.",
+                      "# TYPE shortvid_rejected_total counter"]
+            lines += [f'shortvid_rejected_total{{reason="{reason}"}} {n}' for reason, n in sorted(refused.items())]
+            lines += ["# HELP shortvid_ready Whether the model is loaded and warmed up.",
                       "# TYPE shortvid_ready gauge", f"shortvid_ready {int(ready)}"]
         return "\n".join(lines) + "\n"
 
@@ -266,6 +290,8 @@ class Service:
     def __init__(self, classifier: Classifier, settings: ServeSettings):
         self.classifier, self.settings = classifier, settings
         self.metrics = Metrics(settings.max_batch)
+        self.admission = Admission(settings.max_queue, settings.max_queue_seconds, settings.max_uploads,
+                                   settings.retry_after)
         self.batcher = Batcher(classifier, settings.max_batch, settings.max_wait_ms, self.metrics)
         self.pool = ThreadPoolExecutor(max_workers=max(1, settings.decode_workers), thread_name_prefix="shortvid-decode")
         self.root = Path(settings.allow_root).resolve(strict=True) if settings.allow_root else None
@@ -280,19 +306,27 @@ class Service:
         self.batcher.stop()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
+    async def receive(self, request: Request) -> tuple[object, str]:
+        """The request's video (``_source``), received in an upload slot within ``body_timeout``."""
+        _refuse(self.admission.start_upload())
+        try:
+            return await asyncio.wait_for(_source(self, request), self.settings.body_timeout)
+        except asyncio.TimeoutError:
+            raise HTTPProblem(408, "RequestTimeout", f"the body was not received within {self.settings.body_timeout:g} s",
+                              {"Connection": "close"}) from None
+        except ClientDisconnect:
+            raise HTTPProblem(400, "ClientDisconnected", "the client went away before sending the whole body") from None
+        finally:
+            self.admission.end_upload()
+
     def admit(self) -> None:
-        with self.metrics.lock:
-            if self.metrics.in_flight >= self.settings.max_queue:
-                self.metrics.rejected += 1
-                raise HTTPProblem(503, "QueueFull", f"the queue is full ({self.settings.max_queue} requests); "
-                                  "retry later", {"Retry-After": str(self.settings.retry_after)})
-            self.metrics.in_flight += 1
+        """A work slot, or 503 at once: the queue is full, or would not be answered within its budget."""
+        _refuse(self.admission.admit())
 
     def release(self) -> None:
-        with self.metrics.lock:
-            self.metrics.in_flight -= 1
+        self.admission.done()
 
-    async def classify(self, source, admitted: float) -> tuple[Prediction, dict]:
+    async def classify(self, source, admitted: float, receive_ms: float = 0.0) -> tuple[Prediction, dict]:
         """Decode in the pool, classify in the batcher; the per-request timeout covers both."""
         loop = asyncio.get_running_loop()
         deadline = admitted + self.settings.timeout
@@ -304,7 +338,7 @@ class Service:
             if remaining <= 0:
                 raise asyncio.TimeoutError
             try:
-                return self.classifier.read(source, timeout=remaining)
+                return self.classifier.read(source, timeout=remaining, limits=self.settings.limits)
             finally:
                 marks["decode_end"] = time.perf_counter()
 
@@ -327,6 +361,7 @@ class Service:
         labels, top = self.classifier.decide(result.scores)
         done = time.perf_counter()
         timings = {
+            "receive": receive_ms,
             "queue": (marks["decode_start"] - admitted) * 1000,
             "decode": (marks["decode_end"] - marks["decode_start"]) * 1000,
             "batch_wait": result.batch_wait_ms,
@@ -342,10 +377,15 @@ class Service:
             raise HTTPProblem(403, "PathNotAllowed", "this server reads no server-side paths (start it with --allow-root)")
         if not isinstance(path, str) or not path:
             raise HTTPProblem(400, "BadRequest", '"path" must be a non-empty string')
+        if "\0" in path:
+            raise HTTPProblem(400, "BadRequest", '"path" contains a NUL byte')
         candidate = Path(path)
         if not candidate.is_absolute():
             candidate = self.root / candidate
-        real = Path(os.path.realpath(candidate))
+        try:
+            real = Path(os.path.realpath(candidate))
+        except (OSError, ValueError) as error:
+            raise HTTPProblem(400, "BadRequest", f'"path" cannot be resolved: {error}') from None
         if real != self.root and self.root not in real.parents:
             raise HTTPProblem(403, "PathNotAllowed", f"{path}: outside the allowed root")
         return real
@@ -362,6 +402,11 @@ class Service:
         except Exception as error:  # noqa: BLE001
             self.warmup_error = f"{type(error).__name__}: {error}"
             log.exception("warm-up failed")
+
+
+def _refuse(refusal: Refusal | None) -> None:
+    if refusal is not None:
+        raise HTTPProblem(503, refusal.kind, refusal.message, {"Retry-After": str(refusal.retry_after)})
 
 
 def _warmup_video() -> bytes:
@@ -419,6 +464,8 @@ async def _source(service: Service, request: Request) -> tuple[object, str]:
             data = json.loads(body)
         except ValueError as error:
             raise HTTPProblem(400, "BadRequest", f"invalid JSON: {error}") from None
+        except RecursionError:
+            raise HTTPProblem(400, "BadRequest", "invalid JSON: nested too deeply") from None
         if not isinstance(data, dict) or "path" not in data:
             raise HTTPProblem(400, "BadRequest", 'expected {"path": "..."}')
         path = service.resolve(data["path"])
@@ -472,10 +519,14 @@ _CLASSIFY_BODY = {
     },
     "responses": {
         "200": {"description": "the Prediction: labels, top5, timings_ms, frames, keyframes, request_id, batch_size"},
+        "400": {"description": "a malformed request: invalid JSON or multipart, a bad path"},
         "403": {"description": "a path outside --allow-root, or any path without it"},
+        "408": {"description": "the body was not received within --body-timeout"},
         "413": {"description": "body over --max-body-mb"},
-        "422": {"description": "not a decodable video: {error: {type, message}}"},
-        "503": {"description": "queue full (Retry-After)"},
+        "415": {"description": "a content type other than multipart, octet-stream, video/* or JSON"},
+        "422": {"description": "not a decodable video, or frames over the decode limits: {error: {type, message}}"},
+        "503": {"description": "too many uploads, queue full, or not answerable within --max-queue-seconds "
+                               "(Retry-After)"},
         "504": {"description": "not classified within --timeout"},
     },
 }
@@ -496,7 +547,9 @@ def create_app(classifier: Classifier, settings: ServeSettings | None = None) ->
         finally:
             service.stop()
 
-    app = FastAPI(title="shortvid", summary="Real-time short-video classification", lifespan=lifespan)
+    # The API docs (/docs, /redoc) load their scripts from the package, not from a CDN: they work
+    # in an air-gapped cluster.
+    app = FastAPIOffline(title="shortvid", summary="Real-time short-video classification", lifespan=lifespan)
     app.state.service = service
 
     def problem(error: HTTPProblem | DecodeError, status: int, request_id: str | None, headers=None) -> JSONResponse:
@@ -510,18 +563,15 @@ def create_app(classifier: Classifier, settings: ServeSettings | None = None) ->
         request_id = request.headers.get("x-request-id", "")
         if not _REQUEST_ID.fullmatch(request_id):  # the caller's id when it is a sane one
             request_id = uuid.uuid4().hex
-        admitted = time.perf_counter()
+        started = time.perf_counter()
         headers = {"X-Request-ID": request_id}
-        status = 500
+        status, admitted = 500, None
         try:
+            source, _ = await service.receive(request)
+            received = time.perf_counter()
             service.admit()
-        except HTTPProblem as error:
-            status = error.status
-            service.metrics.count("POST", "/v1/classify", status, time.perf_counter() - admitted)
-            return problem(error, status, request_id, {**error.headers, **headers})
-        try:
-            source, _ = await _source(service, request)
-            prediction, extra = await service.classify(source, admitted)
+            admitted = time.perf_counter()
+            prediction, extra = await service.classify(source, admitted, (received - started) * 1000)
             status = 200
             return JSONResponse({"request_id": request_id, **prediction.to_dict(), **extra}, headers=headers)
         except HTTPProblem as error:
@@ -536,8 +586,9 @@ def create_app(classifier: Classifier, settings: ServeSettings | None = None) ->
             return problem(HTTPProblem(500, type(error).__name__, str(error) or type(error).__name__), status,
                            request_id, headers)
         finally:
-            service.release()
-            service.metrics.count("POST", "/v1/classify", status, time.perf_counter() - admitted)
+            if admitted is not None:
+                service.release()
+            service.metrics.count("POST", "/v1/classify", status, time.perf_counter() - started)
 
     @app.get("/healthz", summary="The process is alive")
     async def healthz():
@@ -556,7 +607,7 @@ def create_app(classifier: Classifier, settings: ServeSettings | None = None) ->
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     async def metrics():
         service.metrics.count("GET", "/metrics", 200, None)
-        return PlainTextResponse(service.metrics.render(service.ready.is_set()),
+        return PlainTextResponse(service.metrics.render(service.ready.is_set(), service.admission),
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app
@@ -571,7 +622,10 @@ def serve(classifier: Classifier, settings: ServeSettings, host: str = "127.0.0.
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO))
     app = create_app(classifier, dataclasses.replace(settings, model_thread=False))
     batcher = app.state.service.batcher
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, workers=1))
+    # After SIGTERM, requests in progress get `shutdown_grace` seconds; then they are cancelled, so
+    # that clients that never finish sending cannot keep the server up.
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, workers=1,
+                                           timeout_graceful_shutdown=settings.shutdown_grace))
 
     def http() -> None:
         try:
@@ -589,7 +643,7 @@ def serve(classifier: Classifier, settings: ServeSettings, host: str = "127.0.0.
         batcher.run()
     finally:
         server.should_exit = True
-        thread.join(timeout=60)
+        thread.join(timeout=settings.shutdown_grace + 30)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if not server.started:

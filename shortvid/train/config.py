@@ -2,7 +2,8 @@
 
     shortvid train --config tiny optim.epochs=3 data.dataset=data/small model.name=tsn_resnet50
 
-``--config`` takes a YAML file or the name of a shipped config (``shortvid/configs/NAME.yaml``).
+``--config`` takes a YAML file or the name of a shipped config (``shortvid/configs/NAME.yaml``): an
+existing file wins, else the shipped name; anything else (a folder named ``tiny``, say) is an error.
 Unknown keys are errors, so a typo never silently trains the wrong thing.
 """
 
@@ -125,21 +126,28 @@ def shipped_configs() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+def resolve_config(source: str | Path) -> tuple[str, str]:
+    """The YAML text of ``source`` and where it came from: an existing file, else a shipped config
+    of that name; a ``ConfigError`` saying why for anything else."""
+    path = Path(source)
+    if path.is_file():
+        return path.read_text(), str(path)
+    shipped = resources.files("shortvid") / "configs" / f"{source}.yaml"
+    if not path.suffix and "/" not in str(source) and shipped.is_file():
+        return shipped.read_text(), f"shipped config {source}"
+    names = ", ".join(shipped_configs())
+    if path.exists():
+        raise ConfigError(str(path), f"not a YAML file (a {'folder' if path.is_dir() else 'special file'}), "
+                          f"and not a shipped config ({names})")
+    raise ConfigError(str(path), f"no such config file, and not a shipped config ({names})")
+
+
 def load_config(source: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
     """A config from a YAML file or shipped name, then ``key.sub=value`` overrides (values as YAML)."""
     values: dict = {}
     where = "defaults"
     if source:
-        path = Path(source)
-        if not path.exists() and not path.suffix:
-            shipped = resources.files("shortvid") / "configs" / f"{source}.yaml"
-            if not shipped.is_file():
-                raise ConfigError(str(source), f"no such file, and not a shipped config ({', '.join(shipped_configs())})")
-            text, where = shipped.read_text(), f"shipped config {source}"
-        else:
-            if not path.exists():
-                raise ConfigError(str(path), "no such config file")
-            text, where = path.read_text(), str(path)
+        text, where = resolve_config(source)
         try:
             values = yaml.safe_load(text) or {}
         except yaml.YAMLError as error:

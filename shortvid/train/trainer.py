@@ -8,6 +8,7 @@ bounds what a kill can cost) and ends with the same weights as an uninterrupted 
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import time
@@ -33,6 +34,8 @@ from .freeze import freeze_stages
 from .losses import classification_loss, imagenet_distillation_loss, logit_distillation_loss
 from .run import Preprocess, RunDir, load_weights
 from .teacher_cache import TeacherFeatures, checkpoint_key
+
+log = logging.getLogger("shortvid.train")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -235,9 +238,14 @@ class Teacher:
 def train(config: TrainConfig, *, resume: bool = False) -> dict:
     """Train per ``config`` into the run directory ``config.out``; returns the last epoch's metrics."""
     run = RunDir(config.out)
-    if resume:
-        run.require(run.last, "checkpoint to resume from")
-    elif run.last.exists():
+    if resume and not run.last.exists():
+        # Stopped before its first checkpoint was complete: nothing to continue, everything to redo.
+        run.require(run.config, "checkpoint or config to resume from")
+        log.warning("%s has no checkpoint (the run was stopped before its first was written): starting it "
+                    "from scratch with its config", run.root)
+        run.keep_metrics_before(0)
+        resume = False
+    elif run.last.exists() and not resume:
         raise ConfigError(config.out, "already holds a run: resume it with --resume, or choose another out=")
     run.root.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
