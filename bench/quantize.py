@@ -39,8 +39,8 @@ import torch
 from shortvid.data.annotations import load_dataset
 from shortvid.errors import DecodeError
 from shortvid.evaluate.runner import evaluate_run
-from shortvid.machine import describe
-from shortvid.quantize import DEFAULT_CALIBRATION_VIDEOS, cpu_features, quantize_run
+from shortvid.machine import cpu_features, describe
+from shortvid.quantize import DEFAULT_CALIBRATION_VIDEOS, quantize_run
 from shortvid.serve.classifier import Classifier, check_precision
 
 DEFAULT_VARIANTS = "torch:fp32,torch:bf16,onnx:fp32,onnx:int8,onnx:int8-dynamic"

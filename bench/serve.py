@@ -72,9 +72,12 @@ def offline(classifier: Classifier, bodies: list[bytes], batch: int, passes: int
 def metric_sums(text: str) -> dict[str, float]:
     values = {}
     for name in ("shortvid_batch_size_sum", "shortvid_batch_size_count", "shortvid_model_seconds_sum",
-                 "shortvid_decode_seconds_sum", "shortvid_decode_seconds_count", "shortvid_rejected_total"):
+                 "shortvid_decode_seconds_sum", "shortvid_decode_seconds_count"):
         match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
         values[name] = float(match.group(1)) if match else 0.0
+    # 503s of every reason (uploads full, queue full, overloaded)
+    values["shortvid_rejected_total"] = sum(float(n) for n in re.findall(r"^shortvid_rejected_total\{[^}]*\} (\S+)$",
+                                                                         text, re.MULTILINE))
     return values
 
 

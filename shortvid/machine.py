@@ -18,12 +18,36 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+CPU_FEATURES = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
+                "amx_tile", "amx_int8", "amx_bf16")
+
+
+def cpu_features() -> dict[str, bool]:
+    """Which of the x86 features that decide int8/bf16 speed this CPU has (``/proc/cpuinfo`` flags).
+
+    int8: ``avx512_vnni``/``avx_vnni`` (one-instruction u8 x s8 dot products) or ``amx_int8``;
+    without them (AVX2 only) int8 convolutions use ``vpmaddubsw`` and gain little over fp32.
+    bf16: ``avx512_bf16`` or ``amx_bf16``; without them bf16 is emulated and slower than fp32."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    return {name: name in flags for name in CPU_FEATURES}
+
+
 def describe() -> dict:
-    """CPU, cores, accelerator and the versions that decide the numbers (torch, PyAV/FFmpeg, Python)."""
+    """CPU (with the SIMD features it has), cores, accelerator and the versions that decide the numbers
+    (torch, PyAV/FFmpeg, Python)."""
     import av
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"arch": platform.machine(), "cpu": cpu_name(), "cores": os.cpu_count(), "gpu": gpu,
+    simd = [name for name, present in cpu_features().items() if present]
+    return {"arch": platform.machine(), "cpu": cpu_name(), "simd": simd, "cores": os.cpu_count(), "gpu": gpu,
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "pyav": av.__version__,
             "libavcodec": av.library_versions.get("libavcodec"), "python": platform.python_version()}

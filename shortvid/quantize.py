@@ -228,25 +228,3 @@ def quantize_run(run_dir: str | os.PathLike, mode: str = "static", *, checkpoint
         export_run(run_dir, fp32, checkpoint=checkpoint, opset=opset)
     frames = calibration_frames(run_dir, videos, dataset=dataset, split=split) if mode == "static" else None
     return quantize_onnx(fp32, out or quantized_path(run_dir, mode, checkpoint), mode, frames, source=str(run_dir))
-
-
-CPU_FEATURES = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
-                "amx_tile", "amx_int8", "amx_bf16")
-
-
-def cpu_features() -> dict[str, bool]:
-    """Which of the x86 features that decide int8/bf16 speed this CPU has (``/proc/cpuinfo`` flags).
-
-    int8: ``avx512_vnni``/``avx_vnni`` (one-instruction u8 x s8 dot products) or ``amx_int8``;
-    without them (AVX2 only) int8 convolutions use ``vpmaddubsw`` and gain little over fp32.
-    bf16: ``avx512_bf16`` or ``amx_bf16``; without them bf16 is emulated and slower than fp32."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {}
-    flags: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
-    return {name: name in flags for name in CPU_FEATURES}

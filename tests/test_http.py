@@ -1,63 +1,18 @@
 """`shortvid serve`: a real uvicorn server on a free port, spoken to over HTTP."""
 
-import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import httpx
 import pytest
-import uvicorn
+from serving import metric, running, wait_ready
 
 from shortvid.data.annotations import load_dataset
 from shortvid.serve.classifier import Classifier
-from shortvid.serve.http import ServeSettings, create_app
 
-
-@contextmanager
-def running(classifier, **settings):
-    """A uvicorn server in a thread on a free port, ready (warm-up done); yields an httpx client."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    app = create_app(classifier, ServeSettings(**settings))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            wait_ready(client, 60)
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
-
-
-def metric(text: str, name: str) -> float:
-    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
-    assert match, f"{name} not in /metrics"
-    return float(match.group(1))
-
-
-
-def wait_ready(client, seconds: float, process=None) -> None:
-    """Poll /readyz until 200; fail if ``process`` (a server subprocess) exits or time runs out."""
-    deadline = time.monotonic() + seconds
-    while True:
-        if process is not None:
-            assert process.poll() is None, process.stdout.read()
-        try:
-            if client.get("/readyz").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "server never became ready"
-        time.sleep(0.05)
 
 @pytest.fixture(scope="module")
 def classifier(trained_run):

@@ -290,6 +290,8 @@ def read_frames(
         raise CorruptVideoError(name, f"decoding failed: {error}") from error
     except MemoryError:
         raise CorruptVideoError(name, "out of memory while decoding") from None
+    except OSError as error:  # raised by a caller's file object while FFmpeg reads it
+        raise InvalidVideoError(name, f"reading failed: {type(error).__name__}: {error}") from error
     except Exception as error:  # noqa: BLE001 - a damaged file must fail alone, with a typed error
         raise UnexpectedDecodeError(name, f"{type(error).__name__}: {error}") from error
     finally:

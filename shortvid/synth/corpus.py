@@ -35,7 +35,7 @@ from shortvid.synth.encode import EncodeSpec, encode_video
 from shortvid.synth.scenes import SceneClass, VideoScript, plan_video, render_frames, select_classes
 
 CORPUS_FORMAT = "shortvid-synth-corpus"
-CORPUS_FORMAT_VERSION = 1  # bump whenever the same spec would draw or encode different videos
+CORPUS_FORMAT_VERSION = 2  # bump whenever the same spec would draw or encode different videos (2: x264 cpu-independent)
 _PARTIAL_SUFFIX = ".partial.mp4"
 _VFR_CLOCK = 90000  # VFR frame times are kept on the container's 1/90000 s grid
 
@@ -364,10 +364,11 @@ def _probe(path: Path) -> tuple[int, float, tuple[float, ...]]:
             times.append(seconds)
             if packet.is_keyframe:
                 keyframes.append(seconds)
+        # Read while the container is open: afterwards `stream` points into freed memory.
+        duration = float(stream.duration * stream.time_base) if stream.duration else None
     if not times:
         raise ValueError("no video packets")
-    duration = float(stream.duration * stream.time_base) if stream.duration else max(times)
-    return len(times), duration, tuple(sorted(keyframes))
+    return len(times), duration if duration is not None else max(times), tuple(sorted(keyframes))
 
 
 def script_for(spec: CorpusSpec, plan: VideoPlan) -> VideoScript:

@@ -1,0 +1,171 @@
+"""Overload: `shortvid serve` offered 1x, 2x and 4x its measured capacity, shedding load at the door
+(`--max-queue-seconds 1`, the default) against bounding the queue by count only
+(`--max-queue-seconds 0`, how the service admitted requests before issue 10), in the same run.
+
+The server is a real `shortvid serve` subprocess for the CPU-fast student (tsn_mobilenetv3 at 160 px,
+random weights written as a run, as bench/predict.py and bench/serve.py do), default settings
+otherwise. Clients (asyncio + httpx in this process) POST the raw bytes of the realistic corpus
+(`--corpus`, bench/decode.py: portrait 540x960 or 720x1280, 10-15 s).
+
+1. Capacity: a closed loop of 16 clients for `--seconds` (after a warm-up); the served rate is the
+   capacity the multiples refer to.
+2. For each admission policy, a fresh server, then:
+   - the report's scenario: a closed loop of 64 clients for `--seconds`;
+   - open loops: Poisson arrivals at 1x, 2x and 4x capacity for `--seconds` each (a request is sent
+     when it is due, whatever the answers so far: how uploads arrive at a platform).
+   Per row: requests sent, share answered 200, p50/p99 latency of those (client-side), 503s, other
+   5xx (goal: none), and client-side failures (connection errors, 60 s client timeout).
+
+    python bench/overload.py [--corpus realistic-540] [--seconds 20] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from decode import corpus  # bench/decode.py
+from predict import MODELS, make_run  # bench/predict.py
+from serve import STUDENT, free_port, wait_ready  # bench/serve.py
+
+from shortvid.machine import describe
+
+POLICIES = {"shed (--max-queue-seconds 1)": "1", "count only (--max-queue-seconds 0)": "0"}
+
+
+async def post(client: httpx.AsyncClient, body: bytes, index: int) -> tuple[int | str, float]:
+    started = time.perf_counter()
+    try:
+        response = await client.post("/v1/classify", content=body,
+                                     headers={"Content-Type": "application/octet-stream", "X-Filename": f"{index}.mp4"})
+        status: int | str = response.status_code
+    except httpx.HTTPError as error:
+        status = type(error).__name__
+    return status, time.perf_counter() - started
+
+
+async def closed_loop(base: str, bodies: list[bytes], clients: int, seconds: float) -> list[tuple]:
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
+        results: list[tuple] = []
+        deadline = time.perf_counter() + seconds
+        counter = iter(range(10**9))
+
+        async def worker():
+            for index in counter:
+                if time.perf_counter() >= deadline:
+                    return
+                results.append(await post(client, bodies[index % len(bodies)], index))
+
+        await asyncio.gather(*(worker() for _ in range(clients)))
+    return results
+
+
+async def open_loop(base: str, bodies: list[bytes], rate: float, seconds: float, seed: int) -> list[tuple]:
+    rng = random.Random(seed)
+    limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
+        tasks, due, index = [], time.perf_counter(), 0
+        end = due + seconds
+        while due < end:
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(post(client, bodies[index % len(bodies)], index)))
+            index += 1
+            due += rng.expovariate(rate)
+        return list(await asyncio.gather(*tasks))
+
+
+def summarise(name: str, results: list[tuple], seconds: float, offered: float | None = None) -> dict:
+    served = np.array([s for status, s in results if status == 200]) * 1000
+    statuses = [status for status, _ in results]
+    row = {"scenario": name, "sent": len(results), "offered_per_s": round(offered or len(results) / seconds, 1),
+           "served": len(served), "served_share": round(len(served) / max(1, len(results)), 3),
+           "served_per_s": round(len(served) / seconds, 1),
+           "p50_ms": round(float(np.percentile(served, 50)), 0) if len(served) else None,
+           "p99_ms": round(float(np.percentile(served, 99)), 0) if len(served) else None,
+           "503": statuses.count(503),
+           "other_5xx": sum(1 for s in statuses if isinstance(s, int) and s >= 500 and s != 503),
+           "other_4xx": sum(1 for s in statuses if isinstance(s, int) and 400 <= s < 500),
+           "client_errors": sum(1 for s in statuses if not isinstance(s, int))}
+    print(row, flush=True)
+    return row
+
+
+def start(run: Path, port: int, queue_seconds: str) -> subprocess.Popen:
+    command = [str(Path(sys.executable).parent / "shortvid"), "serve", str(run), "--port", str(port), "--device", "cpu",
+               "--max-queue-seconds", queue_seconds, "--log-level", "warning"]
+    server = subprocess.Popen(command)
+    wait_ready(f"http://127.0.0.1:{port}", server)
+    return server
+
+
+def stop(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", default="realistic-540", choices=["realistic-540", "realistic-720"])
+    parser.add_argument("--videos", type=int, default=24)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--multiples", default="1,2,4")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    bodies = [path.read_bytes() for path in corpus(args.corpus, args.videos)]
+    multiples = [float(m) for m in args.multiples.split(",")]
+    report: dict = {"machine": describe(), "corpus": args.corpus, "videos": len(bodies), "seconds": args.seconds}
+    with tempfile.TemporaryDirectory() as folder:
+        run = make_run(Path(folder) / "student", *MODELS[STUDENT])
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        server = start(run, port, "1")
+        try:
+            asyncio.run(closed_loop(base, bodies, 16, 5))  # warm-up
+            capacity_results = asyncio.run(closed_loop(base, bodies, 16, args.seconds))
+        finally:
+            stop(server)
+        capacity = summarise("capacity: closed loop, 16 clients", capacity_results, args.seconds)["served_per_s"]
+        report["capacity_per_s"] = capacity
+        rows = []
+        for policy, queue_seconds in POLICIES.items():
+            server = start(run, port, queue_seconds)
+            try:
+                asyncio.run(closed_loop(base, bodies, 16, 5))  # warm-up, and a first throughput estimate
+                results = asyncio.run(closed_loop(base, bodies, 64, args.seconds))
+                rows.append({"policy": policy, **summarise(f"{policy}: closed loop, 64 clients", results, args.seconds)})
+                for multiple in multiples:
+                    rate = capacity * multiple
+                    results = asyncio.run(open_loop(base, bodies, rate, args.seconds, seed=int(multiple * 10)))
+                    rows.append({"policy": policy, "multiple": multiple,
+                                 **summarise(f"{policy}: open loop, {multiple:g}x capacity", results, args.seconds, rate)})
+            finally:
+                stop(server)
+        report["rows"] = rows
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    print(f"\ncapacity {capacity:.1f} videos/s ({report['machine']['cpu']}, {report['machine']['cores']} cores)")
+    print("\n| policy | load | sent | served | p50 ms | p99 ms | 503 | other 5xx | client errors |"
+          "\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for row in rows:
+        load = f"{row['multiple']:g}x ({row['offered_per_s']:.0f}/s)" if "multiple" in row else "64 clients"
+        print(f"| {row['policy']} | {load} | {row['sent']} | {row['served_share']:.0%} | {row['p50_ms']} | "
+              f"{row['p99_ms']} | {row['503']} | {row['other_5xx']} | {row['client_errors']} |")
+
+
+if __name__ == "__main__":
+    main()
