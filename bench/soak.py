@@ -9,11 +9,14 @@ damaged files. RSS is sampled every 1% of the run; the report gives RSS at the s
 (the first `--warmup` decodes), at the end, and the growth after warm-up per 1,000 decodes.
 
 Scenarios, in the same run:
-- `read_frames`: shortvid's decoder, one thread;
-- `read_frames x4 threads`: the same calls from 4 threads, as the service's decode pool makes them;
-- `baseline: demux dropped`: the PyAV pattern read_frames used before issue 10 (open, read the first
-  keyframe packet from `container.demux()`, decode it, `break`, leaving the generator to the garbage
-  collector), on the same files: PyAV then never frees the generator's read packet.
+- `read_frames / mix`: shortvid's decoder, one thread;
+- `read_frames x4 threads / mix`: the same calls from 4 threads, as the service's decode pool makes them;
+- `... / swapped moov+mdat`: one file, its moov and mdat boxes swapped, decoded
+  over and over (the issue's report: +165 KB a call);
+- `baseline: generators dropped`: read_frames as it was before issue 10, which left each
+  `container.demux()` generator it stopped early (after finding its packet) to the garbage collector
+  instead of closing it: PyAV then never frees the generator's read packet. The baseline swaps
+  `reader._demuxing` for that behaviour in its own process; nothing else differs.
 
     python bench/soak.py [--decodes 10000] [--broken 0.5] [--json out.json]
 """
@@ -21,6 +24,7 @@ Scenarios, in the same run:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import subprocess
@@ -30,7 +34,29 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 CACHE = Path(__file__).parent / ".cache" / "soak"
-SCENARIOS = ("read_frames", "read_frames x4 threads", "baseline: demux dropped")
+# name: (generators closed, decode threads, files)
+SCENARIOS = {
+    "read_frames / mix": (True, 1, "mix"),
+    "read_frames x4 threads / mix": (True, 4, "mix"),
+    "baseline: generators dropped / mix": (False, 1, "mix"),
+    "read_frames / swapped moov+mdat": (True, 1, "swapped"),
+    "baseline: generators dropped / swapped moov+mdat": (False, 1, "swapped"),
+}
+
+
+def swapped(good: Path) -> Path:
+    """`good` with its moov and mdat boxes swapped, offsets left as they were (the report's file)."""
+    from shortvid.synth.damage import parse_boxes
+
+    data = good.read_bytes()
+    boxes = parse_boxes(data)
+    raw = [data[box.offset:box.offset + box.size] for box in boxes]
+    kinds = [box.kind for box in boxes]
+    first, second = kinds.index(b"moov"), kinds.index(b"mdat")
+    raw[first], raw[second] = raw[second], raw[first]
+    target = CACHE / "swapped.mp4"
+    target.write_bytes(b"".join(raw))
+    return target
 
 
 def corpus(broken: int = 60) -> tuple[list[Path], list[Path]]:
@@ -53,19 +79,10 @@ def corpus(broken: int = 60) -> tuple[list[Path], list[Path]]:
     return good, damaged
 
 
-def baseline_decode(path: str) -> None:
-    """The dropped-generator pattern: the first keyframe packet, decoded, then `break`."""
-    import av
-
-    try:
-        with av.open(path) as container:
-            stream = container.streams.video[0]
-            for packet in container.demux(stream):
-                if packet.is_keyframe:
-                    stream.codec_context.decode(packet)
-                    break
-    except Exception:  # noqa: BLE001 - damaged files fail; only memory is measured here
-        pass
+@contextlib.contextmanager
+def _dropped(container, stream):
+    """`reader._demuxing` before the fix: the generator is not closed on leaving."""
+    yield container.demux(stream)
 
 
 def run(scenario: str, decodes: int, broken_share: float, warmup: int) -> dict:
@@ -74,9 +91,13 @@ def run(scenario: str, decodes: int, broken_share: float, warmup: int) -> dict:
 
     from shortvid.decode import DecodeError, read_frames
 
+    closed, threads, files = SCENARIOS[scenario]
     good, damaged = corpus()
     rng = random.Random(0)
-    calls = [str(rng.choice(damaged if rng.random() < broken_share else good)) for _ in range(decodes)]
+    if files == "swapped":
+        calls = [str(swapped(good[0]))] * decodes
+    else:
+        calls = [str(rng.choice(damaged if rng.random() < broken_share else good)) for _ in range(decodes)]
 
     def shortvid_decode(path: str) -> bool:
         try:
@@ -85,28 +106,31 @@ def run(scenario: str, decodes: int, broken_share: float, warmup: int) -> dict:
         except DecodeError:
             return False
 
-    decode = baseline_decode if scenario.startswith("baseline") else shortvid_decode
+    if not closed:
+        from shortvid.decode import reader
+
+        reader._demuxing = _dropped
     process = psutil.Process()
     samples, failed = [], 0
     step = max(1, decodes // 100)
     start = process.memory_info().rss
     started = time.perf_counter()
-    if "threads" in scenario:
-        with ThreadPoolExecutor(4) as pool:
-            for index, ok in enumerate(pool.map(decode, calls), 1):
-                failed += ok is False
+    if threads > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            for index, ok in enumerate(pool.map(shortvid_decode, calls), 1):
+                failed += not ok
                 if index % step == 0:
                     samples.append((index, process.memory_info().rss))
     else:
         for index, path in enumerate(calls, 1):
-            failed += decode(path) is False
+            failed += not shortvid_decode(path)
             if index % step == 0:
                 samples.append((index, process.memory_info().rss))
     seconds = time.perf_counter() - started
     after_warmup = next(rss for index, rss in samples if index >= warmup)
     end = samples[-1][1]
     mb = 2 ** 20
-    return {"scenario": scenario, "decodes": decodes, "failed": failed if decode is shortvid_decode else None,
+    return {"scenario": scenario, "decodes": decodes, "failed": failed,
             "seconds": round(seconds, 1), "rss_start_mb": round(start / mb, 1),
             "rss_after_warmup_mb": round(after_warmup / mb, 1), "rss_end_mb": round(end / mb, 1),
             "growth_after_warmup_mb": round((end - after_warmup) / mb, 1),
@@ -119,7 +143,7 @@ def main() -> None:
     parser.add_argument("--decodes", type=int, default=10_000)
     parser.add_argument("--broken", type=float, default=0.5, help="share of calls on damaged files (default 0.5)")
     parser.add_argument("--warmup", type=int, default=1000)
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated names (default: all)")
     parser.add_argument("--json", default=None)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -139,7 +163,7 @@ def main() -> None:
                                 capture_output=True, text=True, check=True)
         result = json.loads(output.stdout.strip().splitlines()[-1])
         results.append(result)
-        print(f"{scenario:26s} {result['seconds']:7.1f} s  RSS start {result['rss_start_mb']:7.1f} MB, after warm-up "
+        print(f"{scenario:48s} {result['seconds']:7.1f} s  RSS start {result['rss_start_mb']:7.1f} MB, after warm-up "
               f"{result['rss_after_warmup_mb']:7.1f}, end {result['rss_end_mb']:7.1f}: "
               f"+{result['growth_after_warmup_mb']:.1f} MB after warm-up "
               f"({result['growth_kb_per_1000']:.0f} KB per 1,000 decodes)", flush=True)

@@ -68,23 +68,33 @@ class Admission:
         before any measurement."""
         return None if self.gap is None else self.in_flight * self.gap
 
+    def check(self) -> Refusal | None:
+        """Whether a request arriving now would be admitted, taking no slot: the service refuses it
+        before reading its body, which would cost as much as classifying it."""
+        with self.lock:
+            return self._refusal()
+
     def admit(self) -> Refusal | None:
         """Take a work slot, or say why not."""
         with self.lock:
-            if self.in_flight >= self.max_queue:
-                self.refused["QueueFull"] += 1
-                return Refusal("QueueFull", f"the queue is full ({self.max_queue} requests); retry later",
-                               self.retry_after)
-            wait = self.expected_wait()
-            if self.max_queue_seconds is not None and wait is not None and wait + self.gap > self.max_queue_seconds:
-                self.refused["Overloaded"] += 1
-                over = wait + self.gap - self.max_queue_seconds
-                return Refusal("Overloaded",
-                               f"the service is at capacity ({1 / self.gap:.1f} requests/s): {self.in_flight} requests "
-                               f"ahead would take {wait:.2f} s, over the {self.max_queue_seconds:g} s budget; retry later",
-                               max(self.retry_after, math.ceil(over)))
-            self.in_flight += 1
-            return None
+            refusal = self._refusal()
+            if refusal is None:
+                self.in_flight += 1
+            return refusal
+
+    def _refusal(self) -> Refusal | None:
+        if self.in_flight >= self.max_queue:
+            self.refused["QueueFull"] += 1
+            return Refusal("QueueFull", f"the queue is full ({self.max_queue} requests); retry later", self.retry_after)
+        wait = self.expected_wait()
+        if self.max_queue_seconds is not None and wait is not None and wait + self.gap > self.max_queue_seconds:
+            self.refused["Overloaded"] += 1
+            over = wait + self.gap - self.max_queue_seconds
+            return Refusal("Overloaded",
+                           f"the service is at capacity ({1 / self.gap:.1f} requests/s): {self.in_flight} requests "
+                           f"ahead would take {wait:.2f} s, over the {self.max_queue_seconds:g} s budget; retry later",
+                           max(self.retry_after, math.ceil(over)))
+        return None
 
     def done(self) -> None:
         """Give back a work slot when the request is answered (whatever the answer)."""

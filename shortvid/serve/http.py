@@ -307,8 +307,11 @@ class Service:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     async def receive(self, request: Request) -> tuple[object, str]:
-        """The request's video (``_source``), received in an upload slot within ``body_timeout``."""
-        _refuse(self.admission.start_upload())
+        """The request's video (``_source``), received in an upload slot within ``body_timeout``.
+        A request the queue could not take now is refused before its body is read: under overload,
+        receiving the bodies of requests only to refuse them would take the CPU the model needs."""
+        _refuse(self.admission.check(), close=True)
+        _refuse(self.admission.start_upload(), close=True)
         try:
             return await asyncio.wait_for(_source(self, request), self.settings.body_timeout)
         except asyncio.TimeoutError:
@@ -404,9 +407,11 @@ class Service:
             log.exception("warm-up failed")
 
 
-def _refuse(refusal: Refusal | None) -> None:
+def _refuse(refusal: Refusal | None, close: bool = False) -> None:
+    """503 with Retry-After for a refusal; ``close``: the body is left unread, so the connection ends."""
     if refusal is not None:
-        raise HTTPProblem(503, refusal.kind, refusal.message, {"Retry-After": str(refusal.retry_after)})
+        headers = {"Retry-After": str(refusal.retry_after), **({"Connection": "close"} if close else {})}
+        raise HTTPProblem(503, refusal.kind, refusal.message, headers)
 
 
 def _warmup_video() -> bytes:
