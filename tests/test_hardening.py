@@ -4,6 +4,7 @@ import io
 import json
 import logging
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -376,3 +377,16 @@ def test_resume_without_a_checkpoint_starts_over_and_says_so(tiny_corpus, tiny_c
     assert epochs == [0]
     (tmp_path / "empty").mkdir()
     assert main(["train", "--resume", str(tmp_path / "empty")]) == 2  # no config.yaml: nothing to resume
+
+
+# --- the API docs work without internet ------------------------------------------------------------
+
+def test_api_docs_load_their_assets_from_the_server(classifier):
+    with running(classifier, warmup=False) as client:
+        for page in ("/docs", "/redoc"):
+            html = client.get(page).text
+            assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+            assert assets and not [url for url in assets if "//" in url], (page, assets)  # nothing from a CDN
+            for url in assets:
+                response = client.get(url)
+                assert response.status_code == 200 and len(response.content) > 100, url
