@@ -28,6 +28,10 @@ bench: install
 	$(BIN)/python bench/predict.py --backends torch,onnx
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/fuzz.py
+	$(BIN)/python bench/soak.py
+	$(BIN)/python bench/overload.py
+	$(BIN)/python bench/overload.py --model seed
 
 clean:
 	rm -rf $(VENV) runs
