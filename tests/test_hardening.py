@@ -239,6 +239,15 @@ def test_slow_uploads_hold_no_queue_slot_and_time_out(classifier, damaged):
         assert client.post("/v1/classify", content=data, headers=OCTET).status_code == 200
 
 
+def test_a_refused_upload_gets_its_503_not_a_reset(classifier):
+    """Refused before its body is read, a large upload still gets the answer: the server discards
+    the body as it arrives instead of closing on it (which resets the connection)."""
+    with running(classifier, max_queue=0) as client:
+        for _ in range(3):
+            response = client.post("/v1/classify", content=b"\0" * 8_000_000, headers=OCTET)
+            assert response.status_code == 503 and response.json()["error"]["type"] == "QueueFull"
+
+
 def test_sigterm_stops_the_server_whatever_the_clients_do(trained_run):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -309,9 +309,11 @@ class Service:
     async def receive(self, request: Request) -> tuple[object, str]:
         """The request's video (``_source``), received in an upload slot within ``body_timeout``.
         A request the queue could not take now is refused before its body is read: under overload,
-        receiving the bodies of requests only to refuse them would take the CPU the model needs."""
-        _refuse(self.admission.check(), close=True)
-        _refuse(self.admission.start_upload(), close=True)
+        receiving the bodies of requests only to refuse them would take the CPU the model needs.
+        (uvicorn then discards the body as it arrives, keeping the connection; a client that sends
+        ``Expect: 100-continue`` never sends it.)"""
+        _refuse(self.admission.check())
+        _refuse(self.admission.start_upload())
         try:
             return await asyncio.wait_for(_source(self, request), self.settings.body_timeout)
         except asyncio.TimeoutError:
@@ -407,11 +409,10 @@ class Service:
             log.exception("warm-up failed")
 
 
-def _refuse(refusal: Refusal | None, close: bool = False) -> None:
-    """503 with Retry-After for a refusal; ``close``: the body is left unread, so the connection ends."""
+def _refuse(refusal: Refusal | None) -> None:
+    """503 with Retry-After for a refusal."""
     if refusal is not None:
-        headers = {"Retry-After": str(refusal.retry_after), **({"Connection": "close"} if close else {})}
-        raise HTTPProblem(503, refusal.kind, refusal.message, headers)
+        raise HTTPProblem(503, refusal.kind, refusal.message, {"Retry-After": str(refusal.retry_after)})
 
 
 def _warmup_video() -> bytes:
