@@ -22,7 +22,7 @@ from decode import machine  # bench/decode.py
 
 from shortvid.data.annotations import load_dataset
 from shortvid.decode import reader
-from shortvid.evaluate.metrics import mean_jaccard
+from shortvid.metrics import mean_jaccard
 from shortvid.serve.batch import classify_many
 from shortvid.serve.classifier import Classifier
 

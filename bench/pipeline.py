@@ -27,8 +27,9 @@ import torch
 from decode import machine, realistic_corpus  # bench/decode.py
 from predict import MODELS, make_run  # bench/predict.py
 
+from shortvid.backends import BACKENDS
 from shortvid.serve.batch import PipelineStats, classify_many
-from shortvid.serve.classifier import BACKENDS, Classifier
+from shortvid.serve.classifier import Classifier
 
 WAYS = {  # name: (batch size, decode threads); batch 0 is the one-at-a-time baseline
     "one at a time (predict loop)": (0, 0),

@@ -29,12 +29,13 @@ import numpy as np
 import torch
 from decode import machine, realistic_corpus  # bench/decode.py
 
+from shortvid.backends import BACKENDS
 from shortvid.data.labels import LabelMap
 from shortvid.decode import FrameSpec
 from shortvid.machine import describe
 from shortvid.models import create_model
-from shortvid.serve.classifier import BACKENDS, Classifier
-from shortvid.train.run import Preprocess, RunDir
+from shortvid.run import Preprocess, RunDir
+from shortvid.serve.classifier import Classifier
 
 MODELS = {  # name: (model, short side decoded, input crop)
     "student tsn_mobilenetv3 @160": ("tsn_mobilenetv3", 182, 160),

@@ -36,12 +36,13 @@ import numpy as np
 import onnxruntime
 import torch
 
+from shortvid.backends import check_precision
 from shortvid.data.annotations import load_dataset
 from shortvid.errors import DecodeError
 from shortvid.evaluate.runner import evaluate_run
 from shortvid.machine import cpu_features, describe
 from shortvid.quantize import DEFAULT_CALIBRATION_VIDEOS, quantize_run
-from shortvid.serve.classifier import Classifier, check_precision
+from shortvid.serve.classifier import Classifier
 
 DEFAULT_VARIANTS = "torch:fp32,torch:bf16,onnx:fp32,onnx:int8,onnx:int8-dynamic"
 

@@ -27,8 +27,10 @@ from typing import Any, Callable
 
 import torch
 
+from .data.annotations import dataset_videos
 from .data.cache import extract
 from .decode import FrameSpec
+from .files import atomic_write
 from .machine import describe
 
 
@@ -77,7 +79,7 @@ class Ablation:
         result = work()
         seconds = round(time.perf_counter() - started, 1)
         marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({"result": result, "seconds": seconds}, indent=2) + "\n")
+        atomic_write(marker, json.dumps({"result": result, "seconds": seconds}, indent=2) + "\n")
         self.results[name], self.seconds[name] = result, seconds
         self.say(f"{name}: done in {seconds:.0f} s")
         return result
@@ -97,9 +99,7 @@ class Ablation:
                 "keyframes_per_video": {str(k): v for k, v in summary.keyframe_histogram.items()}}
 
     def cache(self, name: str, spec: FrameSpec) -> dict:
-        from .cli import _dataset_videos
-
-        videos, _ = _dataset_videos(str(self.data), None)
+        videos, _ = dataset_videos(self.data)
         return extract(videos, self.out / name, spec, workers=self.plan.workers, progress=self.plan.progress).to_dict()
 
     def config(self, run: str, *overrides: str):
@@ -192,8 +192,8 @@ class Ablation:
         summary = {"plan": {k: v for k, v in asdict(plan).items() if k != "progress"},
                    "machine": describe(), "results": self.results, "seconds": self.seconds,
                    "wall_seconds": round(time.perf_counter() - started, 1)}
-        (self.out / "ablation.json").write_text(json.dumps(summary, indent=2) + "\n")
-        (self.out / "ABLATION.md").write_text(report(summary))
+        atomic_write(self.out / "ablation.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write(self.out / "ABLATION.md", report(summary))
         return summary
 
 

@@ -137,28 +137,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dataset_videos(dataset: str, splits: Sequence[str] | None) -> tuple[list[tuple[str, Path]], list]:
-    """Every (name, path) of the dataset's splits (all found, by default), and the skipped problems."""
-    from .data.annotations import load_dataset
-
-    path = Path(dataset)
-    if not splits and path.is_dir():
-        splits = [s for s in ("train", "val", "test")
-                  if (path / f"{s}.txt").is_file() or (path / f"{s}.csv").is_file() or (path / s).is_dir()]
-    videos: dict[str, Path] = {}
-    problems: list = []
-    for split in splits or ["train"]:
-        annotations = load_dataset(dataset, split, on_error="skip", check_files=False)
-        problems.extend(annotations.problems)
-        for sample in annotations.samples:
-            videos.setdefault(sample.name, sample.path)
-    return list(videos.items()), problems
-
-
 def cmd_extract(args: argparse.Namespace) -> int:
+    from .data.annotations import dataset_videos
     from .data.cache import extract
 
-    videos, problems = _dataset_videos(args.dataset, args.split)
+    videos, problems = dataset_videos(args.dataset, args.split)
     for problem in problems[:10]:
         print(f"skipped: {problem}", file=sys.stderr)
     if len(problems) > 10:
@@ -429,8 +412,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _precision(backend: str, precision: str) -> str:
     """``--precision``, checked against the backend: a pair that does not exist is an error naming the
     valid ones (exit 2), before any model is loaded."""
+    from .backends import check_precision
     from .errors import ShortvidError
-    from .serve.classifier import check_precision
 
     try:
         check_precision(backend, precision)
@@ -442,11 +425,11 @@ def _precision(backend: str, precision: str) -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .data.annotations import load_dataset
+    from .data.annotations import dataset_videos, load_dataset
     from .data.cache import extract
     from .decode import FrameSpec
-    from .evaluate.metrics import mean_jaccard
     from .evaluate.runner import evaluate_run
+    from .metrics import mean_jaccard
     from .serve.classifier import Classifier
     from .synth.corpus import generate_corpus, preset
     from .train.config import load_config
@@ -461,7 +444,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = load_config(args.config, [f"data.dataset={out / 'data'}", f"data.cache={out / 'cache'}",
                                        f"out={out / 'run'}", f"seed={args.seed}", *args.overrides])
     print(f"[2/5] extracting 3 keyframes per video into {out / 'cache'}", flush=True)
-    videos, _ = _dataset_videos(str(out / "data"), None)
+    videos, _ = dataset_videos(out / "data")
     summary = extract(videos, out / "cache", FrameSpec(k=config.data.num_segments, size=config.frame_size()),
                       workers=args.workers).to_dict()
     print(f"  {summary['total'] - summary['failed']} of {summary['total']} videos in the cache; decode median "

@@ -24,9 +24,10 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ShortvidError
+from .files import atomic_path
 from .models import FrameCountSwitch, FusedClassifier
 from .models.fusion import FUSION_RULES
-from .train.run import RunDir
+from .run import RunDir
 
 DEFAULT_OPSET = 17
 INPUT_NAME = "frames"
@@ -63,7 +64,7 @@ def check_exportable(model: nn.Module, source: str) -> None:
 
 def export_model(model: nn.Module, out: str | os.PathLike, input_size: int, *, opset: int = DEFAULT_OPSET,
                  source: str | None = None, check: bool = True) -> Path:
-    """Write ``model`` (eval mode, any device) as an ONNX file; written to a temporary file and renamed."""
+    """Write ``model`` (eval mode, any device) as an ONNX file, published atomically once checked."""
     out = Path(out)
     check_exportable(model, source or str(out))
     model = model.eval()
@@ -74,32 +75,27 @@ def export_model(model: nn.Module, out: str | os.PathLike, input_size: int, *, o
         raise ExportError(source or str(out), f"unknown fusion rule {model.rule!r}")
     # eval() on the wrapper too: the exporter restores the wrapper's mode afterwards, recursively
     wrapper = _Logits(model).eval()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f"{out.name}.{os.getpid()}.tmp")
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            # The legacy exporter warns that it is legacy, and the tracer that Python branches on
-            # shapes (empty-batch guards) are fixed: both are expected here.
-            warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
-            warnings.simplefilter("ignore", category=DeprecationWarning)
-            warnings.simplefilter("ignore", category=FutureWarning)
-            torch.onnx.export(
-                wrapper, (dummy,), str(temporary), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch", 1: "frames"}, OUTPUT_NAME: {0: "batch"}},
-                opset_version=opset, do_constant_folding=True, dynamo=False,
-            )
-        if check:
-            import onnx
+        with atomic_path(out) as temporary:
+            with warnings.catch_warnings(), torch.no_grad():
+                # The legacy exporter warns that it is legacy, and the tracer that Python branches on
+                # shapes (empty-batch guards) are fixed: both are expected here.
+                warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+                warnings.simplefilter("ignore", category=DeprecationWarning)
+                warnings.simplefilter("ignore", category=FutureWarning)
+                torch.onnx.export(
+                    wrapper, (dummy,), str(temporary), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                    dynamic_axes={INPUT_NAME: {0: "batch", 1: "frames"}, OUTPUT_NAME: {0: "batch"}},
+                    opset_version=opset, do_constant_folding=True, dynamo=False,
+                )
+            if check:
+                import onnx
 
-            onnx.checker.check_model(str(temporary), full_check=True)
-        os.replace(temporary, out)
+                onnx.checker.check_model(str(temporary), full_check=True)
     except ShortvidError:
         raise
     except Exception as error:  # the exporter's and checker's errors are of many kinds
         raise ExportError(source or str(out), f"ONNX export failed: {type(error).__name__}: {error}") from error
-    finally:
-        if temporary.exists():
-            temporary.unlink()
     return out
 
 

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import torch
 
+from .backends import from_environment
 from .data.annotations import read_aichallenger
 from .errors import DatasetError, DecodeError
-from .evaluate.metrics import mean_jaccard, predicted_matrix
+from .metrics import mean_jaccard, predicted_matrix
 from .serve.classifier import Classifier
 
 DEFAULT_RUN = "runs/final"
@@ -36,8 +37,7 @@ class ServerApi:
     def __init__(self, gpu_id: int = 0, run_dir: str | None = None, backend: str | None = None,
                  precision: str | None = None):
         run = run_dir or os.environ.get("SHORTVID_RUN", DEFAULT_RUN)
-        backend = backend or os.environ.get("SHORTVID_BACKEND") or "torch"
-        precision = precision or os.environ.get("SHORTVID_PRECISION") or "fp32"
+        backend, precision = from_environment(backend, precision)
         device = f"cuda:{gpu_id}" if torch.cuda.is_available() else "cpu"
         self.classifier = Classifier.load(run, device=device, backend=backend, precision=precision)
         self.errors: list[str] = []

@@ -1,10 +1,14 @@
-"""What machine a measurement ran on, for benchmark and ablation reports."""
+"""The machine: what a measurement ran on (benchmark and ablation reports), and which device to use."""
 
 from __future__ import annotations
 
 import os
 import platform
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 def cpu_name() -> str:
@@ -38,6 +42,15 @@ def cpu_features() -> dict[str, bool]:
             flags = set(line.split(":", 1)[1].split())
             break
     return {name: name in flags for name in CPU_FEATURES}
+
+
+def resolve_device(name: str = "auto") -> "torch.device":
+    """``auto``: the first CUDA device when there is one, else the CPU."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def describe() -> dict:

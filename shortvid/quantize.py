@@ -19,7 +19,7 @@ Files sit beside the fp32 one: ``RUN/model.int8-static.onnx``, ``RUN/model.int8-
 (``model-last.*`` for ``checkpoint="last"``), and ``ensure_onnx`` re-makes a file that is missing or
 older than the checkpoint, as ``Classifier.load`` does for ``model.onnx``.
 
-Precision per backend (``Classifier.load(..., backend=, precision=)``): ``PRECISIONS``.
+Precision per backend (``Classifier.load(..., backend=, precision=)``): ``shortvid.backends.PRECISIONS``.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .backends import check_precision
 from .export import DEFAULT_OPSET, INPUT_NAME, ExportError, export_run, onnx_path
-from .serve.classifier import check_precision
-from .train.run import RunDir
+from .files import atomic_path
+from .run import RunDir
 
-ALL_PRECISIONS = ("fp32", "bf16", "int8", "int8-dynamic")
 MODES = ("static", "dynamic")
 MODE_OF_PRECISION = {"int8": "static", "int8-dynamic": "dynamic"}
 DEFAULT_CALIBRATION_VIDEOS = 64
@@ -167,7 +167,7 @@ def quantize_onnx(model_onnx: str | os.PathLike, out: str | os.PathLike, mode: s
     ``mode="dynamic"``: int8 weights, activations quantised at run time; ``calibration`` unused.
     ``reduce_range``: 7-bit weights (see the module docstring). ``op_types``: the op types to
     quantise (default: all ONNX Runtime can). The graph is shape-inferred and optimised first
-    (``quant_pre_process``), checked after, written to a temporary file and renamed."""
+    (``quant_pre_process``), checked after, published atomically."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -187,27 +187,24 @@ def quantize_onnx(model_onnx: str | os.PathLike, out: str | os.PathLike, mode: s
         reader = _reader(calibration or ())
         if not reader.batches:
             raise ExportError(source, "static quantisation needs calibration frames, and none were given")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f"{out.name}.{os.getpid()}.tmp")
     work = Path(tempfile.mkdtemp(prefix="shortvid-quantize-"))
     try:
-        prepared = work / "prepared.onnx"
-        quant_pre_process(str(model_onnx), str(prepared))
-        kinds = {"op_types_to_quantize": list(op_types)} if op_types else {}
-        if mode == "dynamic":
-            quantize_dynamic(str(prepared), str(temporary), weight_type=QuantType.QInt8, per_channel=per_channel,
-                             reduce_range=reduce_range, **kinds)
-        else:
-            quantize_static(str(prepared), str(temporary), reader, quant_format=QuantFormat.QDQ,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
-                            reduce_range=reduce_range, calibrate_method=CalibrationMethod.MinMax, **kinds)
-        onnx.checker.check_model(str(temporary))
-        os.replace(temporary, out)
+        with atomic_path(out, suffix=".onnx") as temporary:
+            prepared = work / "prepared.onnx"
+            quant_pre_process(str(model_onnx), str(prepared))
+            kinds = {"op_types_to_quantize": list(op_types)} if op_types else {}
+            if mode == "dynamic":
+                quantize_dynamic(str(prepared), str(temporary), weight_type=QuantType.QInt8, per_channel=per_channel,
+                                 reduce_range=reduce_range, **kinds)
+            else:
+                quantize_static(str(prepared), str(temporary), reader, quant_format=QuantFormat.QDQ,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                per_channel=per_channel, reduce_range=reduce_range,
+                                calibrate_method=CalibrationMethod.MinMax, **kinds)
+            onnx.checker.check_model(str(temporary))
     except Exception as error:  # the quantiser's errors are of many kinds
         raise ExportError(source, f"{mode} int8 quantisation failed: {type(error).__name__}: {error}") from error
     finally:
-        if temporary.exists():
-            temporary.unlink()
         shutil.rmtree(work, ignore_errors=True)
     return out
 

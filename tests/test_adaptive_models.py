@@ -2,13 +2,13 @@
 
 import pytest
 import torch
-
 from conftest import tiny_config
+
 from shortvid.cli import main
 from shortvid.evaluate.runner import evaluate_run
 from shortvid.models import FrameCountSwitch, create_model
+from shortvid.run import RunDir, RunError
 from shortvid.serve.classifier import Classifier
-from shortvid.train.run import RunDir, RunError
 from shortvid.train.trainer import train
 
 

@@ -16,7 +16,7 @@ from shortvid.evaluate.analyze import (
     per_class_precision_recall,
     propose_groups,
 )
-from shortvid.evaluate.metrics import confusion_pairs
+from shortvid.metrics import confusion_pairs
 
 # Four videos over three classes:
 #   truth {0}    predicted {1}     -> pair 0->1

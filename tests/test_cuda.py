@@ -9,8 +9,8 @@ import torch
 from conftest import tiny_config
 
 from shortvid.data.annotations import load_dataset
+from shortvid.run import RunDir
 from shortvid.serve.classifier import Classifier
-from shortvid.train.run import RunDir
 from shortvid.train.trainer import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

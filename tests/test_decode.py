@@ -1,7 +1,7 @@
 """The decoder's choices and pixels, checked against a full decode of the same file."""
 
-import io
 import gc
+import io
 
 import av
 import numpy as np

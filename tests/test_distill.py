@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import tiny_config
 
+from shortvid.run import RunDir
 from shortvid.train.config import ConfigError
-from shortvid.train.run import RunDir
 from shortvid.train.trainer import train
 
 

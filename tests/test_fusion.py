@@ -8,17 +8,17 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_config
+
 from shortvid.cli import main
 from shortvid.data.labels import LabelMap
 from shortvid.evaluate.runner import evaluate_run
 from shortvid.judge import ServerApi
 from shortvid.models import FusedClassifier, create_model
 from shortvid.models.fusion import fuse_scores, group_confidence
+from shortvid.run import RunDir, RunError
 from shortvid.serve.classifier import Classifier
 from shortvid.train.config import ConfigError
-from shortvid.train.run import RunDir, RunError
 from shortvid.train.trainer import train
 
 

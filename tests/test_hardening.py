@@ -30,6 +30,7 @@ from shortvid.decode import (
     VideoTooLargeError,
     read_frames,
 )
+from shortvid.files import partial_path
 from shortvid.serve.admission import Admission
 from shortvid.serve.classifier import Classifier
 from shortvid.synth.damage import MUTATIONS, find, parse_boxes, with_coded_size
@@ -377,7 +378,7 @@ def test_resume_without_a_checkpoint_starts_over_and_says_so(tiny_corpus, tiny_c
     checkpoints = out / "checkpoints"
     for name in ("last.pt", "best.pt"):
         (checkpoints / name).unlink()
-    (checkpoints / "last.tmp").write_bytes(b"torn by a kill")
+    partial_path(checkpoints / "last.pt").write_bytes(b"torn by a kill")
     with caplog.at_level(logging.WARNING, logger="shortvid.train"):
         assert main(["train", "--resume", str(out)]) == 0
     assert "from scratch" in caplog.text

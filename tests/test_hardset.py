@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from shortvid.data.annotations import load_dataset
+from shortvid.run import RunDir
 from shortvid.serve.classifier import Label
 from shortvid.train.hardset import is_hard
-from shortvid.train.run import RunDir
 
 
 def test_what_counts_as_hard():

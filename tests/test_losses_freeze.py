@@ -5,7 +5,11 @@ import torch
 
 from shortvid.models import create_model
 from shortvid.train.freeze import freeze_stages, stage_modules, unfreeze_all
-from shortvid.train.losses import classification_loss, imagenet_distillation_loss, logit_distillation_loss
+from shortvid.train.losses import (
+    classification_loss,
+    imagenet_distillation_loss,
+    logit_distillation_loss,
+)
 
 
 def test_imagenet_distillation_is_the_seeds_normalised_squared_difference():

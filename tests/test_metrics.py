@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from shortvid.evaluate import (
-    DecisionPolicy,
+from shortvid.metrics import (
     average_precision,
     confusion_pairs,
     evaluation_report,
@@ -19,8 +18,9 @@ from shortvid.evaluate import (
     per_class_ap,
     timing_summary,
     top_k_hit,
+    top_k_indices,
 )
-from shortvid.evaluate.metrics import top_k_indices
+from shortvid.policy import DecisionPolicy
 
 
 def multi_hot(label_sets, num_classes: int) -> np.ndarray:

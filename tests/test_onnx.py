@@ -19,8 +19,8 @@ from shortvid.evaluate.runner import evaluate_run
 from shortvid.export import ExportError, export_model, export_run
 from shortvid.judge import ServerApi
 from shortvid.models import create_model
+from shortvid.run import RunDir
 from shortvid.serve.classifier import Classifier
-from shortvid.train.run import RunDir
 
 ATOL = 1e-4
 

@@ -10,6 +10,7 @@ import onnx
 import pytest
 import torch
 
+from shortvid.backends import PRECISIONS
 from shortvid.cli import main
 from shortvid.data.annotations import load_dataset
 from shortvid.data.labels import LabelMap
@@ -25,8 +26,8 @@ from shortvid.quantize import (
     quantize_run,
     quantized_path,
 )
-from shortvid.serve.classifier import PRECISIONS, Classifier
-from shortvid.train.run import RunDir
+from shortvid.run import RunDir
+from shortvid.serve.classifier import Classifier
 
 QUANTIZED_OPS = {"QLinearConv", "QuantizeLinear", "DequantizeLinear", "ConvInteger", "MatMulInteger",
                  "DynamicQuantizeLinear", "QLinearMatMul"}

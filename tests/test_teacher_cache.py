@@ -14,9 +14,9 @@ from shortvid.data.cache import FrameCache
 from shortvid.data.datasets import CachedVideoDataset
 from shortvid.data.transforms import VideoTransform
 from shortvid.models import create_model
+from shortvid.run import RunDir
 from shortvid.train import teacher_cache
 from shortvid.train.config import ConfigError
-from shortvid.train.run import RunDir
 from shortvid.train.trainer import Teacher, train
 
 

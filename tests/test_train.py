@@ -9,11 +9,10 @@ import time
 
 import pytest
 import torch
-
 from conftest import tiny_config
 
+from shortvid.run import RunDir
 from shortvid.train.config import ConfigError, load_config, shipped_configs
-from shortvid.train.run import RunDir
 from shortvid.train.trainer import EpochSampler, train
 
 

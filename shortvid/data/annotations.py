@@ -25,8 +25,9 @@ from typing import Literal
 
 import numpy as np
 
-from shortvid.data.labels import LabelMap, UnknownLabelError, natural_sort_key
-from shortvid.errors import DatasetError
+from ..errors import DatasetError
+from ..files import atomic_write
+from .labels import LabelMap, UnknownLabelError, natural_sort_key
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".flv", ".m4v"})
 SPLIT_FOLDER_NAMES = frozenset({"train", "val", "valid", "validation", "test"})
@@ -168,7 +169,7 @@ class Annotations:
             else:
                 self.label_map.to_csv(labels_path)
         lines = [",".join([sample.name, *map(str, sample.labels)]) for sample in self.samples]
-        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        atomic_write(path, "".join(line + "\n" for line in lines))
 
     def _flat_labels(self) -> np.ndarray:
         count = sum(len(sample.labels) for sample in self.samples)
@@ -388,6 +389,24 @@ def load_dataset(
         f"cannot tell the dataset layout: expected {split}.txt (AI Challenger) or {split}.csv, "
         "one folder per class, or split folders (train/, val/) of class folders",
     )
+
+
+def dataset_videos(dataset: str | os.PathLike, splits: Sequence[str] | None = None
+                   ) -> tuple[list[tuple[str, Path]], list[Problem]]:
+    """Every (name, path) of the dataset's splits (default: all of train, val, test found), each video
+    once, and the annotation problems skipped: what extraction decodes."""
+    path = Path(dataset)
+    if not splits and path.is_dir():
+        splits = [s for s in ("train", "val", "test")
+                  if (path / f"{s}.txt").is_file() or (path / f"{s}.csv").is_file() or (path / s).is_dir()]
+    videos: dict[str, Path] = {}
+    problems: list = []
+    for split in splits or ["train"]:
+        annotations = load_dataset(dataset, split, on_error="skip", check_files=False)
+        problems.extend(annotations.problems)
+        for sample in annotations.samples:
+            videos.setdefault(sample.name, sample.path)
+    return list(videos.items()), problems
 
 
 def _build(

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from ..decode import DecodeError, DecodeLimits, FrameSpec
 from ..errors import DatasetError
+from ..files import atomic_write
 
 Format = Literal["jpeg", "raw"]
 SHARD_BYTES = 1 << 30
@@ -259,7 +260,7 @@ def extract(
             raise DatasetError(str(root), f"cache was made with {existing['frames']} as {existing['format']}; "
                                f"asked for {config['frames']} as {fmt}: use another folder")
     else:
-        config_path.write_text(json.dumps(config, indent=2) + "\n")
+        atomic_write(config_path, json.dumps(config, indent=2) + "\n")
 
     entries, failures = _read_manifest(root / "manifest.jsonl")
     summary = ExtractSummary()

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from shortvid.errors import DatasetError
+from ..errors import DatasetError
+from ..files import atomic_write
 
 OFFICIAL_LABELS_RESOURCE = "resources/aichallenger2018_labels.csv"
 
@@ -107,10 +108,11 @@ class LabelMap:
         else:
             header = ["id", "name", "group"]
             rows = [[i, self.names[i], self.class_groups[i]] for i in range(len(self))]
-        with open(path, "w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(header)
-            writer.writerows(rows)
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        atomic_write(path, text.getvalue())
 
     def __len__(self) -> int:
         return len(self.names)

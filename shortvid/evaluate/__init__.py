@@ -1,30 +1,3 @@
-"""Evaluation: the competition's accuracy (mean Jaccard) and ranking metrics (`metrics`), and the
-decision policy that turns class scores into label sets (`policy`)."""
-
-from shortvid.evaluate.metrics import (
-    average_precision,
-    confusion_pairs,
-    evaluation_report,
-    gap_at_k,
-    jaccard,
-    mean_ap,
-    mean_jaccard,
-    per_class_ap,
-    timing_summary,
-    top_k_hit,
-)
-from shortvid.evaluate.policy import DecisionPolicy
-
-__all__ = [
-    "DecisionPolicy",
-    "average_precision",
-    "confusion_pairs",
-    "evaluation_report",
-    "gap_at_k",
-    "jaccard",
-    "mean_ap",
-    "mean_jaccard",
-    "per_class_ap",
-    "timing_summary",
-    "top_k_hit",
-]
+"""Evaluation jobs over a trained run: the competition's metrics on a split through the serving path
+(`runner.evaluate_run`) and the bad-case report (`analyze.analyze_run`). The metrics themselves are
+`shortvid.metrics`, the decision policy `shortvid.policy`."""

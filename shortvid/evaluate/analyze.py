@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from shortvid.data.labels import LabelMap
-from shortvid.evaluate.metrics import (
+from ..data.labels import LabelMap
+from ..files import atomic_write
+from ..metrics import (
     confusion_pairs,
     jaccard,
     per_class_ap,
@@ -246,9 +247,9 @@ def analyze_run(
     listed under ``failures``. Groups come from the label map; ``proposed_groups`` clusters the
     confusions into ``num_groups`` groups (default: the map's group count, else round(sqrt(C))).
     """
-    from shortvid.data.annotations import load_dataset
-    from shortvid.errors import DecodeError
-    from shortvid.serve.classifier import Classifier
+    from ..data.annotations import load_dataset
+    from ..errors import DecodeError
+    from ..serve.classifier import Classifier
 
     out = Path(out)
     (out / "errors").mkdir(parents=True, exist_ok=True)
@@ -343,9 +344,9 @@ def analyze_run(
         "annotation_problems": [str(problem) for problem in annotations.problems],
     }
     _plot_confusion(matrix, label_map.names, order, sizes, out / "confusion.png")
-    (out / "analysis.json").write_text(json.dumps(analysis, indent=2, ensure_ascii=False), encoding="utf-8")
-    (out / "summary.md").write_text(_markdown(analysis), encoding="utf-8")
-    (out / "report.html").write_text(_html(analysis), encoding="utf-8")
+    atomic_write(out / "analysis.json", json.dumps(analysis, indent=2, ensure_ascii=False))
+    atomic_write(out / "summary.md", _markdown(analysis))
+    atomic_write(out / "report.html", _html(analysis))
     return analysis
 
 

@@ -18,8 +18,9 @@ from tqdm import tqdm
 from ..data.annotations import load_dataset
 from ..decode import DecodeLimits
 from ..errors import DecodeError, InferenceError
+from ..files import atomic_write
+from ..metrics import evaluation_report, jaccard, timing_summary
 from ..serve.classifier import Classifier
-from .metrics import evaluation_report, jaccard, timing_summary
 
 
 def evaluate_run(
@@ -90,7 +91,7 @@ def evaluate_run(
         "by_keyframes": _by_keyframes(keyframes, jaccard(predicted, targets)),
     })
     target = Path(out) if out else Path(run_dir) / "metrics.json"
-    target.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    atomic_write(target, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     return report
 
 

@@ -20,24 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..backends import check_precision
 from ..data.labels import LabelMap
 from ..decode import Clip, DecodeLimits
 from ..decode.reader import Source
-from ..evaluate.policy import DecisionPolicy
+from ..machine import resolve_device
 from ..models import VideoClassifier
-from ..train.run import Preprocess, RunDir
-from ..train.trainer import resolve_device
-
-BACKENDS = ("torch", "onnx")
-# The precisions each backend runs (the first is the default); int8 files come from shortvid.quantize.
-PRECISIONS = {"torch": ("fp32", "bf16"), "onnx": ("fp32", "int8", "int8-dynamic")}
-
-
-def check_precision(backend: str, precision: str) -> None:
-    """``ValueError`` naming the valid (backend, precision) pairs unless ``precision`` fits ``backend``."""
-    if precision not in PRECISIONS.get(backend, ()):
-        valid = "; ".join(f"{name}: {', '.join(choices)}" for name, choices in PRECISIONS.items())
-        raise ValueError(f"precision {precision!r} is not available on the {backend!r} backend (valid: {valid})")
+from ..policy import DecisionPolicy
+from ..run import Preprocess, RunDir
 
 
 class TorchBackend:
@@ -172,8 +162,6 @@ class Classifier:
         (``shortvid.quantize``, docs/onnx.md). Other pairs are a ``ValueError``.
 
         ``limits``: the largest frames decoded (``DecodeLimits()`` by default; docs/security.md)."""
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r} ({', '.join(BACKENDS)})")
         check_precision(backend, precision)
         run = RunDir(run_dir)
         torch_device = resolve_device(device)

@@ -12,6 +12,7 @@ on its own row. See docs/serving.md and docs/security.md.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import logging
@@ -25,7 +26,6 @@ import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 

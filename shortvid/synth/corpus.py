@@ -30,13 +30,13 @@ import av
 import numpy as np
 from tqdm import tqdm
 
-from shortvid.errors import DatasetError
-from shortvid.synth.encode import EncodeSpec, encode_video
-from shortvid.synth.scenes import SceneClass, VideoScript, plan_video, render_frames, select_classes
+from ..errors import DatasetError
+from ..files import PARTIAL, atomic_path, atomic_write
+from .encode import EncodeSpec, encode_video
+from .scenes import SceneClass, VideoScript, plan_video, render_frames, select_classes
 
 CORPUS_FORMAT = "shortvid-synth-corpus"
 CORPUS_FORMAT_VERSION = 2  # bump whenever the same spec would draw or encode different videos (2: x264 cpu-independent)
-_PARTIAL_SUFFIX = ".partial.mp4"
 _VFR_CLOCK = 90000  # VFR frame times are kept on the container's 1/90000 s grid
 
 
@@ -394,18 +394,10 @@ def make_video(spec: CorpusSpec, plan: VideoPlan, videos_dir: str | Path) -> Vid
     pictures = render_frames(script, spec.classes, render_short_side=spec.render_short_side)
     if plan.rotated:  # stored landscape with a 90-degree display rotation, as phones write them
         pictures = (np.rot90(picture, k=-1) for picture in pictures)
-    partial = videos_dir / f".{plan.name}{_PARTIAL_SUFFIX}"
-    encoded = encode_video(partial, pictures, encode_spec_for(spec, plan), times=times if plan.vfr else None,
-                           keyframes=script.cut_frames)
-    os.replace(partial, path)
+    with atomic_path(path, suffix=".mp4") as partial:
+        encoded = encode_video(partial, pictures, encode_spec_for(spec, plan), times=times if plan.vfr else None,
+                               keyframes=script.cut_frames)
     return VideoRecord(plan, encoded.frames, encoded.duration, cut_times, encoded.keyframe_times, reused=False)
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Replace a file atomically, so readers never see half of it."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
 
 
 def _corpus_record(spec: CorpusSpec) -> dict:
@@ -429,7 +421,7 @@ def _claim_folder(out: Path, spec: CorpusSpec) -> None:
         if existing.get("spec") != record["spec"] or existing.get("version") != record["version"]:
             raise DatasetError(str(out), "holds a corpus generated from a different spec or generator version; "
                                          "use another folder or delete this one")
-    _write_text(record_path, json.dumps(record, indent=2) + "\n")
+    atomic_write(record_path, json.dumps(record, indent=2) + "\n")
 
 
 def _run_jobs(spec: CorpusSpec, plans: list[VideoPlan], videos_dir: Path, workers: int,
@@ -493,7 +485,7 @@ def generate_corpus(out: str | Path, spec: CorpusSpec, *, workers: int | None = 
     videos_dir = out / "videos"
     videos_dir.mkdir(parents=True, exist_ok=True)
     _claim_folder(out, spec)
-    for leftover in videos_dir.glob(f".*{_PARTIAL_SUFFIX}"):
+    for leftover in videos_dir.glob(f".*{PARTIAL}.mp4"):
         leftover.unlink()
     plans = plan_corpus(spec)
     workers = max(1, min(workers or os.cpu_count() or 1, len(plans)))
@@ -501,8 +493,8 @@ def generate_corpus(out: str | Path, spec: CorpusSpec, *, workers: int | None = 
     for split in ("train", "val"):
         lines = [f"{r.plan.file_name},{','.join(str(label) for label in r.plan.listed_labels)}"
                  for r in records if r.plan.split == split]
-        _write_text(out / f"{split}.txt", "".join(line + "\n" for line in lines))
+        atomic_write(out / f"{split}.txt", "".join(line + "\n" for line in lines))
     rows = ["id,name,group"] + [f"{i},{c.name},{c.group}" for i, c in enumerate(spec.classes)]
-    _write_text(out / "labels.csv", "\n".join(rows) + "\n")
-    _write_text(out / "manifest.jsonl", "".join(json.dumps(r.to_dict()) + "\n" for r in records))
+    atomic_write(out / "labels.csv", "\n".join(rows) + "\n")
+    atomic_write(out / "manifest.jsonl", "".join(json.dumps(r.to_dict()) + "\n" for r in records))
     return _summary(out, spec, records, time.perf_counter() - started)

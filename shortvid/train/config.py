@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import yaml
 
 from ..errors import ShortvidError
+from ..files import atomic_write
 
 
 class ConfigError(ShortvidError):
@@ -167,4 +168,4 @@ def load_config(source: str | Path | None = None, overrides: Sequence[str] = ())
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    atomic_write(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

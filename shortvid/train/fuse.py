@@ -28,13 +28,14 @@ from tqdm import tqdm
 from ..data.annotations import load_dataset
 from ..data.labels import UnknownLabelError
 from ..errors import DecodeError
-from ..evaluate.metrics import jaccard, mean_ap, top_k_hit
-from ..evaluate.policy import DecisionPolicy
+from ..files import atomic_write
+from ..machine import resolve_device
+from ..metrics import jaccard, mean_ap, top_k_hit
 from ..models import FUSION_RULES, FusedClassifier, create_model
 from ..models.adaptive import FrameCountSwitch
 from ..models.fusion import renormalisation
-from .run import Preprocess, RunDir, RunError
-from .trainer import resolve_device
+from ..policy import DecisionPolicy
+from ..run import Preprocess, RunDir, RunError
 
 
 def _members(general: RunDir, specialists: Sequence[RunDir]) -> tuple[dict, list[dict]]:
@@ -136,7 +137,7 @@ def fuse_runs(general_run: str | os.PathLike, specialist_runs: Sequence[str | os
     fused_preprocess = Preprocess(preprocess.frames, preprocess.input_size, "sigmoid", preprocess.mean, preprocess.std)
     run.write_inference(model.cpu(), labels, fused_preprocess, report["rules"][best]["policy"])
     report["members"] = {"general": str(general.root), "specialists": [str(s.root) for s in specialists]}
-    (Path(out) / "fusion.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write(Path(out) / "fusion.json", json.dumps(report, indent=2) + "\n")
     return report
 
 

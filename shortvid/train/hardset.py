@@ -12,7 +12,7 @@ import numpy as np
 
 from ..data.annotations import Annotations, load_dataset
 from ..errors import DatasetError, DecodeError
-from ..evaluate.metrics import jaccard, predicted_matrix
+from ..metrics import jaccard, predicted_matrix
 from .config import load_config
 from .trainer import train
 

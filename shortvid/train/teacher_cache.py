@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from ..data.cache import FrameCache
 from ..data.transforms import VideoTransform
+from ..files import atomic_path, atomic_write
 from ..models import VideoClassifier
 
 FEATURES = "teacher_features.npy"
@@ -121,29 +122,27 @@ class TeacherFeatures:
         starts, row = {}, 0
         for name in names:
             starts[name], row = row, row + counts[name]
-        temporary = features_path.with_name(features_path.name + ".tmp")
-        features = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float16, shape=(row, model.num_features))
         loader = DataLoader(_CachedFrames(cache, names, transform), batch_size=batch_size, shuffle=False,
                             num_workers=workers, collate_fn=_concatenate, pin_memory=device.type == "cuda")
         model.eval()
         done = 0
-        with tqdm(total=row, desc="teacher features", unit="frame", disable=not progress, leave=False) as bar:
-            for frames in loader:
-                with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-                    out = model.forward_features(frames.to(device, non_blocking=True).unsqueeze(0))[0]
-                features[done:done + len(out)] = out.to(torch.float16).cpu().numpy()
-                done += len(out)
-                bar.update(len(out))
-        if done != row:
-            raise RuntimeError(f"teacher features: expected {row} frames from the cache, got {done}")
-        features.flush()
-        del features
-        os.replace(temporary, features_path)
+        with atomic_path(features_path, suffix=".npy") as temporary:
+            features = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float16,
+                                                 shape=(row, model.num_features))
+            with tqdm(total=row, desc="teacher features", unit="frame", disable=not progress, leave=False) as bar:
+                for frames in loader:
+                    with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+                        out = model.forward_features(frames.to(device, non_blocking=True).unsqueeze(0))[0]
+                    features[done:done + len(out)] = out.to(torch.float16).cpu().numpy()
+                    done += len(out)
+                    bar.update(len(out))
+            if done != row:
+                raise RuntimeError(f"teacher features: expected {row} frames from the cache, got {done}")
+            features.flush()
+            del features
         index = {"version": VERSION, "key": key, "rows": row, "dim": model.num_features,
                  "videos": {name: [starts[name], counts[name]] for name in names}}
-        temporary_index = index_path.with_name(index_path.name + ".tmp")
-        temporary_index.write_text(json.dumps(index) + "\n")
-        os.replace(temporary_index, index_path)
+        atomic_write(index_path, json.dumps(index) + "\n")
         return cls(np.load(features_path, mmap_mode="r"), starts, counts)
 
 

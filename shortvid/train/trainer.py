@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from typing import Iterator
@@ -25,24 +24,22 @@ from ..data.cache import FrameCache
 from ..data.datasets import CachedVideoDataset, RawVideoDataset
 from ..data.transforms import VideoTransform
 from ..decode import FrameSpec
-from ..evaluate.metrics import mean_ap, top_k_hit
-from ..evaluate.policy import DecisionPolicy
+from ..machine import resolve_device
+from ..metrics import mean_ap, top_k_hit
 from ..models import VideoClassifier, create_model
 from ..models.aggregators import masked_mean
+from ..policy import DecisionPolicy
+from ..run import Preprocess, RunDir, load_weights
 from .config import ConfigError, TrainConfig, save_config
 from .freeze import freeze_stages
-from .losses import classification_loss, imagenet_distillation_loss, logit_distillation_loss
-from .run import Preprocess, RunDir, load_weights
+from .losses import (
+    classification_loss,
+    imagenet_distillation_loss,
+    logit_distillation_loss,
+)
 from .teacher_cache import TeacherFeatures, checkpoint_key
 
 log = logging.getLogger("shortvid.train")
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto``: the first CUDA device when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class EpochSampler(Sampler[int]):
@@ -360,7 +357,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
         run.append_metrics(record)
         run.save_checkpoint(checkpoint_state(), run.last)
         if improved:
-            shutil.copyfile(run.last, run.best)
+            run.publish_best()
             run.write_policy(policy.to_dict())
         if config.progress:
             print(f"epoch {record['epoch'] + 1}: train loss {record['train_loss']:.4f}, val loss {val_loss:.4f}, "

@@ -11,23 +11,25 @@
     RUN/teacher_features.*   the teacher's cached frame features (`distill.cache=true`)
     RUN/fusion.json          a fused run's validation report (`shortvid fuse`)
 
-Checkpoints are written to a temporary file and renamed, so a kill never leaves a torn one.
+Every file is published atomically (``shortvid.files``), so a kill never leaves a torn one.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..data.labels import LabelMap
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, VideoTransform
-from ..decode import FrameSpec
-from ..errors import ShortvidError
-from ..models import VideoClassifier, create_model
+from .data.labels import LabelMap
+from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, VideoTransform
+from .decode import FrameSpec
+from .errors import ShortvidError
+from .files import atomic_path, atomic_write
+from .models import VideoClassifier, create_model
 
 
 class RunError(ShortvidError):
@@ -94,14 +96,14 @@ class RunDir:
         return Preprocess.from_dict(json.loads(path.read_text()))
 
     def write_preprocess(self, preprocess: Preprocess) -> None:
-        (self.root / "preprocess.json").write_text(json.dumps(preprocess.to_dict(), indent=2) + "\n")
+        atomic_write(self.root / "preprocess.json", json.dumps(preprocess.to_dict(), indent=2) + "\n")
 
     def policy(self) -> dict | None:
         path = self.root / "policy.json"
         return json.loads(path.read_text()) if path.exists() else None
 
     def write_policy(self, policy: dict) -> None:
-        _atomic_write_text(self.root / "policy.json", json.dumps(policy, indent=2) + "\n")
+        atomic_write(self.root / "policy.json", json.dumps(policy, indent=2) + "\n")
 
     def append_metrics(self, record: dict) -> None:
         with open(self.metrics_log, "a", encoding="utf-8") as handle:
@@ -121,7 +123,7 @@ class RunDir:
     def keep_metrics_before(self, epoch: int) -> None:
         """On resume: forget epochs the checkpoint does not contain, so none is logged twice."""
         kept = [r for r in self.read_metrics() if r.get("epoch", -1) < epoch]
-        _atomic_write_text(self.metrics_log, "".join(json.dumps(r) + "\n" for r in kept))
+        atomic_write(self.metrics_log, "".join(json.dumps(r) + "\n" for r in kept))
 
     def write_inference(self, model: torch.nn.Module, labels: LabelMap, preprocess: Preprocess,
                         policy: dict | None = None) -> None:
@@ -146,10 +148,13 @@ class RunDir:
         return model.to(device).eval()
 
     def save_checkpoint(self, state: dict, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        torch.save(state, temporary)
-        os.replace(temporary, path)
+        with atomic_path(path) as temporary:
+            torch.save(state, temporary)
+
+    def publish_best(self) -> None:
+        """``best.pt``: a copy of ``last.pt`` (the epoch just saved was the best so far)."""
+        with atomic_path(self.best) as temporary:
+            shutil.copyfile(self.last, temporary)
 
     def load_checkpoint(self, path: Path | None = None, map_location: str | torch.device = "cpu") -> dict:
         path = path or (self.best if self.best.exists() else self.last)
@@ -165,8 +170,3 @@ def load_weights(model: torch.nn.Module, state_dict: dict) -> None:
     if missing or unexpected:
         raise RunError("checkpoint", f"weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)

@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 
-def _as_targets(targets) -> np.ndarray:
+def as_targets(targets) -> np.ndarray:
     """Validate a multi-hot matrix and return it as bool [N, C]."""
     t = np.asarray(targets)
     if t.ndim != 2:
@@ -43,7 +43,7 @@ def _as_targets(targets) -> np.ndarray:
     return t
 
 
-def _as_scores(scores, ndim: int = 2) -> np.ndarray:
+def as_scores(scores, ndim: int = 2) -> np.ndarray:
     """Validate scores and return them as float64 (so comparisons agree across callers)."""
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != ndim:
@@ -64,7 +64,7 @@ def top_k_indices(scores, k: int) -> np.ndarray:
     Selects with a partition (linear time), resolving ties at the k-th value by lower id, and
     sorts only the k selected columns, which is several times faster than a full sort.
     """
-    s = _as_scores(scores)
+    s = as_scores(scores)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     n, c = s.shape
@@ -95,7 +95,7 @@ def predicted_matrix(predicted: Sequence[Collection[int]], num_classes: int) -> 
 def _predicted_and_targets(
     predicted: Sequence[Collection[int]], targets
 ) -> tuple[np.ndarray, np.ndarray]:
-    t = _as_targets(targets)
+    t = as_targets(targets)
     if len(predicted) != t.shape[0]:
         raise ValueError(f"{len(predicted)} predictions for {t.shape[0]} videos")
     return predicted_matrix(predicted, t.shape[1]), t
@@ -122,7 +122,7 @@ def mean_jaccard(predicted: Sequence[Collection[int]], targets) -> float:
 
 def top_k_hit(scores, targets, k: int) -> float:
     """Share of videos whose k best-scored classes include at least one true label."""
-    s, t = _as_scores(scores), _as_targets(targets)
+    s, t = as_scores(scores), as_targets(targets)
     _check_same_shape(s, t)
     if s.shape[0] == 0:
         return float("nan")
@@ -153,11 +153,11 @@ def average_precision(scores_c, targets_c) -> float:
     Non-interpolated, ties grouped as one threshold (deterministic). A class with no positive
     video has no defined AP: the result is NaN, and `mean_ap` skips it.
     """
-    s = _as_scores(scores_c, ndim=1)
+    s = as_scores(scores_c, ndim=1)
     t = np.asarray(targets_c)
     if t.shape != s.shape:
         raise ValueError(f"scores {s.shape} and targets {t.shape} differ in shape")
-    t = _as_targets(t[:, None])[:, 0]
+    t = as_targets(t[:, None])[:, 0]
     num_positives = int(t.sum())
     if num_positives == 0:
         return float("nan")
@@ -167,7 +167,7 @@ def average_precision(scores_c, targets_c) -> float:
 
 def per_class_ap(scores, targets) -> np.ndarray:
     """Average precision of each class [C]; NaN for classes with no positive video."""
-    s, t = _as_scores(scores), _as_targets(targets)
+    s, t = as_scores(scores), as_targets(targets)
     _check_same_shape(s, t)
     return np.array([average_precision(s[:, c], t[:, c]) for c in range(s.shape[1])])
 
@@ -188,7 +188,7 @@ def gap_at_k(scores, targets, k: int = 20) -> float:
     in `average_precision` (the YT8M starter instead shuffles with a fixed seed). NaN when
     `targets` has no positive at all (the starter returns 0 there).
     """
-    s, t = _as_scores(scores), _as_targets(targets)
+    s, t = as_scores(scores), as_targets(targets)
     _check_same_shape(s, t)
     num_positives = int(t.sum())
     if num_positives == 0:
@@ -258,7 +258,7 @@ def evaluation_report(
     named by `names[id]` when given, else by their id as a string. `confusions` caps the list of
     confusion pairs.
     """
-    s, t = _as_scores(scores), _as_targets(targets)
+    s, t = as_scores(scores), as_targets(targets)
     _check_same_shape(s, t)
     p, _ = _predicted_and_targets(predicted, t)
     num_classes = t.shape[1]

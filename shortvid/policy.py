@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from shortvid.evaluate.metrics import _as_scores, _as_targets, top_k_indices
+from .metrics import as_scores, as_targets, top_k_indices
 
 __all__ = ["DecisionPolicy"]
 
@@ -46,7 +46,7 @@ class DecisionPolicy:
 
     def counts(self, scores) -> tuple[np.ndarray, np.ndarray]:
         """Ranked class ids [N, M] (M = min(max_labels, C)) and how many of them to return [N]."""
-        s = _as_scores(scores)
+        s = as_scores(scores)
         if s.shape[1] == 0:
             raise ValueError("scores have no classes")
         ranked = top_k_indices(s, self.max_labels)
@@ -64,7 +64,7 @@ class DecisionPolicy:
     def apply_one(self, scores) -> tuple[int, ...]:
         """Label set for one video's scores [C]: the serving path, same rule as `apply`, with
         less per-call overhead."""
-        s = _as_scores(scores, ndim=1)
+        s = as_scores(scores, ndim=1)
         if s.size == 0:
             raise ValueError("scores have no classes")
         ranked = np.argsort(-s, kind="stable")[: self.max_labels]
@@ -104,7 +104,7 @@ class DecisionPolicy:
         Jaccard of returning the first k ranked classes is computed once per video and k, then
         each grid point only counts how many ranked scores clear its threshold.
         """
-        s, t = _as_scores(scores), _as_targets(targets)
+        s, t = as_scores(scores), as_targets(targets)
         if s.shape != t.shape:
             raise ValueError(f"scores {s.shape} and targets {t.shape} differ in shape")
         if s.shape[0] == 0 or s.shape[1] == 0:

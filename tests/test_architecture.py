@@ -1,0 +1,146 @@
+"""The layers run one way (docs/architecture.md): each module imports only from layers below its own,
+no module imports a private name of another, and inference imports without the training code."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).parent.parent / "shortvid"
+
+# Layer of each module, by the longest matching prefix. A module may import modules of lower layers;
+# within one layer, only modules of its own package (checked acyclic below).
+LAYERS = {
+    "shortvid": 0, "shortvid.errors": 0, "shortvid.files": 0, "shortvid.machine": 0, "shortvid.backends": 0,
+    "shortvid.metrics": 0,
+    "shortvid.policy": 1, "shortvid.decode": 1, "shortvid.synth": 1,
+    "shortvid.data": 2, "shortvid.models": 2,
+    "shortvid.run": 3,
+    "shortvid.export": 4,
+    "shortvid.quantize": 5,
+    "shortvid.serve": 6,  # inference: classifier, batch
+    "shortvid.train": 7, "shortvid.evaluate": 7,
+    "shortvid.serve.http": 8, "shortvid.serve.admission": 8, "shortvid.judge": 8,
+    "shortvid.serve.metrics": 8, "shortvid.serve.batcher": 8, "shortvid.serve.requests": 8,
+    "shortvid.ablate": 9, "shortvid.demo": 9,
+    "shortvid.cli": 10,
+}
+
+
+def layer(module: str) -> int:
+    parts = module.split(".")
+    for end in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:end])
+        if prefix in LAYERS:
+            return LAYERS[prefix]
+    raise AssertionError(f"{module}: no layer in LAYERS; add it (and to docs/architecture.md)")
+
+
+def package_of(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def modules() -> dict[str, ast.Module]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found[".".join(parts)] = ast.parse(path.read_text(), str(path))
+    return found
+
+
+def runtime_nodes(tree: ast.AST):
+    """Every node but those under ``if TYPE_CHECKING:`` (imports for annotations only)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            yield from (n for child in node.orelse for n in [child, *runtime_nodes(child)])
+            continue
+        yield node
+        yield from runtime_nodes(node)
+
+
+def imports(module: str, tree: ast.Module, is_package: bool) -> list[tuple[str, list[str]]]:
+    """(imported module, names) for every import the module runs, functions' included."""
+    here = module if is_package else module.rsplit(".", 1)[0]
+    found = []
+    for node in runtime_nodes(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here.split(".")[:len(here.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target == "shortvid" or target.startswith("shortvid."):
+                found.append((target, [alias.name for alias in node.names]))
+        elif isinstance(node, ast.Import):
+            found += [(alias.name, []) for alias in node.names if alias.name.startswith("shortvid")]
+    return found
+
+
+@pytest.fixture(scope="module")
+def graph():
+    trees = modules()
+    packages = {path for path in trees if (PACKAGE.parent / path.replace(".", "/") / "__init__.py").exists()}
+    edges = {}
+    for module, tree in trees.items():
+        edges[module] = imports(module, tree, module in packages)
+    return trees, edges
+
+
+def test_every_import_points_down(graph):
+    trees, edges = graph
+    wrong = []
+    for module, targets in edges.items():
+        for target, names in targets:
+            # `from package import module` names a module: judge the module itself
+            resolved = [f"{target}.{name}" if f"{target}.{name}" in trees else target for name in names] or [target]
+            for imported in resolved:
+                if imported == module:
+                    continue
+                below = layer(imported) < layer(module)
+                same_package = layer(imported) == layer(module) and package_of(imported) == package_of(module)
+                if not (below or same_package or imported == "shortvid"):
+                    wrong.append(f"{module} (layer {layer(module)}) imports {imported} (layer {layer(imported)})")
+    assert not wrong, "\n".join(sorted(set(wrong)))
+
+
+def test_no_import_cycles(graph):
+    trees, edges = graph
+    successors = {module: set() for module in trees}
+    for module, targets in edges.items():
+        for target, names in targets:
+            for name in names or [""]:
+                candidate = f"{target}.{name}" if f"{target}.{name}" in trees else target
+                if candidate in trees and candidate != module and candidate != "shortvid":
+                    successors[module].add(candidate)
+    state: dict[str, int] = {}
+
+    def visit(module, path):
+        state[module] = 1
+        for nxt in successors[module]:
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(path + [module, nxt]))
+            if nxt not in state:
+                visit(nxt, path + [module])
+        state[module] = 2
+
+    for module in trees:
+        if module not in state:
+            visit(module, [])
+
+
+def test_no_private_name_is_imported_across_modules(graph):
+    _, edges = graph
+    private = [f"{module} imports {target}.{name}" for module, targets in edges.items() for target, names in targets
+               for name in names if name.startswith("_") and not name.startswith("__")]
+    assert not private, private
+
+
+def test_inference_imports_without_the_training_code():
+    code = ("import sys; import shortvid.serve.classifier, shortvid.serve.batch, shortvid.export, shortvid.serve.http; "
+            "print(sorted(m for m in sys.modules if m.startswith('shortvid.train')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout
