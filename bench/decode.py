@@ -34,7 +34,6 @@ machine noise hits them alike; the report gives median ms/video and each method'
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import importlib
 import json
@@ -49,8 +48,14 @@ from pathlib import Path
 import av
 import numpy as np
 
-from shortvid.decode import match_to_targets, read_frames, reader, segment_targets
-from shortvid.decode.reader import _center_crop, _output_size
+from shortvid.decode import (
+    DEFAULT_TUNING,
+    DecoderTuning,
+    match_to_targets,
+    read_frames,
+    segment_targets,
+)
+from shortvid.decode.reader import center_crop, output_size, scale_frame
 from shortvid.machine import describe
 from shortvid.synth.corpus import generate_corpus, preset
 
@@ -91,48 +96,22 @@ def _output(frame: av.VideoFrame) -> tuple[int, int, int]:
     rotation = int(frame.rotation or 0) % 360
     quarter = rotation in (90, 270)
     up_w, up_h = (frame.height, frame.width) if quarter else (frame.width, frame.height)
-    height, width = _output_size(up_h, up_w, SIZE)
+    height, width = output_size(up_h, up_w, SIZE)
     return rotation, height, width
 
 
 def _finish(image: np.ndarray, rotation: int) -> np.ndarray:
     if rotation:
         image = np.rot90(image, k=rotation // 90)
-    return np.ascontiguousarray(_center_crop(image, CROP))
+    return np.ascontiguousarray(center_crop(image, CROP))
 
 
-def _rgb(frame: av.VideoFrame, tuning: reader._Tuning | None = None) -> np.ndarray:
+def _rgb(frame: av.VideoFrame, tuning: DecoderTuning = DEFAULT_TUNING) -> np.ndarray:
     """Short side SIZE, upright, centre crop CROP: read_frames' pixels (its scaler and tuning)."""
     rotation, height, width = _output(frame)
     if rotation in (90, 270):
         height, width = width, height
-    return _finish(reader._scale(frame, width, height, tuning or reader._TUNING), rotation)
-
-
-def _rgb_crop_first(frame: av.VideoFrame, tuning: reader._Tuning | None = None) -> np.ndarray:
-    """Scale only the source region that survives the centre crop (rounded out to even pixels), at
-    the same scale factors; then cut the crop from it. Same geometry, other filter phases."""
-    rotation, height, width = _output(frame)
-    if rotation or frame.format.name not in ("yuv420p", "yuvj420p"):
-        return _rgb(frame, tuning)
-    sx, sy = frame.width / width, frame.height / height
-    top, left = (height - CROP) // 2, (width - CROP) // 2
-    x0, y0 = int(left * sx) & ~1, int(top * sy) & ~1
-    x1 = min(frame.width, (int(np.ceil((left + CROP) * sx)) + 1) & ~1)
-    y1 = min(frame.height, (int(np.ceil((top + CROP) * sy)) + 1) & ~1)
-    planes = []
-    for index, (a, b, c, d) in enumerate(((y0, y1, x0, x1), (y0 // 2, y1 // 2, x0 // 2, x1 // 2),
-                                          (y0 // 2, y1 // 2, x0 // 2, x1 // 2))):
-        plane = frame.planes[index]
-        rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
-        planes.append(rows[a:b, c:d].ravel())
-    w, h = x1 - x0, y1 - y0
-    part = av.VideoFrame.from_ndarray(np.concatenate(planes).reshape(h * 3 // 2, w), format=frame.format.name)
-    out_w, out_h = max(CROP, round(w / sx)), max(CROP, round(h / sy))
-    image = reader._scale(part, out_w, out_h, tuning or reader._TUNING)
-    dy = min(max(round(top - y0 / sy), 0), out_h - CROP)
-    dx = min(max(round(left - x0 / sx), 0), out_w - CROP)
-    return np.ascontiguousarray(image[dy:dy + CROP, dx:dx + CROP])
+    return _finish(scale_frame(frame, width, height, tuning), rotation)
 
 
 def keyframes(path: Path) -> np.ndarray:
@@ -152,7 +131,7 @@ class Prepared:
     packets: dict[int, bytes]  # pts -> data of each chosen keyframe packet
     order: list[int]  # the pts of the frames read_frames returns, in its order
     times: list[float]  # their times, seconds
-    fps: float
+    fps: float | None  # None: the video declares no frame rate
     start: float
     height: int  # upright, short side SIZE
     width: int
@@ -178,9 +157,8 @@ def prepare(path: Path) -> Prepared:
 _DECODERS: dict = {}
 
 
-def floor(prepared: Prepared, *, tuning: reader._Tuning | None = None, to_rgb=_rgb, reuse: bool = False) -> np.ndarray:
+def floor(prepared: Prepared, *, tuning: DecoderTuning = DEFAULT_TUNING, reuse: bool = False) -> np.ndarray:
     """Decode the chosen packets with a fresh decoder (or, `reuse`, one kept across videos)."""
-    tuning = tuning or reader._TUNING
     key = (prepared.codec, prepared.extradata, tuning)
     context = _DECODERS.get(key) if reuse else None
     if context is None:
@@ -200,7 +178,7 @@ def floor(prepared: Prepared, *, tuning: reader._Tuning | None = None, to_rgb=_r
         packet.pts = pts
         decoded = context.decode(packet) + context.decode(None)
         context.flush_buffers()
-        images[pts] = to_rgb(decoded[0], tuning)
+        images[pts] = _rgb(decoded[0], tuning)
     return np.stack([images[pts] for pts in prepared.order])
 
 
@@ -226,7 +204,8 @@ def full_decode(path: Path) -> np.ndarray:
 
 
 # -- decoder and scaler variants ----------------------------------------------------------------
-# Each is a change to shortvid's tuning (reader._Tuning), and for `crop_first` to the pixel step.
+# Each is a change to shortvid's DecoderTuning. (Crop-before-scale, measured in issue 5 and no faster
+# once the cropped planes are copied, is no longer a variant: docs/decoding.md.)
 VARIANTS: dict[str, dict] = {
     "sws_auto_fresh": {"tuning": {"sws_threads": None, "reuse_scaler": False}},  # PyAV's to_ndarray defaults
     "sws_1_fresh": {"tuning": {"reuse_scaler": False}},  # one scaler thread, a new scaler per frame
@@ -240,44 +219,21 @@ VARIANTS: dict[str, dict] = {
     "interp_area": {"tuning": {"interpolation": "AREA"}},
     "interp_point": {"tuning": {"interpolation": "POINT"}},
     "interp_bicubic": {"tuning": {"interpolation": "BICUBIC"}},
-    "crop_first": {"crop_first": True},
     "reuse_decoder": {"reuse": True},  # floor only: a bare decoder kept across files loses rotation
 }
-
-
-@contextlib.contextmanager
-def tuned(tuning: reader._Tuning, crop_first: bool = False):
-    """read_frames with another tuning (and optionally crop-first scaling) inside the block."""
-    saved, to_rgb = reader._TUNING, reader._Reader._to_rgb
-    reader._TUNING = tuning
-    if crop_first:
-        def crop_first_to_rgb(self, frame):
-            self.rotation = int(frame.rotation or 0) % 360
-            if self.rotation or self.size != SIZE or self.crop != CROP:
-                return to_rgb(self, frame)
-            return _rgb_crop_first(frame, self.tuning)
-        reader._Reader._to_rgb = crop_first_to_rgb
-    try:
-        yield
-    finally:
-        reader._TUNING, reader._Reader._to_rgb = saved, to_rgb
 
 
 def variant_methods(prepared: dict[Path, Prepared]) -> dict:
     methods = {}
     for name, spec in VARIANTS.items():
-        tuning = dataclasses.replace(reader._TUNING, **spec.get("tuning", {}))
-        to_rgb = _rgb_crop_first if spec.get("crop_first") else _rgb
+        tuning = dataclasses.replace(DEFAULT_TUNING, **spec.get("tuning", {}))
         reuse = bool(spec.get("reuse"))
 
-        def on_floor(path, tuning=tuning, to_rgb=to_rgb, reuse=reuse):
-            return floor(prepared[path], tuning=tuning, to_rgb=to_rgb, reuse=reuse)
+        def on_floor(path, tuning=tuning, reuse=reuse):
+            return floor(prepared[path], tuning=tuning, reuse=reuse)
 
-        crop_first = bool(spec.get("crop_first"))
-
-        def on_file(path, tuning=tuning, crop_first=crop_first):
-            with tuned(tuning, crop_first):
-                return read_frames(path, K, size=SIZE, crop=CROP).frames
+        def on_file(path, tuning=tuning):
+            return read_frames(path, K, size=SIZE, crop=CROP, tuning=tuning).frames
 
         methods[f"floor+{name}"] = on_floor
         if not reuse:  # a decoder kept across files would lose each stream's rotation: floor only
@@ -324,7 +280,7 @@ def peer_methods(prepared: dict[Path, Prepared]) -> tuple[dict, dict[str, str]]:
             fps = video.get_avg_fps()
             chosen = [keys[i] for i in _choose([i / fps for i in keys], 0.0, len(video) / fps)]
             batch = video.get_batch(chosen).asnumpy()
-            return np.stack([_center_crop(image, CROP) for image in batch])
+            return np.stack([center_crop(image, CROP) for image in batch])
 
         check("decord", decord_keyframes)
 
@@ -341,7 +297,7 @@ def peer_methods(prepared: dict[Path, Prepared]) -> tuple[dict, dict[str, str]]:
             decoder = VideoDecoder(str(path), dimension_order="NHWC", seek_mode=seek_mode,
                                    transforms=[Resize((p.height, p.width))])
             batch = decoder.get_frames_played_at(p.times).data.numpy()
-            return np.stack([_center_crop(image, CROP) for image in batch])
+            return np.stack([center_crop(image, CROP) for image in batch])
 
         check("torchcodec", torchcodec_keyframes)
         check("torchcodec_approx", lambda path: torchcodec_keyframes(path, "approximate"))
@@ -353,6 +309,8 @@ def peer_methods(prepared: dict[Path, Prepared]) -> tuple[dict, dict[str, str]]:
     else:
         def opencv_keyframes(path: Path) -> np.ndarray:
             p = prepared[path]
+            if p.fps is None:
+                raise RuntimeError("the video declares no frame rate, and OpenCV seeks by frame index")
             capture = cv2.VideoCapture(str(path))
             frames = []
             try:
@@ -362,7 +320,7 @@ def peer_methods(prepared: dict[Path, Prepared]) -> tuple[dict, dict[str, str]]:
                     if not ok:
                         raise RuntimeError(f"no frame at {t:.3f} s")
                     image = cv2.resize(bgr, (p.width, p.height), interpolation=cv2.INTER_LINEAR)
-                    frames.append(np.ascontiguousarray(_center_crop(image, CROP)[..., ::-1]))
+                    frames.append(np.ascontiguousarray(center_crop(image, CROP)[..., ::-1]))
             finally:
                 capture.release()
             return np.stack(frames)
@@ -381,7 +339,7 @@ def peer_methods(prepared: dict[Path, Prepared]) -> tuple[dict, dict[str, str]]:
                        "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
             raw = subprocess.run(command, capture_output=True, check=True, timeout=60).stdout
             images = np.frombuffer(raw, np.uint8).reshape(-1, p.height, p.width, 3)
-            return _repeat([np.ascontiguousarray(_center_crop(image, CROP)) for image in images])
+            return _repeat([np.ascontiguousarray(center_crop(image, CROP)) for image in images])
 
         check("ffmpeg_cli", ffmpeg_cli)
     return methods, skipped

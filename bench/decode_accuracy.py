@@ -11,7 +11,6 @@ was trained on frames from the default decode, so this is the cost of switching 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import statistics
@@ -21,9 +20,9 @@ import numpy as np
 from decode import machine  # bench/decode.py
 
 from shortvid.data.annotations import load_dataset
-from shortvid.decode import reader
+from shortvid.decode import DEFAULT_TUNING
+from shortvid.errors import DecodeError
 from shortvid.metrics import mean_jaccard
-from shortvid.serve.batch import classify_many
 from shortvid.serve.classifier import Classifier
 
 VARIANTS = {  # name: (FrameSpec changes, reader tuning changes)
@@ -32,16 +31,6 @@ VARIANTS = {  # name: (FrameSpec changes, reader tuning changes)
     "swscale FAST_BILINEAR": ({}, {"interpolation": "FAST_BILINEAR"}),
     "skip_loop_filter + FAST_BILINEAR": ({"skip_loop_filter": True}, {"interpolation": "FAST_BILINEAR"}),
 }
-
-
-@contextlib.contextmanager
-def tuning(changes: dict):
-    saved = reader._TUNING
-    reader._TUNING = dataclasses.replace(saved, **changes)
-    try:
-        yield
-    finally:
-        reader._TUNING = saved
 
 
 def main() -> None:
@@ -58,22 +47,27 @@ def main() -> None:
     targets = np.zeros((len(samples), len(classifier.labels)), dtype=np.int8)
     for row, sample in enumerate(samples):
         targets[row, list(sample.labels)] = 1
-    spec = classifier.preprocess.frames
     answers, report = {}, {}
     for name, (frame_changes, tuning_changes) in VARIANTS.items():
-        classifier.preprocess = dataclasses.replace(
-            classifier.preprocess, frames=dataclasses.replace(spec, **frame_changes))
-        with tuning(tuning_changes):
-            # one decode thread: decode times are then per-video times, comparable across variants
-            outcomes = list(classify_many(classifier, [s.path for s in samples], batch_size=16, workers=1))
-        predicted = [tuple(o.prediction.ids) if o.error is None else () for o in outcomes]
+        spec = dataclasses.replace(classifier.preprocess.frames, **frame_changes)
+        tuning = dataclasses.replace(DEFAULT_TUNING, **tuning_changes)
+        predicted, decode_ms, failed = [], [], 0
+        for sample in samples:
+            try:
+                clip = spec.read(sample.path, tuning=tuning)
+            except DecodeError:
+                predicted.append(())
+                failed += 1
+                continue
+            decode_ms.append(clip.decode_ms)
+            labels, _ = classifier.decide(classifier.scores(clip)[0])
+            predicted.append(tuple(label.id for label in labels))
         answers[name] = predicted
         report[name] = {
             "mean_jaccard": round(mean_jaccard(predicted, targets), 4),
             "labels_changed": round(float(np.mean([a != b for a, b in zip(predicted, answers["default"])])), 4),
-            "decode_ms_median": round(statistics.median(
-                o.prediction.timings["decode"] for o in outcomes if o.error is None), 2),
-            "failed": sum(o.error is not None for o in outcomes),
+            "decode_ms_median": round(statistics.median(decode_ms), 2),
+            "failed": failed,
         }
     base = report["default"]["decode_ms_median"]
     for values in report.values():

@@ -11,12 +11,13 @@ damaged files. RSS is sampled every 1% of the run; the report gives RSS at the s
 Scenarios, in the same run:
 - `read_frames / mix`: shortvid's decoder, one thread;
 - `read_frames x4 threads / mix`: the same calls from 4 threads, as the service's decode pool makes them;
-- `... / swapped moov+mdat`: one file, its moov and mdat boxes swapped, decoded
-  over and over (the issue's report: +165 KB a call);
-- `baseline: generators dropped`: read_frames as it was before issue 10, which left each
-  `container.demux()` generator it stopped early (after finding its packet) to the garbage collector
-  instead of closing it: PyAV then never frees the generator's read packet. The baseline swaps
-  `reader._demuxing` for that behaviour in its own process; nothing else differs.
+- `... / swapped moov+mdat`: the good videos with their moov and mdat boxes swapped (offsets left as
+  they were), decoded in turn over and over: the report's case (+165 KB a call);
+- `baseline`: the same calls through `read_frames` as it was at `--baseline-rev` (default: the commit
+  before issue 10's fix), checked out into bench/.cache/soak/baseline-REV and imported from there in
+  its own process. That `read_frames` left each `container.demux()` generator it stopped early
+  (having found its packet) to the garbage collector instead of closing it, and PyAV then never frees
+  the generator's read packet.
 
     python bench/soak.py [--decodes 10000] [--broken 0.5] [--json out.json]
 """
@@ -24,23 +25,25 @@ Scenarios, in the same run:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
+import os
 import random
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 CACHE = Path(__file__).parent / ".cache" / "soak"
-# name: (generators closed, decode threads, files)
+BEFORE_THE_FIX = "7e59c37"  # the last commit before issue 10 closed the demux generators
+# name: (this code or the baseline revision's, decode threads, files)
 SCENARIOS = {
-    "read_frames / mix": (True, 1, "mix"),
-    "read_frames x4 threads / mix": (True, 4, "mix"),
-    "baseline: generators dropped / mix": (False, 1, "mix"),
-    "read_frames / swapped moov+mdat": (True, 1, "swapped"),
-    "baseline: generators dropped / swapped moov+mdat": (False, 1, "swapped"),
+    "read_frames / mix": ("current", 1, "mix"),
+    "read_frames x4 threads / mix": ("current", 4, "mix"),
+    "baseline / mix": ("baseline", 1, "mix"),
+    "read_frames / swapped moov+mdat": ("current", 1, "swapped"),
+    "baseline / swapped moov+mdat": ("baseline", 1, "swapped"),
 }
 
 
@@ -54,7 +57,8 @@ def swapped(good: Path) -> Path:
     kinds = [box.kind for box in boxes]
     first, second = kinds.index(b"moov"), kinds.index(b"mdat")
     raw[first], raw[second] = raw[second], raw[first]
-    target = CACHE / "swapped.mp4"
+    target = CACHE / "swapped" / good.name
+    target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(b"".join(raw))
     return target
 
@@ -79,25 +83,35 @@ def corpus(broken: int = 60) -> tuple[list[Path], list[Path]]:
     return good, damaged
 
 
-@contextlib.contextmanager
-def _dropped(container, stream):
-    """`reader._demuxing` before the fix: the generator is not closed on leaving."""
-    yield container.demux(stream)
+def calls(files: str, decodes: int, broken_share: float) -> list[str]:
+    """The paths one scenario decodes, in order."""
+    good, damaged = corpus()
+    if files == "swapped":
+        broken = [str(swapped(path)) for path in good]
+        return [broken[index % len(broken)] for index in range(decodes)]
+    rng = random.Random(0)
+    return [str(rng.choice(damaged if rng.random() < broken_share else good)) for _ in range(decodes)]
 
 
-def run(scenario: str, decodes: int, broken_share: float, warmup: int) -> dict:
-    """One scenario in this process: RSS over `decodes` calls."""
+def baseline_tree(revision: str) -> Path:
+    """The package as it was at ``revision``, checked out once (a git worktree under bench/.cache)."""
+    tree = CACHE / f"baseline-{revision}"
+    if not (tree / "shortvid").is_dir():
+        subprocess.run(["git", "worktree", "add", "--force", "--detach", str(tree), revision], check=True,
+                       cwd=Path(__file__).parent, capture_output=True)
+    return tree
+
+
+def run(paths: list[str], threads: int, warmup: int) -> dict:
+    """Decode ``paths`` with whichever ``shortvid`` this process imports; RSS over the calls."""
     import psutil
 
+    import shortvid
     from shortvid.decode import DecodeError, read_frames
 
-    closed, threads, files = SCENARIOS[scenario]
-    good, damaged = corpus()
-    rng = random.Random(0)
-    if files == "swapped":
-        calls = [str(swapped(good[0]))] * decodes
-    else:
-        calls = [str(rng.choice(damaged if rng.random() < broken_share else good)) for _ in range(decodes)]
+    decodes = len(paths)
+
+    untyped = []
 
     def shortvid_decode(path: str) -> bool:
         try:
@@ -105,11 +119,10 @@ def run(scenario: str, decodes: int, broken_share: float, warmup: int) -> dict:
             return True
         except DecodeError:
             return False
+        except Exception as error:  # noqa: BLE001 - the baseline's read_frames raised untyped errors
+            untyped.append(type(error).__name__)
+            return False
 
-    if not closed:
-        from shortvid.decode import reader
-
-        reader._demuxing = _dropped
     process = psutil.Process()
     samples, failed = [], 0
     step = max(1, decodes // 100)
@@ -117,12 +130,12 @@ def run(scenario: str, decodes: int, broken_share: float, warmup: int) -> dict:
     started = time.perf_counter()
     if threads > 1:
         with ThreadPoolExecutor(threads) as pool:
-            for index, ok in enumerate(pool.map(shortvid_decode, calls), 1):
+            for index, ok in enumerate(pool.map(shortvid_decode, paths), 1):
                 failed += not ok
                 if index % step == 0:
                     samples.append((index, process.memory_info().rss))
     else:
-        for index, path in enumerate(calls, 1):
+        for index, path in enumerate(paths, 1):
             failed += not shortvid_decode(path)
             if index % step == 0:
                 samples.append((index, process.memory_info().rss))
@@ -130,7 +143,8 @@ def run(scenario: str, decodes: int, broken_share: float, warmup: int) -> dict:
     after_warmup = next(rss for index, rss in samples if index >= warmup)
     end = samples[-1][1]
     mb = 2 ** 20
-    return {"scenario": scenario, "decodes": decodes, "failed": failed,
+    return {"shortvid": str(Path(shortvid.__file__).parent), "decodes": decodes, "failed": failed,
+            "untyped_errors": len(untyped),
             "seconds": round(seconds, 1), "rss_start_mb": round(start / mb, 1),
             "rss_after_warmup_mb": round(after_warmup / mb, 1), "rss_end_mb": round(end / mb, 1),
             "growth_after_warmup_mb": round((end - after_warmup) / mb, 1),
@@ -144,11 +158,13 @@ def main() -> None:
     parser.add_argument("--broken", type=float, default=0.5, help="share of calls on damaged files (default 0.5)")
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated names (default: all)")
+    parser.add_argument("--baseline-rev", default=BEFORE_THE_FIX, help=f"git revision (default: {BEFORE_THE_FIX})")
     parser.add_argument("--json", default=None)
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # a JSON file of paths to decode
+    parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run(args.child, args.decodes, args.broken, args.warmup)))
+        print(json.dumps(run(json.loads(Path(args.child).read_text()), args.threads, args.warmup)))
         return
 
     from shortvid.machine import describe
@@ -158,12 +174,19 @@ def main() -> None:
           f"{args.broken:.0%} on damaged files", flush=True)
     results = []
     for scenario in args.scenarios.split(","):
-        output = subprocess.run([sys.executable, __file__, "--child", scenario, "--decodes", str(args.decodes),
-                                 "--broken", str(args.broken), "--warmup", str(args.warmup)],
-                                capture_output=True, text=True, check=True)
-        result = json.loads(output.stdout.strip().splitlines()[-1])
+        code, threads, files = SCENARIOS[scenario]
+        environment = dict(os.environ)
+        if code == "baseline":
+            environment["PYTHONPATH"] = str(baseline_tree(args.baseline_rev))
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as listing:
+            json.dump(calls(files, args.decodes, args.broken), listing)
+            listing.flush()
+            output = subprocess.run([sys.executable, __file__, "--child", listing.name, "--threads", str(threads),
+                                     "--warmup", str(args.warmup)], capture_output=True, text=True, check=True,
+                                    env=environment)
+        result = {"scenario": scenario, **json.loads(output.stdout.strip().splitlines()[-1])}
         results.append(result)
-        print(f"{scenario:48s} {result['seconds']:7.1f} s  RSS start {result['rss_start_mb']:7.1f} MB, after warm-up "
+        print(f"{scenario:32s} {result['seconds']:7.1f} s  RSS start {result['rss_start_mb']:7.1f} MB, after warm-up "
               f"{result['rss_after_warmup_mb']:7.1f}, end {result['rss_end_mb']:7.1f}: "
               f"+{result['growth_after_warmup_mb']:.1f} MB after warm-up "
               f"({result['growth_kb_per_1000']:.0f} KB per 1,000 decodes)", flush=True)

@@ -30,6 +30,7 @@ import torch
 from .data.annotations import dataset_videos
 from .data.cache import extract
 from .decode import FrameSpec
+from .evaluate.report import markdown_table
 from .files import atomic_write
 from .machine import describe
 
@@ -205,12 +206,6 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def report(summary: dict) -> str:
     """ABLATION.md: the five tables, each with the seed's shape and whether this run has it."""
     r, s, plan = summary["results"], summary["seconds"], summary["plan"]
@@ -234,7 +229,7 @@ def report(summary: dict) -> str:
         f"Corpus: {r['corpus']['videos']} videos {r['corpus']['splits']}, seed {plan['seed']}. "
         f"Whole ablation: {summary['wall_seconds'] / 60:.1f} min (steps already done by an earlier run count 0).\n",
         "## 1. 3 keyframes vs 8 frames\n",
-        _table(["frames", "mean Jaccard", "top-1", "decode ms", "model ms", "total ms/video", "train min"], [
+        markdown_table(["frames", "mean Jaccard", "top-1", "decode ms", "model ms", "total ms/video", "train min"], [
             ["3 keyframes", _pct(student["mean_jaccard"]), _pct(student["top1"]), f"{student['decode_ms']:.1f}",
              f"{student['model_ms']:.1f}", f"{student['total_ms']:.1f}", minutes("train_student")],
             ["8 uniform frames", _pct(frames8["mean_jaccard"]), _pct(frames8["top1"]), f"{frames8['decode_ms']:.1f}",
@@ -258,13 +253,13 @@ def report(summary: dict) -> str:
                  f"{teacher['model_ms']:.1f}", str(r["train_teacher"]["params"])])
     gains = [ev(d)["mean_jaccard"] - ev(a)["mean_jaccard"] for a, d in (("student", "student_distilled"),
                                                                         ("second", "second_distilled"))]
-    parts += [_table(["model", "mean Jaccard", "top-1", "model ms", "parameters"], rows),
+    parts += [markdown_table(["model", "mean Jaccard", "top-1", "model ms", "parameters"], rows),
               f"\nSeed: each distilled student beats the same student trained alone. Here: "
               f"{gains[0]:+.3f} and {gains[1]:+.3f} mean Jaccard.\n",
               "## 3. Hard-set fine-tuning\n"]
     hard = r["hard_mine"]
     frozen, full = ev("hard_frozen"), ev("hard_full")
-    parts += [_table(["model", "mean Jaccard", "top-1"], [
+    parts += [markdown_table(["model", "mean Jaccard", "top-1"], [
         ["before (the student)", _pct(student["mean_jaccard"]), _pct(student["top1"])],
         ["step 1: stem + 2 stages frozen", _pct(frozen["mean_jaccard"]), _pct(frozen["top1"])],
         ["step 2: whole network", _pct(full["mean_jaccard"]), _pct(full["top1"])],
@@ -272,7 +267,7 @@ def report(summary: dict) -> str:
         f"gains accuracy. Here: {full['mean_jaccard'] - student['mean_jaccard']:+.3f} after both steps.\n",
         "## 4. Aggregators\n"]
     nextvlad = ev("nextvlad")
-    parts += [_table(["aggregator", "mean Jaccard", "top-1", "model ms", "parameters"], [
+    parts += [markdown_table(["aggregator", "mean Jaccard", "top-1", "model ms", "parameters"], [
         ["mean (TSN)", _pct(student["mean_jaccard"]), _pct(student["top1"]), f"{student['model_ms']:.1f}",
          str(r["train_student"]["params"])],
         ["NeXtVLAD", _pct(nextvlad["mean_jaccard"]), _pct(nextvlad["top1"]), f"{nextvlad['model_ms']:.1f}",
@@ -281,7 +276,7 @@ def report(summary: dict) -> str:
         "## 5. Adaptive I-frame model vs fixed 3 frames\n"]
     adaptive, members = ev("student_adaptive"), ev("by_frame_count")
     few = student["few_keyframes"]["videos"]
-    parts += [_table(["model", "mean Jaccard", f"on videos with < 3 keyframes ({few})", "decode ms",
+    parts += [markdown_table(["model", "mean Jaccard", f"on videos with < 3 keyframes ({few})", "decode ms",
                       "total ms/video"], [
         ["fixed 3 frames (keyframes repeated)", _pct(student["mean_jaccard"]),
          _pct(student["few_keyframes"]["mean_jaccard"]), f"{student['decode_ms']:.1f}", f"{student['total_ms']:.1f}"],
@@ -296,14 +291,14 @@ def report(summary: dict) -> str:
     rows += [[f"fused, rule `{rule}`" + (" (kept)" if rule == fusion["rule"] else ""), _pct(result["mean_jaccard"]),
               _pct(result["top1_hit"]), f"{fused['model_ms']:.1f}" if rule == fusion["rule"] else "–"]
              for rule, result in fusion["rules"].items()]
-    parts += [_table(["model", "mean Jaccard", "top-1", "model ms"], rows), "",
-              _table(["group", "videos", "general", "fused"], [
+    parts += [markdown_table(["model", "mean Jaccard", "top-1", "model ms"], rows), "",
+              markdown_table(["group", "videos", "general", "fused"], [
                   [group, str(g["videos"]), _pct(g["general"]), _pct(g["fused"])]
                   for group, g in fusion["groups"].items()]),
               "\nThe rule and the decision policy are chosen on this same validation split (as every run's policy "
               "is), so the fused numbers lean optimistic by what that choice can fit.\n",
               "## Time per step\n",
-        _table(["step", "seconds"], [[name, f"{seconds:.0f}"] for name, seconds in s.items()]), ""]
+        markdown_table(["step", "seconds"], [[name, f"{seconds:.0f}"] for name, seconds in s.items()]), ""]
     return "\n".join(parts)
 
 

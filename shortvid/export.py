@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ShortvidError
+from .extras import require
 from .files import atomic_path
 from .models import FrameCountSwitch, FusedClassifier
 from .models.fusion import FUSION_RULES
@@ -65,6 +66,7 @@ def check_exportable(model: nn.Module, source: str) -> None:
 def export_model(model: nn.Module, out: str | os.PathLike, input_size: int, *, opset: int = DEFAULT_OPSET,
                  source: str | None = None, check: bool = True) -> Path:
     """Write ``model`` (eval mode, any device) as an ONNX file, published atomically once checked."""
+    require("onnx", "ONNX export")
     out = Path(out)
     check_exportable(model, source or str(out))
     model = model.eval()
@@ -102,6 +104,7 @@ def export_model(model: nn.Module, out: str | os.PathLike, input_size: int, *, o
 def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, checkpoint: str = "best",
                opset: int = DEFAULT_OPSET) -> Path:
     """Export a run's model (its ``best`` checkpoint by default) to ``out`` (default RUN/model.onnx)."""
+    require("onnx", "ONNX export")
     run = RunDir(run_dir)
     preprocess = run.preprocess()
     model = run.load_model(checkpoint, "cpu")

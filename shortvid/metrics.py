@@ -31,11 +31,13 @@ __all__ = [
 ]
 
 
-def as_targets(targets) -> np.ndarray:
-    """Validate a multi-hot matrix and return it as bool [N, C]."""
+def as_targets(targets, videos: int | None = None) -> np.ndarray:
+    """Validate a multi-hot matrix (of ``videos`` rows, when given) and return it as bool [N, C]."""
     t = np.asarray(targets)
     if t.ndim != 2:
         raise ValueError(f"targets must be 2-D [N, C], got shape {t.shape}")
+    if videos is not None and t.shape[0] != videos:
+        raise ValueError(f"{videos} predictions for {t.shape[0]} videos")
     if t.dtype != bool:
         if not np.all((t == 0) | (t == 1)):
             raise ValueError("targets must be multi-hot: every entry 0 or 1")
@@ -95,9 +97,7 @@ def predicted_matrix(predicted: Sequence[Collection[int]], num_classes: int) -> 
 def _predicted_and_targets(
     predicted: Sequence[Collection[int]], targets
 ) -> tuple[np.ndarray, np.ndarray]:
-    t = as_targets(targets)
-    if len(predicted) != t.shape[0]:
-        raise ValueError(f"{len(predicted)} predictions for {t.shape[0]} videos")
+    t = as_targets(targets, len(predicted))
     return predicted_matrix(predicted, t.shape[1]), t
 
 

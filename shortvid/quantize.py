@@ -34,6 +34,7 @@ import numpy as np
 
 from .backends import check_precision
 from .export import DEFAULT_OPSET, INPUT_NAME, ExportError, export_run, onnx_path
+from .extras import require
 from .files import atomic_path
 from .run import RunDir
 
@@ -78,16 +79,6 @@ def ensure_onnx(run_dir: str | os.PathLike, checkpoint: str = "best", precision:
     return path
 
 
-def _run_data(run: RunDir) -> dict:
-    """The ``data`` section of the run's training config (empty for runs not trained here)."""
-    config = run.root / "config.yaml"
-    if not config.exists():
-        return {}
-    import yaml
-
-    return dict((yaml.safe_load(config.read_text()) or {}).get("data") or {})
-
-
 def calibration_frames(run_dir: str | os.PathLike, videos: int = DEFAULT_CALIBRATION_VIDEOS, *,
                        dataset: str | os.PathLike | None = None, split: str | None = None,
                        cache: str | os.PathLike | None = None) -> list[np.ndarray]:
@@ -107,7 +98,7 @@ def calibration_frames(run_dir: str | os.PathLike, videos: int = DEFAULT_CALIBRA
         raise ValueError("calibration needs at least one video")
     run = RunDir(run_dir)
     source = str(run_dir)
-    data = _run_data(run)
+    data = run.training_data()
     if dataset is None:
         dataset, cache = data.get("dataset") or None, cache if cache is not None else data.get("cache")
     split = split or data.get("train_split") or "train"
@@ -168,6 +159,7 @@ def quantize_onnx(model_onnx: str | os.PathLike, out: str | os.PathLike, mode: s
     ``reduce_range``: 7-bit weights (see the module docstring). ``op_types``: the op types to
     quantise (default: all ONNX Runtime can). The graph is shape-inferred and optimised first
     (``quant_pre_process``), checked after, published atomically."""
+    require("onnx", "int8 quantisation")
     import onnx
     from onnxruntime.quantization import (
         CalibrationMethod,

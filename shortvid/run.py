@@ -23,13 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 
 from .data.labels import LabelMap
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, VideoTransform
 from .decode import FrameSpec
 from .errors import ShortvidError
 from .files import atomic_path, atomic_write
-from .models import VideoClassifier, create_model
+from .models import ServableModel, create_model
 
 
 class RunError(ShortvidError):
@@ -98,6 +99,12 @@ class RunDir:
     def write_preprocess(self, preprocess: Preprocess) -> None:
         atomic_write(self.root / "preprocess.json", json.dumps(preprocess.to_dict(), indent=2) + "\n")
 
+    def training_data(self) -> dict:
+        """The ``data`` section of the run's training config (empty for a run not trained here)."""
+        if not self.config.exists():
+            return {}
+        return dict((yaml.safe_load(self.config.read_text()) or {}).get("data") or {})
+
     def policy(self) -> dict | None:
         path = self.root / "policy.json"
         return json.loads(path.read_text()) if path.exists() else None
@@ -125,7 +132,7 @@ class RunDir:
         kept = [r for r in self.read_metrics() if r.get("epoch", -1) < epoch]
         atomic_write(self.metrics_log, "".join(json.dumps(r) + "\n" for r in kept))
 
-    def write_inference(self, model: torch.nn.Module, labels: LabelMap, preprocess: Preprocess,
+    def write_inference(self, model: ServableModel, labels: LabelMap, preprocess: Preprocess,
                         policy: dict | None = None) -> None:
         """A run that serves ``model`` without having been trained here (benchmarks, imported or fused models)."""
         self.root.mkdir(parents=True, exist_ok=True)
@@ -135,8 +142,9 @@ class RunDir:
             self.write_policy(policy)
         self.save_checkpoint({"model_config": model.config, "model": model.state_dict()}, self.best)
 
-    def load_model(self, checkpoint: str = "best", device: torch.device | str = "cpu") -> VideoClassifier:
-        """The run's model with the weights of its ``best`` (or ``last``) checkpoint, in eval mode."""
+    def load_model(self, checkpoint: str = "best", device: torch.device | str = "cpu") -> ServableModel:
+        """The run's model with the weights of its ``best`` (or ``last``) checkpoint, in eval mode: any
+        registered model, rebuilt from the checkpoint's ``model_config`` (``models.contract``)."""
         path = self.best if checkpoint == "best" and self.best.exists() else self.last
         state = self.load_checkpoint(path, map_location=device)
         config = dict(state["model_config"])

@@ -13,8 +13,9 @@ from shortvid.serve.http import ServeSettings, create_app
 
 
 @contextmanager
-def running(classifier, **settings):
-    """A uvicorn server in a thread on a free port, ready (warm-up done); yields an httpx client."""
+def running(classifier, ready: bool = True, **settings):
+    """A uvicorn server in a thread on a free port, ready (warm-up done) unless ``ready`` is False
+    (then only answering); yields an httpx client."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -24,7 +25,7 @@ def running(classifier, **settings):
     thread.start()
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            wait_ready(client, 60)
+            wait_ok(client, "/readyz" if ready else "/healthz", 60)
             yield client
     finally:
         server.should_exit = True
@@ -41,14 +42,19 @@ def metric(text: str, name: str) -> float:
 
 def wait_ready(client, seconds: float, process=None) -> None:
     """Poll /readyz until 200; fail if ``process`` (a server subprocess) exits or time runs out."""
+    wait_ok(client, "/readyz", seconds, process)
+
+
+def wait_ok(client, path: str, seconds: float, process=None) -> None:
+    """Poll ``GET path`` until 200; fail if ``process`` (a server subprocess) exits or time runs out."""
     deadline = time.monotonic() + seconds
     while True:
         if process is not None:
             assert process.poll() is None, process.stdout.read()
         try:
-            if client.get("/readyz").status_code == 200:
+            if client.get(path).status_code == 200:
                 return
         except httpx.TransportError:
             pass
-        assert time.monotonic() < deadline, "server never became ready"
+        assert time.monotonic() < deadline, f"server never answered 200 to {path}"
         time.sleep(0.05)

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).parent.parent / "shortvid"
 LAYERS = {
     "shortvid": 0, "shortvid.errors": 0, "shortvid.files": 0, "shortvid.machine": 0, "shortvid.backends": 0,
     "shortvid.metrics": 0,
-    "shortvid.policy": 1, "shortvid.decode": 1, "shortvid.synth": 1,
+    "shortvid.policy": 1, "shortvid.extras": 1, "shortvid.decode": 1, "shortvid.synth": 1,
     "shortvid.data": 2, "shortvid.models": 2,
     "shortvid.run": 3,
     "shortvid.export": 4,
@@ -144,3 +144,14 @@ def test_inference_imports_without_the_training_code():
             "print(sorted(m for m in sys.modules if m.startswith('shortvid.train')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_a_missing_extra_names_itself_and_how_to_install_it(monkeypatch, capsys, tmp_path):
+    from shortvid import extras
+    from shortvid.cli import main
+
+    monkeypatch.setitem(extras.EXTRAS, "onnx", ("shortvid_no_such_module",))
+    with pytest.raises(extras.MissingExtraError, match=r"pip install 'shortvid\[onnx\]'"):
+        extras.require("onnx", "ONNX export")
+    assert main(["export", str(tmp_path)]) == 2
+    assert "pip install 'shortvid[onnx]'" in capsys.readouterr().err

@@ -128,3 +128,20 @@ def test_a_crashing_file_is_reported_and_the_rest_goes_on():
     assert by_name["bad"]["error"]["type"] == "WorkerCrashed"
     assert "bad.mp4" in by_name["bad"]["error"]["message"]
     assert all(by_name[f"job{i}"]["value"] == 2 * i for i in range(12))
+
+
+def test_the_manifest_records_the_frame_rate_or_none(small_videos, monkeypatch):
+    import dataclasses
+
+    from shortvid.data import cache as cache_module
+
+    job = ("v0.mp4", str(small_videos["v0.mp4"]), SPEC.to_dict(), "raw", 90, 10.0, {})
+    assert cache_module._extract_one(job)["fps"] == 10
+    read = FrameSpec.read
+
+    def rateless(self, *args, **kwargs):  # a stream whose headers give no frame rate
+        clip = read(self, *args, **kwargs)
+        return dataclasses.replace(clip, info=dataclasses.replace(clip.info, fps=None))
+
+    monkeypatch.setattr(FrameSpec, "read", rateless)
+    assert cache_module._extract_one(job)["fps"] is None

@@ -3,10 +3,20 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from shortvid.backends import ALL_PRECISIONS, BACKENDS
+from shortvid.cli import build_parser, main
+from shortvid.data.annotations import load_dataset
 from shortvid.data.cache import FrameCache
+from shortvid.demo import run_demo
+from shortvid.export import DEFAULT_OPSET
+from shortvid.models import FUSION_RULES
+from shortvid.serve.classifier import Classifier
+from shortvid.synth.corpus import PRESETS
 
 
 def shortvid(*args, check=True):
@@ -65,3 +75,73 @@ def test_synth_then_extract_puts_every_video_in_the_manifest(tiny_corpus, tmp_pa
     shortvid("extract", tiny_corpus, "--out", tmp_path / "fast", "--k", "3", "--size", "64", "--skip-loop-filter",
              "--quiet", "--split", "val")
     assert FrameCache(tmp_path / "fast").spec.skip_loop_filter
+
+
+@pytest.mark.parametrize("size, parsed", [("20x30", (20, 30)), ("none", None), ("48", 48), ("NONE", None)])
+def test_size_parses_short_side_height_by_width_or_none(size, parsed):
+    assert build_parser().parse_args(["probe", "v.mp4", "--size", size]).size == parsed
+
+
+@pytest.mark.parametrize("size, width_height", [("20x30", (30, 20)), ("none", (64, 112))])
+def test_probe_reads_frames_at_the_size_asked(size, width_height, small_videos, tmp_path, capsys):
+    assert main(["probe", str(small_videos["v0.mp4"]), "--size", size, "--save", str(tmp_path)]) == 0
+    saved = json.loads(capsys.readouterr().out)["saved"]
+    assert len(saved) == 3 and all(Image.open(path).size == width_height for path in saved)
+
+
+CHOICES = [
+    (["predict", "RUN", "v.mp4"], "--backend", BACKENDS),
+    (["predict", "RUN", "v.mp4"], "--precision", ALL_PRECISIONS),
+    (["evaluate", "RUN", "--data", "DATA"], "--precision", ALL_PRECISIONS),
+    (["serve", "RUN"], "--precision", ALL_PRECISIONS),
+    (["judge", "RUN", "--videos", "V", "--labels", "L"], "--backend", BACKENDS),
+    (["judge", "RUN", "--videos", "V", "--labels", "L"], "--precision", ALL_PRECISIONS),
+    (["fuse", "GENERAL", "SPECIALIST", "--out", "OUT"], "--rule", ("best", *FUSION_RULES)),
+    (["synth", "OUT"], "--preset", tuple(PRESETS)),
+    (["ablate"], "--preset", tuple(PRESETS)),
+    (["demo"], "--preset", tuple(PRESETS)),
+]
+
+
+@pytest.mark.parametrize("command, option, values", CHOICES, ids=lambda item: " ".join(item) if isinstance(item, list) else None)
+def test_choices_are_the_tables_they_come_from(command, option, values, capsys):
+    parser = build_parser()
+    dest = option.lstrip("-")
+    assert [getattr(parser.parse_args([*command, option, value]), dest) for value in values] == list(values)
+    with pytest.raises(SystemExit):
+        parser.parse_args([*command, option, "nonsense"])
+    assert "{" + ",".join(values) + "}" in capsys.readouterr().err  # the usage line lists exactly these
+
+
+def test_export_opset_default_is_the_exporters():
+    assert build_parser().parse_args(["export", "RUN"]).opset == DEFAULT_OPSET
+
+
+def test_judge_takes_backend_and_precision_from_the_environment(monkeypatch, capsys):
+    monkeypatch.setenv("SHORTVID_BACKEND", "onnx")
+    monkeypatch.setenv("SHORTVID_PRECISION", "bf16")
+    assert main(["judge", "RUN", "--videos", "V", "--labels", "L"]) == 2
+    assert "precision 'bf16' is not available on the 'onnx' backend" in capsys.readouterr().err
+
+
+def test_run_demo_at_its_smallest(tmp_path, capsys):
+    summary = run_demo(tmp_path / "demo", preset="tiny", workers=2,
+                       overrides=("optim.epochs=1", "progress=false", "data.resize=72", "data.input_size=64"))
+    printed = capsys.readouterr().out
+    assert all(f"[{step}/5]" in printed for step in range(1, 6)) and "done in" in printed
+    assert 0.0 <= summary["mean_jaccard"] <= 1.0 and 0.0 <= summary["chance"] <= 1.0
+    val = load_dataset(summary["data"], "val")
+    assert summary["num_videos"] == len(val)
+    assert set(summary["timing_ms"]) >= {"decode", "preprocess", "model", "total"}
+    assert summary["seconds"]["total"] >= summary["seconds"]["train"] > 0
+    names = {sample.name for sample in val.samples}
+    held_out = summary["predictions"]
+    assert held_out and all(p["name"] in names and Path(p["path"]).is_file() for p in held_out)
+    served = Classifier.load(summary["run"], device="cpu").predict(held_out[0]["path"])
+    assert served.labels and [label.name for label in served.labels] == [p["name"] for p in held_out[0]["labels"]]
+
+
+@pytest.mark.parametrize("mean_jaccard, status", [(0.5, 0), (0.2, 1)])
+def test_demo_exits_1_unless_it_beats_chance(mean_jaccard, status, monkeypatch):
+    monkeypatch.setattr("shortvid.demo.run_demo", lambda *args, **kwargs: {"mean_jaccard": mean_jaccard, "chance": 0.3})
+    assert main(["demo", "--out", "unused"]) == status

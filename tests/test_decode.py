@@ -8,7 +8,12 @@ import numpy as np
 import psutil
 import pytest
 
-from shortvid.decode import DecodeTimeoutError, read_frames, segment_targets
+from shortvid.decode import (
+    DecodeTimeoutError,
+    InvalidVideoError,
+    read_frames,
+    segment_targets,
+)
 
 
 def full_decode(path, width=None, height=None):
@@ -120,13 +125,70 @@ def test_time_limit(small_videos):
         read_frames(small_videos["v0.mp4"], 3, timeout=1e-9)
 
 
+BAD_OPTIONS = [  # (options, what the message names)
+    ({"k": 0}, "k must be"),
+    ({"k": 2.5}, "k must be"),
+    ({"k": True}, "k must be"),
+    ({"sampler": "all"}, "sampler must be"),
+    ({"fill": "zeros"}, "fill must be"),
+    ({"size": 0}, "size must be"),
+    ({"size": -5}, "size must be"),
+    ({"size": 12.5}, "size must be"),
+    ({"size": "224"}, "size must be"),
+    ({"size": (224,)}, "size must be"),
+    ({"size": (0, 10)}, "size must be"),
+    ({"size": (10, 20, 30)}, "size must be"),
+    ({"crop": 0}, "crop must be"),
+    ({"crop": -1}, "crop must be"),
+    ({"size": 32, "crop": 40}, "crop 40 is larger"),
+    ({"size": (48, 30), "crop": 31}, "crop 31 is larger"),
+]
+
+
+@pytest.mark.parametrize("options, message", BAD_OPTIONS)
+def test_frame_spec_refuses_bad_options_at_construction(options, message):
+    from shortvid.decode import FrameSpec
+
+    with pytest.raises(ValueError, match=message):
+        FrameSpec(**options)
+
+
+@pytest.mark.parametrize("options, message", BAD_OPTIONS)
+def test_read_frames_refuses_the_same_options_before_opening(options, message, tmp_path):
+    options = dict(options)
+    with pytest.raises(ValueError, match=message):  # the file does not exist: nothing was opened
+        read_frames(tmp_path / "missing.mp4", options.pop("k", 3), **options)
+
+
+def test_frame_spec_accepts_every_documented_form():
+    from shortvid.decode import FrameSpec
+
+    assert FrameSpec(size=None, crop=500).crop == 500  # the frame's size is known only when decoding
+    assert FrameSpec(size=(48, 30), crop=30).size == (48, 30)
+    listed = FrameSpec(size=[48, 30])  # as JSON gives it: kept as a tuple, so the spec stays hashable
+    assert listed.size == (48, 30) and hash(listed) == hash(FrameSpec(size=(48, 30)))
+    assert FrameSpec.from_dict(listed.to_dict()) == listed
+    assert FrameSpec(k=1, sampler="uniform", fill="none", size=1, crop=1).k == 1
+
+
 def test_bad_arguments(small_videos):
-    with pytest.raises(ValueError):
-        read_frames(small_videos["v0.mp4"], 0)
-    with pytest.raises(ValueError):
-        read_frames(small_videos["v0.mp4"], sampler="all")
     with pytest.raises(TypeError):
         read_frames(12345)
+    with pytest.raises(InvalidVideoError, match="smaller than the crop"):  # size=None: checked on the frame
+        read_frames(small_videos["v0.mp4"], 1, size=None, crop=100)
+
+
+def test_frame_rate_is_none_when_the_headers_give_none():
+    from fractions import Fraction
+
+    from shortvid.decode.reader import _frame_rate
+
+    assert _frame_rate(Fraction(30), Fraction(25), Fraction(60), Fraction(1, 90000)) == 30  # the average first
+    assert _frame_rate(None, Fraction(30), Fraction(60), Fraction(1, 90000)) == 30  # then the codec's (not a field rate)
+    assert _frame_rate(None, None, Fraction(30), Fraction(1, 61440)) == 30  # then the base rate
+    assert _frame_rate(None, None, Fraction(1000), Fraction(1, 1000)) is None  # only the clock: unknown
+    assert _frame_rate(None, None, None, Fraction(1, 1000)) is None
+    assert _frame_rate(Fraction(0), Fraction(0), None, None) is None
 
 
 def test_memory_stays_flat_over_a_thousand_calls(small_videos):

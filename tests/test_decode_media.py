@@ -1,6 +1,8 @@
 """Every codec, container and edge case: the keyframe sampler against an independent full decode;
 every bad input: its typed error."""
 
+import json
+
 import av
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from shortvid.decode import (
     read_frames,
     segment_targets,
 )
+from shortvid.decode.reader import _open
 
 
 @pytest.fixture(scope="session")
@@ -128,6 +131,50 @@ def test_containers_whose_streams_appear_only_while_probing(remuxed, muxer):
     reference = reference_keyframes(remuxed[muxer])
     clip = read_frames(remuxed[muxer], 3, size=None)
     assert all(clip.keyframe) and clip.info.keyframes == len(reference)
+    assert clip.info.fps == pytest.approx(30)  # MPEG-TS: the codec's rate, not FFmpeg's guess of 60 (fields)
     by_time = {round(t, 3): rgb for t, rgb in reference}
     for t, frame in zip(clip.times, clip.frames):
         assert np.array_equal(frame, by_time[round(t, 3)])
+
+
+# Where each VideoInfo value came from
+
+DECODED = {"width": "decoded", "height": "decoded", "rotation": "decoded"}
+
+
+def test_an_mp4s_keyframes_and_span_come_from_its_index(media_dir):
+    info = read_frames(media_dir["h264_baseline_mp4"], 3, size=32).info
+    assert info.index == "container"
+    assert info.sources == {"fps": "header", "start": "index", "duration": "index", "keyframes": "index", **DECODED}
+    assert info.to_dict()["sources"] == info.sources and info.fps == 30
+    uniform = read_frames(media_dir["h264_baseline_mp4"], 3, size=32, sampler="uniform").info
+    assert "keyframes" not in uniform.sources and uniform.keyframes == 0  # not looked for
+    assert uniform.sources["duration"] == "index"
+
+
+@pytest.mark.parametrize("name", ["h264_mkv", "vp9_webm", "mpeg4_avi"])
+def test_other_containers_keyframes_and_span_come_from_their_packets(media_dir, name):
+    info = read_frames(media_dir[name], 3, size=32).info
+    assert info.index == "packets"
+    assert info.sources == {"fps": "header", "start": "packets", "duration": "packets", "keyframes": "packets",
+                            **DECODED}
+    uniform = read_frames(media_dir[name], 3, size=32, sampler="uniform").info
+    assert uniform.sources["duration"] == "header"  # the header gives a span: no pass over the packets
+
+
+def test_a_stream_without_a_frame_rate_has_fps_none(media_dir, tmp_path):
+    """VP9 copied into Matroska with no frame duration: FFmpeg's only "rate" is its 1 ms clock."""
+    path = tmp_path / "rateless.mkv"
+    with av.open(str(media_dir["vp9_webm"])) as source, av.open(str(path), "w", format="matroska") as target:
+        stream = target.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                target.mux(packet)
+    with _open(str(path), str(path)) as container:  # the premise, as the reader opens it: no rate but the clock's
+        video = container.streams.video[0]
+        assert video.average_rate is None and video.base_rate == 1 / video.time_base
+    clip = read_frames(path, 3, size=None)
+    assert clip.info.fps is None and "fps" not in clip.info.sources
+    assert clip.info.keyframes == len(reference_keyframes(path))
+    assert json.loads(json.dumps(clip.to_dict()))["info"]["fps"] is None

@@ -398,7 +398,8 @@ def test_x264_output_depends_only_on_the_frames(tmp_path):
     script = (
         "import hashlib, sys, numpy as np\n"
         "from shortvid.synth.encode import EncodeSpec, encode_video\n"
-        "from shortvid.synth.scenes import plan_video, render_frames, select_classes\n"
+        "from shortvid.synth.plans import plan_video, select_classes\n"
+        "from shortvid.synth.render import render_frames\n"
         "classes, times = select_classes(6, 3), np.arange(45) / 15.0\n"
         "def frames(seed):\n"
         "    return render_frames(plan_video(np.random.default_rng(seed), [seed % 6], classes, times, 96, 160),\n"

@@ -19,7 +19,8 @@ import pytest
 from conftest import tiny_config
 from serving import metric, running, wait_ready
 
-from shortvid.cli import _load_config, main
+from shortvid.cli import main
+from shortvid.cli.options import load_config_announced
 from shortvid.decode import (
     CorruptVideoError,
     DecodeError,
@@ -359,7 +360,7 @@ def test_a_folder_does_not_shadow_a_shipped_config(tmp_path, monkeypatch, capsys
     text, where = resolve_config("tiny")
     assert where == "shipped config tiny" and "tsn_" in text
     assert load_config("tiny").model.name.startswith("tsn_")
-    _load_config("tiny", [])
+    load_config_announced("tiny", [])
     assert "config: shipped config tiny" in capsys.readouterr().err
     (tmp_path / "mine.yaml").write_text("seed: 7\n")
     assert resolve_config("mine.yaml")[1] == "mine.yaml" and load_config("mine.yaml").seed == 7

@@ -1,5 +1,6 @@
 """`shortvid serve`: a real uvicorn server on a free port, spoken to over HTTP."""
 
+import dataclasses
 import socket
 import subprocess
 import sys
@@ -7,11 +8,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import numpy as np
 import pytest
 from serving import metric, running, wait_ready
 
 from shortvid.data.annotations import load_dataset
+from shortvid.serve.batcher import Batcher
 from shortvid.serve.classifier import Classifier
+from shortvid.serve.metrics import Metrics
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +92,14 @@ def test_text_upload_is_422_naming_the_cause(server, small_videos):
     empty = server.post("/v1/classify", content=b"", headers={"content-type": "application/octet-stream"})
     assert empty.status_code == 422 and "empty" in empty.json()["error"]["message"]
     assert server.get("/healthz").status_code == 200  # still up
+
+
+def test_x_filename_names_a_raw_upload_in_errors(server):
+    response = server.post("/v1/classify", content=b"not a video\n",
+                           headers={"content-type": "application/octet-stream", "x-filename": "clip.mp4"})
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["type"] == "InvalidVideoError" and "clip.mp4" in error["message"]
 
 
 def test_paths_only_inside_the_allowed_root(server, classifier, root, videos):
@@ -185,6 +197,48 @@ def test_a_crash_is_500_and_the_server_goes_on(trained_run, videos):
         statuses = client.get("/metrics").text
         for status in (200, 500):
             assert f'path="/v1/classify",status="{status}"' in statuses
+
+
+class BrokenWarmupClassifier(Classifier):
+    """The real classifier, failing to read the service's warm-up video."""
+
+    def read(self, source, timeout=10.0, limits=None):
+        if getattr(source, "name", None) == "<warmup>":
+            raise RuntimeError("no decoder for the warm-up")
+        return super().read(source, timeout, limits)
+
+
+def test_readyz_is_503_with_the_reason_when_the_warm_up_fails(trained_run):
+    broken = BrokenWarmupClassifier.load(trained_run, device="cpu")
+    with running(broken, ready=False) as client:
+        deadline = time.monotonic() + 60
+        while (readyz := client.get("/readyz")).json()["reason"] == "warming up":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert readyz.status_code == 503
+        assert readyz.json() == {"status": "not ready",
+                                 "reason": "warm-up failed: RuntimeError: no decoder for the warm-up"}
+        assert metric(client.get("/metrics").text, "shortvid_ready") == 0
+
+
+def test_a_clip_that_breaks_the_model_fails_only_its_own_request(classifier, videos):
+    clips = [classifier.read(path) for path in videos[:3]]
+    clips[1] = dataclasses.replace(clips[1], frames=clips[1].frames[..., None])  # no model takes this shape
+    metrics = Metrics(max_batch=3)
+    batcher = Batcher(classifier, max_batch=3, max_wait_ms=2000, metrics=metrics)
+    futures = [batcher.submit(clip) for clip in clips]  # queued before the thread starts: one batch
+    batcher.start()
+    try:
+        results = [futures[i].result(timeout=60) for i in (0, 2)]
+        with pytest.raises(RuntimeError):  # the model's own error, for this clip's request only
+            futures[1].result(timeout=60)
+    finally:
+        batcher.stop()
+    for clip, result in zip((clips[0], clips[2]), results):
+        assert result.batch_size == 1  # retried alone after the batch of 3 failed
+        np.testing.assert_allclose(result.scores, classifier.scores(clip)[0], atol=1e-5)
+    assert metrics.batch_size.count == metrics.model.count == 2  # observed per successful model call
+    assert metrics.batch_wait.count == 2
 
 
 def test_concurrent_requests_are_batched(classifier, videos):

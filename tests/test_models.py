@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from shortvid.models import (
     Aggregator,
     CheckpointError,
+    ServableModel,
     VideoClassifier,
     create_aggregator,
     create_classifier,
@@ -21,6 +22,7 @@ from shortvid.models import (
 from shortvid.models.aggregators import NeXtVLAD
 from shortvid.models.classifiers import MixtureOfExperts
 from shortvid.models.registry import Registry
+from shortvid.run import RunDir, load_weights
 
 B, T, SIZE, D = 2, 3, 64, 16
 AGGREGATOR_ARGS = {"nextvlad": {"clusters": 8, "hidden_size": 32, "groups": 4}}
@@ -192,7 +194,7 @@ def test_moe_is_stable_on_extreme_inputs():
 
 # Video classifier
 
-@pytest.mark.parametrize("name", [name for name in list_models() if name not in ("fused", "by_frame_count")])  # composites: tests/test_fusion.py
+@pytest.mark.parametrize("name", [name for name in list_models() if name not in ("fused", "by_frame_count")])  # composites: the contract test, test_fusion.py
 def test_every_registered_model_builds(name):
     model = create_model(name, num_classes=5)
     assert isinstance(model, VideoClassifier)
@@ -296,6 +298,61 @@ def test_config_round_trip():
 def test_data_config_comes_from_timm():
     config = tiny().data_config
     assert config["input_size"][0] == 3 and len(config["mean"]) == 3 and len(config["std"]) == 3
+
+
+# The contract every registered model honours (shortvid.models.contract), timm-style over the registry
+
+CLASSES = 5
+TINY_MEMBER = {"name": "tsn_tiny", "num_classes": CLASSES}
+SMALL = {  # how each composite is built small; every other registered model takes a tiny backbone
+    "fused": {"general": {"model": TINY_MEMBER, "scores": "sigmoid"},
+              "specialists": [{"model": {**TINY_MEMBER, "num_classes": 2}, "scores": "softmax", "classes": [3, 1],
+                               "scale": [0.5, 1.0, 2.0], "shift": [0.1, 0.0, -0.1]}]},
+    "by_frame_count": {"members": {"1": TINY_MEMBER, "3": {**TINY_MEMBER, "aggregator": "max"}}},
+}
+SMALL_BACKBONE = {"backbone": "test_resnet"}
+
+
+def small(name: str):
+    kwargs = SMALL.get(name, SMALL_BACKBONE)
+    try:
+        return create_model(name, num_classes=CLASSES, **kwargs)
+    except TypeError as error:
+        pytest.fail(f"{name}: add how to build it small to SMALL in tests/test_models.py ({error})")
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model_honours_the_contract(name, tmp_path):
+    model = small(name).eval()
+    assert isinstance(model, ServableModel)
+    assert model.num_classes == CLASSES and model.config["name"] == name
+    assert model.config["num_classes"] == CLASSES
+    assert {"mean", "std", "input_size"} <= set(model.data_config)
+    x = frames(B, 4)
+    with torch.no_grad():
+        logits = model(x)
+        masked = model(x, torch.ones(B, 4, dtype=torch.bool))
+        padded_zero = model(*padded(x, [4, 2], 0.0))
+        padded_five = model(*padded(x, [4, 2], 5.0))
+        alone = model(x[1:, :2])
+        outputs = model.forward_all(x)
+    assert logits.shape == padded_zero.shape == (B, CLASSES) and torch.isfinite(logits).all()
+    torch.testing.assert_close(masked, logits)  # no mask: every frame is real
+    torch.testing.assert_close(padded_zero, padded_five)  # masked frames' values never matter
+    torch.testing.assert_close(padded_zero[1:], alone, rtol=1e-4, atol=1e-5)  # as if unpadded
+    torch.testing.assert_close(outputs["logits"], logits)
+    assert model.imagenet_head is None or isinstance(model.imagenet_head, torch.nn.Module)
+
+    # Rebuilt from its config, as the run directory does: the same model.
+    rebuilt = create_model(**model.config).eval()
+    load_weights(rebuilt, model.state_dict())
+    run = RunDir(tmp_path)
+    run.save_checkpoint({"model_config": model.config, "model": model.state_dict()}, run.best)
+    loaded = run.load_model()
+    assert isinstance(loaded, ServableModel) and type(loaded) is type(model) and loaded.config == model.config
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), logits)
+        torch.testing.assert_close(loaded(x), logits)
 
 
 # Backbone weights

@@ -1,6 +1,7 @@
 """A trained run in use: Classifier, `shortvid evaluate`, `shortvid predict`, the judge kit's API."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -33,11 +34,12 @@ def test_classifier_predicts_labels_with_timings(trained_run, tiny_corpus):
         classifier.predict(b"not a video")
 
 
-def test_evaluate_writes_the_competition_metrics(trained_run, tiny_corpus):
-    result = shortvid("evaluate", trained_run, "--data", tiny_corpus, "--quiet")
+def test_evaluate_writes_the_competition_metrics(trained_run, tiny_corpus, tmp_path):
+    run = shutil.copytree(trained_run, tmp_path / "run")  # evaluate writes into the run
+    result = shortvid("evaluate", run, "--data", tiny_corpus, "--quiet")
     assert result.returncode == 0, result.stderr
     assert "mean Jaccard" in result.stdout
-    report = json.loads((trained_run / "metrics.json").read_text())
+    report = json.loads((run / "metrics.json").read_text())
     assert report["num_videos"] == len(load_dataset(tiny_corpus, "val"))
     for key in ("mean_jaccard", "top1_hit", "top5_hit", "mAP", "GAP@20", "per_class_ap", "confusions", "policy"):
         assert key in report
@@ -71,13 +73,15 @@ def test_judge_api_and_protocol(trained_run, tiny_corpus, tmp_path, monkeypatch)
     report = judge(trained_run, listing, tiny_corpus / "val.txt", passes=3)
     assert report["videos"] == report["scored"] == len(val)
     assert len(report["pass_ms"]) == 3 and report["ms_per_video"] == pytest.approx(sorted(report["pass_ms"])[1], abs=0.01)
-    assert 0.0 <= report["accuracy"] <= 1.0 and report["time_gate_ms"] == 120.0
+    assert 0.0 <= report["accuracy"] <= 1.0
+    assert report["passes_gates"] == (report["ms_per_video"] <= report["time_gate_ms"]
+                                      and report["accuracy"] >= report["accuracy_gate"])
     cli = shortvid("judge", trained_run, "--videos", listing, "--labels", tiny_corpus / "val.txt", "--passes", "3")
     assert cli.returncode == 0, cli.stderr
     assert json.loads(cli.stdout)["videos"] == len(val)
 
 
-def test_adaptive_classifier_uses_only_the_keyframes_a_video_has(trained_run, tiny_corpus):
+def test_adaptive_classifier_uses_only_the_keyframes_a_video_has(trained_run, tiny_corpus, tmp_path):
     fixed, adaptive = Classifier.load(trained_run), Classifier.load(trained_run, adaptive=True)
     samples = load_dataset(tiny_corpus, "val").samples + load_dataset(tiny_corpus, "train").samples
     few = [s for s in samples if fixed.read(s.path).info.keyframes < 3]
@@ -86,10 +90,10 @@ def test_adaptive_classifier_uses_only_the_keyframes_a_video_has(trained_run, ti
         prediction = adaptive.predict(sample.path)
         assert len(prediction.frames) == prediction.keyframes < 3
         assert len(fixed.predict(sample.path).frames) == 3
-    result = shortvid("evaluate", trained_run, "--data", tiny_corpus, "--adaptive", "--quiet",
-                      "--out", str(trained_run / "adaptive.json"))
+    run = shutil.copytree(trained_run, tmp_path / "run")  # evaluate writes into the run
+    result = shortvid("evaluate", run, "--data", tiny_corpus, "--adaptive", "--quiet", "--out", run / "adaptive.json")
     assert result.returncode == 0, result.stderr
-    report = json.loads((trained_run / "adaptive.json").read_text())
+    report = json.loads((run / "adaptive.json").read_text())
     assert report["adaptive"] is True and sum(report["frames_per_video"].values()) == report["num_videos"]
     by_keyframes = report["by_keyframes"]
     assert sum(group["videos"] for group in by_keyframes.values()) == report["num_videos"]

@@ -20,7 +20,9 @@ from shortvid.synth.corpus import (
     preset,
     script_for,
 )
-from shortvid.synth.scenes import GROUPS, plan_video, render_frames, select_classes
+from shortvid.synth.plans import plan_video, select_classes
+from shortvid.synth.render import render_frames
+from shortvid.synth.shapes import GROUPS
 
 TINY = preset("tiny")
 

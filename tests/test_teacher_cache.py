@@ -17,7 +17,8 @@ from shortvid.models import create_model
 from shortvid.run import RunDir
 from shortvid.train import teacher_cache
 from shortvid.train.config import ConfigError
-from shortvid.train.trainer import Teacher, train
+from shortvid.train.teacher import Teacher
+from shortvid.train.trainer import train
 
 
 @pytest.fixture(scope="module")

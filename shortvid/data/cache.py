@@ -126,7 +126,7 @@ def _extract_one(job: tuple[str, str, dict, str, int, float, dict]) -> dict:
         "keyframes": info.keyframes,
         "start": round(info.start, 4),
         "duration": round(info.duration, 4),
-        "fps": round(info.fps, 3),
+        "fps": None if info.fps is None else round(info.fps, 3),
         "width": info.width,
         "height": info.height,
         "rotation": info.rotation,

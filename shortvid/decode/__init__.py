@@ -10,14 +10,16 @@ from ..errors import (
     VideoNotFoundError,
     VideoTooLargeError,
 )
-from .reader import Clip, DecodeLimits, FrameSpec, VideoInfo, read_frames
+from .reader import DEFAULT_TUNING, Clip, DecodeLimits, DecoderTuning, FrameSpec, VideoInfo, read_frames
 from .sampling import match_to_targets, place_times, segment_targets
 
 __all__ = [
+    "DEFAULT_TUNING",
     "Clip",
     "CorruptVideoError",
     "DecodeError",
     "DecodeLimits",
+    "DecoderTuning",
     "DecodeTimeoutError",
     "FrameSpec",
     "InvalidVideoError",

@@ -17,8 +17,9 @@ import stat
 import threading
 import time
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
-from typing import BinaryIO, Literal, Union
+from typing import BinaryIO, Literal, Union, get_args
 
 import av
 import numpy as np
@@ -40,6 +41,9 @@ Source = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
 Sampler = Literal["keyframes", "uniform"]
 Fill = Literal["repeat", "seek", "none"]
 Size = Union[int, tuple[int, int], None]
+# Where a value of ``VideoInfo`` came from, cheapest first: the stream headers as FFmpeg reports
+# them, the container's sample index (MP4/MOV), one pass over the demuxed packets, decoded frames.
+Provenance = Literal["header", "index", "packets", "decoded"]
 
 # Skipping every frame while FFmpeg probes the streams saves the probe's decode; the streams'
 # parameters still come from the headers. Checked on every codec in the tests.
@@ -51,10 +55,11 @@ _SHORT_PROBE = {"probesize": "32", "analyzeduration": "0", "fpsprobesize": "0"}
 
 
 @dataclass(frozen=True)
-class _Tuning:
-    """How the decoder and the scaler run. The defaults are the measured fastest settings that give
-    the same pixels; ``bench/decode.py --variants`` swaps this (``reader._TUNING``) to measure the
-    others. Not public API."""
+class DecoderTuning:
+    """How the decoder and the scaler run. The defaults (``DEFAULT_TUNING``) are the measured fastest
+    settings that give the same pixels; ``read_frames(tuning=...)`` runs others, which
+    ``bench/decode.py --variants`` and ``bench/decode_accuracy.py`` measure. A run serves with the
+    default: a model should see the pixels it was trained on."""
 
     thread_count: int = 1  # one keyframe at a time: threads only add hand-off cost
     thread_type: str | None = None  # "SLICE", "FRAME", "AUTO"; None keeps FFmpeg's default
@@ -66,7 +71,7 @@ class _Tuning:
     reuse_scaler: bool = True  # one VideoReformatter (cached SwsContext) per thread
 
 
-_TUNING = _Tuning()
+DEFAULT_TUNING = DecoderTuning()
 
 
 @dataclass(frozen=True)
@@ -112,7 +117,15 @@ _SWS_THREADS = True  # whether this PyAV's reformat takes `threads` (added in la
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """Facts about a video, each from where it was measured (index or packets, not header counts)."""
+    """Facts about a video, each from where it was measured (index or packets, not header counts).
+
+    ``sources`` says where each measured value came from: ``"header"`` (the stream parameters FFmpeg
+    reports), ``"index"`` (the MP4/MOV sample table), ``"packets"`` (one pass over the demuxed
+    packets) or ``"decoded"`` (the decoded frames), keyed by ``fps``, ``start``, ``duration``,
+    ``keyframes`` (count and times), ``width``, ``height`` and ``rotation``. A field it leaves out was
+    not measured: ``fps`` is then None, and ``keyframes`` 0 (the uniform sampler does not look for
+    keyframes where the index or the header gives the span).
+    """
 
     source: str
     container: str
@@ -120,12 +133,13 @@ class VideoInfo:
     width: int  # upright, after rotation
     height: int
     rotation: int  # counter-clockwise degrees applied to make frames upright
-    fps: float
+    fps: float | None  # the headers' nominal frame rate; None when they give none
     start: float  # presentation time of the first frame, seconds
     duration: float  # seconds, from packet timestamps where known
     keyframes: int  # keyframes found in the video stream
     keyframe_times: tuple[float, ...]
     index: Literal["container", "packets", "none"]  # where the keyframes were found
+    sources: dict[str, Provenance] = field(hash=False)  # field -> where its value came from
 
     def to_dict(self) -> dict:
         return {
@@ -135,12 +149,13 @@ class VideoInfo:
             "width": self.width,
             "height": self.height,
             "rotation": self.rotation,
-            "fps": round(self.fps, 3),
+            "fps": None if self.fps is None else round(self.fps, 3),
             "start": round(self.start, 4),
             "duration": round(self.duration, 4),
             "keyframes": self.keyframes,
             "keyframe_times": [round(t, 4) for t in self.keyframe_times],
             "index": self.index,
+            "sources": dict(self.sources),
         }
 
 
@@ -170,7 +185,8 @@ class Clip:
 @dataclass(frozen=True)
 class FrameSpec:
     """How frames are read: stored with a frame cache and used again at prediction time,
-    so a model sees pixels from the same decode-and-resize path in training and in serving."""
+    so a model sees pixels from the same decode-and-resize path in training and in serving.
+    Its options are checked when it is made, as ``read_frames`` checks them (``check_frame_options``)."""
 
     k: int = 3
     sampler: Sampler = "keyframes"
@@ -178,6 +194,11 @@ class FrameSpec:
     crop: int | None = None
     fill: Fill = "repeat"
     skip_loop_filter: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.size, list):  # as JSON and YAML give it; a tuple keeps the spec hashable
+            object.__setattr__(self, "size", tuple(self.size))
+        check_frame_options(self.k, self.sampler, self.size, self.crop, self.fill)
 
     def read(
         self,
@@ -187,10 +208,12 @@ class FrameSpec:
         rng: np.random.Generator | None = None,
         timeout: float | None = 10.0,
         limits: DecodeLimits | None = None,
+        tuning: DecoderTuning | None = None,
     ) -> Clip:
         return read_frames(
             source, self.k, sampler=self.sampler, size=self.size, crop=self.crop, fill=self.fill,
             mode=mode, rng=rng, timeout=timeout, skip_loop_filter=self.skip_loop_filter, limits=limits,
+            tuning=tuning,
         )
 
     def to_dict(self) -> dict:
@@ -201,11 +224,10 @@ class FrameSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> "FrameSpec":
-        size = data.get("size", 224)
         return cls(
             k=int(data.get("k", 3)),
             sampler=data.get("sampler", "keyframes"),
-            size=tuple(size) if isinstance(size, list) else size,
+            size=data.get("size", 224),  # a list from JSON becomes a tuple in __post_init__
             crop=data.get("crop"),
             fill=data.get("fill", "repeat"),
             skip_loop_filter=bool(data.get("skip_loop_filter", False)),
@@ -233,6 +255,7 @@ def read_frames(
     timeout: float | None = 10.0,
     skip_loop_filter: bool = False,
     limits: DecodeLimits | None = None,
+    tuning: DecoderTuning | None = None,
 ) -> Clip:
     """Return ``k`` upright RGB frames of ``source`` (a path, bytes or a binary file); exactly ``k``
     unless ``fill="none"``.
@@ -256,23 +279,19 @@ def read_frames(
         grows along the frames decoded from the keyframe. Off by default; a ``FrameSpec`` records it.
     limits: the largest frames decoded (``DecodeLimits()`` by default); beyond them
         ``VideoTooLargeError``.
+    tuning: how the decoder and the scaler run (``DEFAULT_TUNING``: the fastest settings that give the
+        same pixels); for measuring other settings.
 
     Raises a subclass of ``DecodeError`` naming the source and the cause, whatever goes wrong with
-    the file: a failure shortvid does not classify is an ``UnexpectedDecodeError``.
+    the file: a failure shortvid does not classify is an ``UnexpectedDecodeError``. Bad options are a
+    ``ValueError`` (``check_frame_options``), raised before the source is touched.
     """
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    if sampler not in ("keyframes", "uniform"):
-        raise ValueError(f"sampler must be 'keyframes' or 'uniform', got {sampler!r}")
-    if fill not in ("repeat", "seek", "none"):
-        raise ValueError(f"fill must be 'repeat', 'seek' or 'none', got {fill!r}")
-    if crop and size is not None and crop > (size if isinstance(size, int) else min(size)):
-        raise ValueError(f"crop {crop} is larger than the resized frame ({size})")
+    check_frame_options(k, sampler, size, crop, fill)
     started = time.perf_counter()
     deadline = started + timeout if timeout else None
     limits = limits or _LIMITS
     name, opened = _resolve(source)
-    tuning = _TUNING
+    tuning = tuning or DEFAULT_TUNING
     if skip_loop_filter:
         tuning = dataclasses.replace(tuning, options=(*tuning.options, ("skip_loop_filter", "all")))
     reader = _Reader(name, deadline, size, crop, tuning, limits)
@@ -308,6 +327,38 @@ def read_frames(
 
 
 _LIMITS = DecodeLimits()
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool) and value >= 1
+
+
+def check_frame_options(k: int, sampler: str, size: Size, crop: int | None, fill: str) -> None:
+    """Raise ``ValueError`` unless the options of ``read_frames`` (and of a ``FrameSpec``) make sense:
+    ``k`` an int of at least 1, a known ``sampler`` and ``fill``, ``size`` an int of at least 1, a
+    ``(height, width)`` pair of them or None, and ``crop`` None or an int of at least 1 that fits in
+    the resized frame when ``size`` says how large that is."""
+    if not _positive_int(k):
+        raise ValueError(f"k must be an integer of at least 1, got {k!r}")
+    if sampler not in get_args(Sampler):
+        raise ValueError(f"sampler must be one of {', '.join(map(repr, get_args(Sampler)))}, got {sampler!r}")
+    if fill not in get_args(Fill):
+        raise ValueError(f"fill must be one of {', '.join(map(repr, get_args(Fill)))}, got {fill!r}")
+    if isinstance(size, (tuple, list)):
+        if len(size) != 2 or not all(_positive_int(side) for side in size):
+            raise ValueError(f"size must be (height, width) with both at least 1, got {size!r}")
+        smallest = min(size)
+    elif size is None:
+        smallest = None
+    elif _positive_int(size):
+        smallest = size
+    else:
+        raise ValueError(f"size must be a short side of at least 1, a (height, width) pair or None, got {size!r}")
+    if crop is not None:
+        if not _positive_int(crop):
+            raise ValueError(f"crop must be None or an integer of at least 1, got {crop!r}")
+        if smallest is not None and crop > smallest:
+            raise ValueError(f"crop {crop} is larger than the resized frame (size {size!r})")
 
 
 def _resolve(source: Source) -> tuple[str, str | BinaryIO]:
@@ -383,7 +434,7 @@ class _Reader:
     """The state of one ``read_frames`` call on an open container."""
 
     def __init__(self, name: str, deadline: float | None, size: Size, crop: int | None,
-                 tuning: _Tuning = _TUNING, limits: DecodeLimits = _LIMITS):
+                 tuning: DecoderTuning = DEFAULT_TUNING, limits: DecodeLimits = _LIMITS):
         self.name = name
         self.tuning = tuning
         self.limits = limits
@@ -393,6 +444,8 @@ class _Reader:
         self.decoded = 0
         self.keyframes: list[_Keyframe] = []
         self.index_kind: Literal["container", "packets", "none"] = "none"
+        self.sources: dict[str, Provenance] = {}
+        self.upright: tuple[int, int] | None = None  # (width, height) of the last decoded frame, upright
 
     # -- set-up ---------------------------------------------------------------------------
     def attach(self, container: av.container.InputContainer) -> None:
@@ -407,9 +460,14 @@ class _Reader:
             raise CorruptVideoError(self.name, "the video stream has no decoder (damaged header or unknown codec)")
         self._check_size(self.ctx.width, self.ctx.height, either_way=True, where="the headers claim frames of")
         self._tune(self.ctx)
-        rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
-        self.fps = float(rate) if rate else 0.0
+        self.fps = _frame_rate(self.stream.average_rate, self.ctx.framerate, self.stream.base_rate,
+                               self.stream.time_base)
+        if self.fps is not None:
+            self.sources["fps"] = "header"
         self.start, self.end = self._header_span()
+        self.sources["start"] = "header"
+        if self.end > self.start:
+            self.sources["duration"] = "header"
         self.rotation = 0
 
     def _tune(self, ctx: av.CodecContext) -> None:
@@ -461,6 +519,7 @@ class _Reader:
             following = key_dts[position + 1] if position + 1 < len(key_dts) else None
             self.keyframes.append(_Keyframe((dts + self.reorder) * self.tb, None, dts, following))
         self.index_kind = "container"
+        self.sources["keyframes"] = "index"
         return True
 
     def _read_index(self) -> list[int] | None:
@@ -486,6 +545,7 @@ class _Reader:
         frame = (last - first) / (count - 1) if count > 1 else (1 / self.fps / self.tb if self.fps else 0)
         self.start = (first + self.reorder) * self.tb
         self.end = (last + self.reorder + frame) * self.tb
+        self.sources.update(start="index", duration="index")
         return key_dts
 
     def _keyframes_from_packets(self) -> None:
@@ -514,9 +574,11 @@ class _Reader:
             # A damaged or cut file: keep the keyframes read so far.
         self.keyframes.sort(key=lambda kf: kf.time)
         self.index_kind = "packets"
+        self.sources["keyframes"] = "packets"
         if first is not None:
             self.start = first * self.tb
             self.end = max(last * self.tb, self.start + (1 / self.fps if self.fps else 0))
+            self.sources.update(start="packets", duration="packets")
 
     # -- the keyframe sampler -------------------------------------------------------------
     def keyframe_frames(self, k: int, mode: Mode, fill: Fill, rng) -> tuple[list, list, list]:
@@ -653,24 +715,28 @@ class _Reader:
         quarter = rotation in (90, 270)
         up_w, up_h = (frame.height, frame.width) if quarter else (frame.width, frame.height)
         self._check_size(up_w, up_h)
-        out_h, out_w = _output_size(up_h, up_w, self.size)
+        self.upright = (up_w, up_h)
+        self.sources.update(width="decoded", height="decoded", rotation="decoded")
+        out_h, out_w = output_size(up_h, up_w, self.size)
         if quarter:
-            image = _scale(frame, out_h, out_w, self.tuning)
+            image = scale_frame(frame, out_h, out_w, self.tuning)
         else:
-            image = _scale(frame, out_w, out_h, self.tuning)
+            image = scale_frame(frame, out_w, out_h, self.tuning)
         if rotation:
             image = np.rot90(image, k=rotation // 90)
         if self.crop:
             if self.crop > min(image.shape[:2]):  # only with size=None: the video's own size
                 raise InvalidVideoError(self.name, f"frames of {image.shape[1]}x{image.shape[0]} are smaller than "
                                                    f"the crop of {self.crop}")
-            image = _center_crop(image, self.crop)
+            image = center_crop(image, self.crop)
         return np.ascontiguousarray(image)
 
     def info(self) -> VideoInfo:
-        w, h = self.stream.codec_context.width, self.stream.codec_context.height
-        if self.rotation in (90, 270):
-            w, h = h, w
+        if self.upright is not None:
+            w, h = self.upright
+        else:  # nothing decoded: the headers' size, as stored
+            w, h = self.stream.codec_context.width, self.stream.codec_context.height
+            self.sources.update(width="header", height="header")
         return VideoInfo(
             source=self.name,
             container=self.container.format.name,
@@ -684,12 +750,15 @@ class _Reader:
             keyframes=len(self.keyframes),
             keyframe_times=tuple(kf.time for kf in self.keyframes),
             index=self.index_kind,
+            sources=dict(self.sources),
         )
 
 
-def _scale(frame: av.VideoFrame, width: int, height: int, tuning: _Tuning) -> np.ndarray:
-    """Scale and convert to RGB in one swscale call; the same pixels as
-    ``frame.to_ndarray(format="rgb24", width=, height=)`` with the default tuning."""
+def scale_frame(frame: av.VideoFrame, width: int, height: int,
+                tuning: DecoderTuning = DEFAULT_TUNING) -> np.ndarray:
+    """``frame`` scaled to ``width`` x ``height`` and converted to RGB in one swscale call, as
+    ``read_frames`` does (the same pixels as ``frame.to_ndarray(format="rgb24", width=, height=)`` with
+    the default tuning, in half the time)."""
     global _SWS_THREADS
     if tuning.reuse_scaler:
         scaler = getattr(_LOCAL, "scaler", None)
@@ -721,11 +790,24 @@ def _demuxing(container: av.container.InputContainer, stream: av.video.stream.Vi
         packets.close()
 
 
+def _frame_rate(average, codec, base, time_base) -> float | None:
+    """The nominal frame rate the headers give, or None: the container's average rate, else the
+    codec's own (e.g. H.264 timing info), else FFmpeg's base rate unless that is only the inverse of
+    the time base (FFmpeg's stand-in when it knows no rate, e.g. 1000 for Matroska's millisecond clock)."""
+    for rate in (average, codec):
+        if rate:
+            return float(rate)
+    if base and not (time_base and base == 1 / time_base):
+        return float(base)
+    return None
+
+
 def _packet_time(packet: av.Packet) -> int | None:
     return packet.pts if packet.pts is not None else packet.dts
 
 
-def _output_size(height: int, width: int, size: Size) -> tuple[int, int]:
+def output_size(height: int, width: int, size: Size) -> tuple[int, int]:
+    """(height, width) of an upright ``height`` x ``width`` picture resized per ``size``."""
     if size is None:
         return height, width
     if isinstance(size, int):
@@ -734,7 +816,8 @@ def _output_size(height: int, width: int, size: Size) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-def _center_crop(image: np.ndarray, side: int) -> np.ndarray:
+def center_crop(image: np.ndarray, side: int) -> np.ndarray:
+    """The centre ``side`` x ``side`` square of ``image``."""
     h, w = image.shape[:2]
     if side > h or side > w:
         raise ValueError(f"crop {side} is larger than the resized frame {h}x{w}")

@@ -2,14 +2,13 @@
 
 The pure functions (numpy only) count confusions, per-class precision and recall, split the
 errors into within-group and across-group ones, and propose groups from the confusions for a
-dataset that has none. `analyze_run` classifies a split with a run and writes a browsable report
-(``report.html``), the same tables in ``summary.md``, a confusion heatmap, thumbnails of the worst
-errors and ``analysis.json``.
+dataset that has none. `analyze_run` classifies a split with a run, computes ``analysis.json`` and
+has ``shortvid.evaluate.report`` render it: a browsable ``report.html``, the same tables in
+``summary.md``, a confusion heatmap and thumbnails of the worst errors.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import os
@@ -23,11 +22,13 @@ import numpy as np
 from ..data.labels import LabelMap
 from ..files import atomic_write
 from ..metrics import (
+    as_targets,
     confusion_pairs,
     jaccard,
     per_class_ap,
     predicted_matrix,
 )
+from .report import frame_strip, html_report, markdown_report, plot_confusion
 
 __all__ = [
     "analyze_run",
@@ -38,18 +39,6 @@ __all__ = [
 ]
 
 UNGROUPED = "(ungrouped)"
-THUMB_HEIGHT = 112
-
-
-def _as_bool_targets(targets, num_predictions: int) -> np.ndarray:
-    t = np.asarray(targets)
-    if t.ndim != 2:
-        raise ValueError(f"targets must be 2-D [N, C], got shape {t.shape}")
-    if t.shape[0] != num_predictions:
-        raise ValueError(f"{num_predictions} predictions for {t.shape[0]} videos")
-    if t.dtype != bool and not np.all((t == 0) | (t == 1)):
-        raise ValueError("targets must be multi-hot: every entry 0 or 1")
-    return t.astype(bool)
 
 
 def confusion_matrix(predicted: Sequence[Collection[int]], targets, num_classes: int) -> np.ndarray:
@@ -59,7 +48,7 @@ def confusion_matrix(predicted: Sequence[Collection[int]], targets, num_classes:
     with each wrongly predicted label. On the diagonal, the number of videos where the class was
     both true and predicted. So ``confusion_pairs`` equals the non-zero off-diagonal cells.
     """
-    t = _as_bool_targets(targets, len(predicted))
+    t = as_targets(targets, len(predicted))
     if t.shape[1] != num_classes:
         raise ValueError(f"targets have {t.shape[1]} classes, expected {num_classes}")
     p = predicted_matrix(predicted, num_classes)
@@ -72,7 +61,7 @@ def confusion_matrix(predicted: Sequence[Collection[int]], targets, num_classes:
 
 def per_class_precision_recall(predicted: Sequence[Collection[int]], targets) -> tuple[np.ndarray, np.ndarray]:
     """Precision and recall of each class [C] over label sets; NaN where never predicted / never true."""
-    t = _as_bool_targets(targets, len(predicted))
+    t = as_targets(targets, len(predicted))
     p = predicted_matrix(predicted, t.shape[1])
     hits = np.count_nonzero(p & t, axis=0).astype(np.float64)
     chosen = np.count_nonzero(p, axis=0)
@@ -144,10 +133,6 @@ def _nan_to_none(value: float) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
 @dataclass
 class _Error:
     """A misclassified video kept for the report, with a strip of the frames the model saw."""
@@ -162,20 +147,6 @@ class _Error:
         return (self.jaccard, -self.wrong_score, self.index)
 
 
-def _frame_strip(frames: np.ndarray, height: int = THUMB_HEIGHT):
-    """The frames side by side, each scaled to ``height`` pixels."""
-    from PIL import Image
-
-    images = [Image.fromarray(frame) for frame in frames]
-    scaled = [image.resize((max(1, round(image.width * height / image.height)), height)) for image in images]
-    strip = Image.new("RGB", (sum(image.width for image in scaled) + 2 * (len(scaled) - 1), height), "white")
-    x = 0
-    for image in scaled:
-        strip.paste(image, (x, 0))
-        x += image.width + 2
-    return strip
-
-
 def _class_order(label_map: LabelMap, groups: dict[str, list[int]]) -> tuple[list[int], list[int]]:
     """Class ids ordered by group (ungrouped last) and the sizes of those blocks."""
     order, sizes = [], []
@@ -188,41 +159,6 @@ def _class_order(label_map: LabelMap, groups: dict[str, list[int]]) -> tuple[lis
         order += rest
         sizes.append(len(rest))
     return order, sizes
-
-
-def _plot_confusion(matrix: np.ndarray, names: Sequence[str], order: list[int], sizes: list[int], path: Path) -> None:
-    """Heatmap of row-normalised confusions, classes ordered by group, group boundaries drawn."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    m = matrix[np.ix_(order, order)].astype(np.float64)
-    totals = m.sum(axis=1, keepdims=True)
-    rates = np.divide(m, totals, out=np.zeros_like(m), where=totals > 0)
-    n = len(order)
-    side = min(4 + 0.28 * n, 24)
-    fig, ax = plt.subplots(figsize=(side + 1.5, side))
-    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=max(float(rates.max()), 1e-9))
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class's row")
-    if n <= 40:
-        for i in range(n):
-            for j in range(n):
-                if m[i, j]:
-                    ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=7,
-                            color="white" if rates[i, j] > 0.5 * rates.max() else "black")
-    labels = [names[i] for i in order]
-    ax.set_xticks(range(n), labels, rotation=90, fontsize=7)
-    ax.set_yticks(range(n), labels, fontsize=7)
-    for edge in np.cumsum(sizes)[:-1]:
-        ax.axhline(edge - 0.5, color="red", linewidth=1)
-        ax.axvline(edge - 0.5, color="red", linewidth=1)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title("Confusions (diagonal: correct), classes by group")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _safe_name(name: str) -> str:
@@ -281,7 +217,7 @@ def analyze_run(
             wrong = np.delete(scores, list(truth))
             candidate = _Error(index, score, float(wrong.max()) if wrong.size else 0.0, None)
             if len(errors) < worst or candidate.key < errors[-1].key:
-                candidate.strip = _frame_strip(clip.frames)
+                candidate.strip = frame_strip(clip.frames)
                 errors = sorted([*errors, candidate], key=lambda e: e.key)[:worst]
 
     scores = np.array(rows, dtype=np.float64).reshape(len(rows), num_classes)
@@ -343,112 +279,10 @@ def analyze_run(
         "failures": failures,
         "annotation_problems": [str(problem) for problem in annotations.problems],
     }
-    _plot_confusion(matrix, label_map.names, order, sizes, out / "confusion.png")
+    plot_confusion(matrix, label_map.names, order, sizes, out / "confusion.png")
     atomic_write(out / "analysis.json", json.dumps(analysis, indent=2, ensure_ascii=False))
-    atomic_write(out / "summary.md", _markdown(analysis))
-    atomic_write(out / "report.html", _html(analysis))
+    atomic_write(out / "summary.md", markdown_report(analysis))
+    atomic_write(out / "report.html", html_report(analysis))
     return analysis
 
 
-def _summary_rows(analysis: dict) -> list[tuple[str, str]]:
-    s = analysis["summary"]
-    share = s["within_share"]
-    return [
-        ("run", analysis["run"]), ("dataset", f"{analysis['dataset']} ({analysis['split']})"),
-        ("videos", str(s["videos"])), ("classified", str(s["classified"])), ("failed to decode", str(s["failed"])),
-        ("skipped annotations", str(s["skipped_annotations"])),
-        ("mean Jaccard", _fmt(s["mean_jaccard"], 4)), ("perfectly labelled", str(s["perfect"])),
-        ("mAP", _fmt(s["mAP"], 4)),
-        ("confusions within a group", str(s["errors_within_group"])),
-        ("confusions across groups", str(s["errors_across_groups"])),
-        ("confusions with an ungrouped class", str(s["errors_ungrouped"])),
-        ("share within groups", "–" if share is None else f"{100 * share:.1f}%"),
-    ]
-
-
-def _group_pair_rows(analysis: dict) -> list[tuple[str, list[tuple[str, str, str, str]]]]:
-    return [(group, [(row["true_name"], row["predicted_name"], row["predicted_group"], str(row["count"]))
-                     for row in rows])
-            for group, rows in analysis["group_confusions"]["by_group"].items()]
-
-
-def _class_rows(analysis: dict) -> list[tuple[str, ...]]:
-    return [(c["name"], c["group"], str(c["support"]), str(c["predicted"]),
-             _fmt(c["precision"]), _fmt(c["recall"]), _fmt(c["ap"])) for c in analysis["classes"]]
-
-
-CLASS_HEADER = ("class", "group", "true", "predicted", "precision", "recall", "AP")
-PAIR_HEADER = ("true", "predicted as", "predicted's group", "count")
-
-
-def _md_cell(value: object) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(map(_md_cell, header)) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def _markdown(analysis: dict) -> str:
-    """summary.md: the report's tables, without images."""
-    parts = ["# Bad-case analysis\n\n", _md_table(("metric", "value"), _summary_rows(analysis)), "\n## Confusions by group\n"]
-    grouped = _group_pair_rows(analysis)
-    if not grouped:
-        parts.append("No confusions.\n")
-    for group, rows in grouped:
-        parts += [f"\n### {group}\n\n", _md_table(PAIR_HEADER, rows)]
-    parts += ["\n## Per class\n\n", _md_table(CLASS_HEADER, _class_rows(analysis))]
-    parts.append("\n## Proposed groups (clustered by confusion)\n\n")
-    parts += [f"{i}. " + ", ".join(c["name"] for c in members) + "\n"
-              for i, members in enumerate(analysis["proposed_groups"], 1)]
-    parts.append("\n## Worst errors\n\n")
-    parts.append(_md_table(("video", "true", "predicted", "Jaccard"), [
-        (w["name"], ", ".join(t["name"] for t in w["true"]),
-         ", ".join(f"{p['name']} {p['score']:.2f}" for p in w["predicted"]) or "(none)", _fmt(w["jaccard"], 2))
-        for w in analysis["worst"]]))
-    if analysis["failures"]:
-        parts.append("\n## Failed to decode\n\n")
-        parts += [f"- {f['name']}: {f['error']}\n" for f in analysis["failures"]]
-    return "".join(parts)
-
-
-def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>\n"
-
-
-def _html(analysis: dict) -> str:
-    """report.html: summary, confusions by group, per-class table, heatmap and worst-error thumbnails."""
-    e = html.escape
-    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>Bad-case analysis</title><style>",
-             "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:.5em 0}",
-             "td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}figure{margin:1em 0}",
-             "img{max-width:100%}.score{color:#666}</style></head><body>",
-             "<h1>Bad-case analysis</h1>", _html_table(("metric", "value"), _summary_rows(analysis)),
-             "<h2>Confusions by group</h2>"]
-    grouped = _group_pair_rows(analysis)
-    if not grouped:
-        parts.append("<p>No confusions.</p>")
-    for group, rows in grouped:
-        parts += [f"<h3>{e(group)}</h3>", _html_table(PAIR_HEADER, rows)]
-    parts += ["<h2>Confusion matrix</h2><img src='confusion.png' alt='confusion heatmap'>",
-              "<h2>Per class</h2>", _html_table(CLASS_HEADER, _class_rows(analysis)),
-              "<h2>Proposed groups (clustered by confusion)</h2><ol>"]
-    parts += ["<li>" + e(", ".join(c["name"] for c in members)) + "</li>" for members in analysis["proposed_groups"]]
-    parts.append("</ol><h2>Worst errors</h2>")
-    for w in analysis["worst"]:
-        true = ", ".join(t["name"] for t in w["true"])
-        pred = ", ".join(f"{p['name']} ({p['score']:.2f})" for p in w["predicted"]) or "(none)"
-        top = ", ".join(f"{p['name']} {p['score']:.2f}" for p in w["top5"])
-        parts.append(f"<figure><img src='{e(w['image'])}' alt='{e(w['name'])}'><figcaption>"
-                     f"<b>{e(w['name'])}</b> — true: {e(true)}; predicted: {e(pred)}; Jaccard {w['jaccard']:.2f}"
-                     f"<br><span class='score'>top 5: {e(top)}</span></figcaption></figure>")
-    if analysis["failures"]:
-        parts.append("<h2>Failed to decode</h2><ul>")
-        parts += [f"<li>{e(f['name'])}: {e(f['error'])}</li>" for f in analysis["failures"]]
-        parts.append("</ul>")
-    parts.append("</body></html>\n")
-    return "".join(parts)

@@ -3,12 +3,16 @@
     model = create_model("tsn_resnet50", num_classes=63, pretrained=True, imagenet_head=True)
     logits = model(frames, mask)              # frames [B, T, 3, H, W], mask [B, T] bool
     same = create_model(**model.config)       # same architecture; then load_state_dict
+
+Every registered model is a ``ServableModel`` (``contract``): what serving, export and the run
+directory rely on. ``VideoClassifier`` (the TSN models) has more; the composites do not.
 """
 
 from .adaptive import FrameCountSwitch
 from .aggregators import Aggregator, masked_mean
 from .backbones import CheckpointError
 from .classifiers import ClassifierHead
+from .contract import ServableModel
 from .fusion import FUSION_RULES, FusedClassifier
 from .registry import (
     create_aggregator,
@@ -31,6 +35,7 @@ __all__ = [
     "FUSION_RULES",
     "FrameCountSwitch",
     "FusedClassifier",
+    "ServableModel",
     "VideoClassifier",
     "build_tsn",
     "create_aggregator",

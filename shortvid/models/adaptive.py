@@ -7,20 +7,38 @@ keyframes there are: ``Classifier.load(run, adaptive=True)``; the ablation measu
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from .contract import ServableModel
 from .registry import create_model, register_model
-from .video import VideoClassifier
+
+
+def grouped_logits(keys: Sequence[int], run: Callable[[int, Tensor], Tensor]) -> Tensor:
+    """Logits ``[len(keys), C]``: ``run(key, rows)`` once per distinct key on the rows (an index tensor)
+    that carry it, each result put back in its rows. Videos of different frame counts are classified
+    this way, each group unpadded: by ``FrameCountSwitch`` (a member per count) and by the ONNX Runtime
+    backend (a graph without a mask)."""
+    keys = torch.as_tensor(list(keys))
+    logits = None
+    for key in sorted(set(keys.tolist())):
+        rows = (keys == key).nonzero().flatten()
+        out = run(key, rows)
+        if logits is None:
+            logits = out.new_zeros(len(keys), out.shape[1])
+        logits[rows.to(out.device)] = out
+    return logits
 
 
 class FrameCountSwitch(nn.Module):
     """Members keyed by frame count; a video with ``n`` valid frames goes to the member with the largest
-    count not above ``n`` (the smallest member when ``n`` is below every count)."""
+    count not above ``n`` (the smallest member when ``n`` is below every count). A ``ServableModel``,
+    not a ``VideoClassifier``: it has no backbone or heads of its own."""
 
-    def __init__(self, members: dict[int, VideoClassifier]):
+    def __init__(self, members: dict[int, ServableModel]):
         super().__init__()
         if not members:
             raise ValueError("no member models")
@@ -44,16 +62,13 @@ class FrameCountSwitch(nn.Module):
 
     def forward(self, frames: Tensor, mask: Tensor | None = None) -> Tensor:
         batch, length = frames.shape[:2]
-        valid = torch.full((batch,), length, device=frames.device) if mask is None else mask.bool().sum(1)
-        logits = None
-        for count in sorted({self.member_for(int(n)) for n in valid.tolist()}):
-            rows = torch.tensor([self.member_for(int(n)) == count for n in valid.tolist()], device=frames.device)
-            member_mask = None if mask is None else mask[rows]
-            out = self.members[str(count)](frames[rows], member_mask)
-            if logits is None:
-                logits = out.new_zeros(batch, self.num_classes)
-            logits[rows] = out
-        return logits
+        valid = [length] * batch if mask is None else mask.bool().sum(1).tolist()
+
+        def member(count: int, rows: Tensor) -> Tensor:
+            rows = rows.to(frames.device)
+            return self.members[str(count)](frames[rows], None if mask is None else mask[rows])
+
+        return grouped_logits([self.member_for(int(n)) for n in valid], member)
 
     def forward_all(self, frames: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
         return {"logits": self.forward(frames, mask)}

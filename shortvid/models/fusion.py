@@ -22,19 +22,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .contract import ServableModel
 from .registry import create_model, register_model
-from .video import VideoClassifier
+from .scores import probabilities
 
 FUSION_RULES = ("gate", "mean", "geometric")
-
-
-def probabilities(logits: Tensor, kind: str) -> Tensor:
-    """Class probabilities from logits: ``sigmoid`` (multi-label BCE) or ``softmax`` (CE)."""
-    if kind == "sigmoid":
-        return torch.sigmoid(logits)
-    if kind == "softmax":
-        return torch.softmax(logits, dim=-1)
-    raise ValueError(f"unknown score kind {kind!r} (sigmoid, softmax)")
 
 
 def group_confidence(general: Tensor, class_ids: Tensor, kind: str) -> Tensor:
@@ -68,12 +60,13 @@ def fuse_scores(general: Tensor, specialists: list[tuple[Tensor, Tensor]], gener
 class FusedClassifier(nn.Module):
     """The general model and its group specialists as one model: ``forward`` gives the log-odds of
     the fused probabilities, so a run serving it reads its scores with a sigmoid like any other.
+    A ``ServableModel``, not a ``VideoClassifier``: it has no backbone or heads of its own.
 
     Inputs come normalised for the general model; each specialist gets them re-normalised for its
     own backbone. All members see the same frames at the same input size.
     """
 
-    def __init__(self, general: VideoClassifier, general_scores: str, specialists: list[VideoClassifier],
+    def __init__(self, general: ServableModel, general_scores: str, specialists: list[ServableModel],
                  specialist_scores: list[str], class_ids: list[list[int]], rule: str = "gate",
                  renormalise: list[tuple[list[float], list[float]]] | None = None):
         super().__init__()
@@ -145,7 +138,7 @@ def fused(*, num_classes: int, general: dict, specialists: list[dict], rule: str
     if pretrained or checkpoint_path:
         raise ValueError("a fused model takes its weights from its run, not from pretrained backbones")
 
-    def build(config: dict) -> VideoClassifier:
+    def build(config: dict) -> ServableModel:
         config = dict(config)
         return create_model(config.pop("name"), **config)
 

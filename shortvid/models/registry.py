@@ -16,7 +16,7 @@ from torch import nn
 if TYPE_CHECKING:
     from .aggregators import Aggregator
     from .classifiers import ClassifierHead
-    from .video import VideoClassifier
+    from .contract import ServableModel
 
 T = TypeVar("T", bound=Callable[..., Any])
 
@@ -61,7 +61,7 @@ class Registry(Generic[T]):
         return name in self._entries
 
 
-MODELS: Registry[Callable[..., "VideoClassifier"]] = Registry("model")
+MODELS: Registry[Callable[..., "ServableModel"]] = Registry("model")
 AGGREGATORS: Registry[Callable[..., "Aggregator"]] = Registry("aggregator")
 CLASSIFIERS: Registry[Callable[..., "ClassifierHead"]] = Registry("classifier")
 
@@ -102,13 +102,14 @@ def create_model(
     pretrained: bool = False,
     checkpoint_path: str | os.PathLike | None = None,
     **overrides: Any,
-) -> "VideoClassifier":
-    """Build a registered video model.
+) -> "ServableModel":
+    """Build a registered video model: a ``ServableModel`` (``models.contract``), whatever its class.
 
     ``pretrained=True`` loads the backbone's ImageNet weights from timm's hub; ``checkpoint_path``
     loads them from a local timm/torchvision state dict instead (and then nothing is downloaded).
-    ``overrides`` replace the builder's defaults (``backbone=``, ``aggregator=``, ``classifier=``,
-    ``dropout=``, ``imagenet_head=``, ``aggregator_args=``, ``classifier_args=``, ``backbone_args=``).
+    ``overrides`` replace the builder's defaults (TSN models: ``backbone=``, ``aggregator=``,
+    ``classifier=``, ``dropout=``, ``imagenet_head=``, ``aggregator_args=``, ``classifier_args=``,
+    ``backbone_args=``; the composites ``fused`` and ``by_frame_count``: their members' configs).
 
     The result's ``config`` holds name, class count and overrides, but not the weight source:
     ``create_model(**model.config)`` rebuilds the architecture, ready for ``load_state_dict``.

@@ -11,17 +11,22 @@ called from a secondary thread ran up to 2x slower than from the main thread (BE
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
 
 from ..decode import Clip
 from ..decode.reader import Source
 from ..errors import DecodeError, InferenceError, ShortvidError, UnexpectedDecodeError
 from .classifier import Classifier, Prediction
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -130,46 +135,75 @@ def _classify_batch(classifier: Classifier, batch: list[tuple[Source, Future]], 
     waited = time.perf_counter()
     decoded = [(source, *future.result()) for source, future in batch]
     stats.stage_ms["wait"] += (time.perf_counter() - waited) * 1000
-    clips = [(source, clip, ms) for source, clip, ms in decoded if isinstance(clip, Clip)]
-    outcomes: dict[int, Outcome] = {}
-    failures: dict[int, InferenceError] = {}
-    for scored, timings in _scored(classifier, clips, failures):
+    outcomes = [None if isinstance(clip, Clip) else Outcome(source, error=clip) for source, clip, _ in decoded]
+    # The k-th decoded clip is decoded[clip_at[k]].
+    clip_at = [i for i, (_, clip, _) in enumerate(decoded) if isinstance(clip, Clip)]
+    for result in score_clips(classifier, [decoded[i][1] for i in clip_at]):
+        if isinstance(result, ClipFailure):
+            source = decoded[clip_at[result.position]][0]
+            error = InferenceError(_name(source), f"the model failed: {type(result.error).__name__}: {result.error}")
+            outcomes[clip_at[result.position]] = Outcome(source, error=error)
+            continue
         stats.batches += 1
-        share = {stage: ms / len(scored) for stage, ms in timings.items()}
-        for source, clip, decode_ms, video_scores in scored:
-            labels, top = classifier.decide(video_scores)
+        share = {stage: ms / len(result.positions) for stage, ms in result.timings.items()}
+        for row, position in enumerate(result.positions):
+            source, clip, decode_ms = decoded[clip_at[position]]
+            labels, top = classifier.decide(result.scores[row])
             per_video = {"decode": decode_ms, **share}
             per_video["total"] = sum(per_video.values())
-            outcomes[id(clip)] = Outcome(source, Prediction(labels, top, per_video, clip.times, clip.info.keyframes))
-        for stage, ms in timings.items():
+            outcomes[clip_at[position]] = Outcome(source, Prediction(labels, top, per_video, clip.times,
+                                                                     clip.info.keyframes))
+        for stage, ms in result.timings.items():
             stats.stage_ms[stage] += ms
-    results = []
-    for source, clip, decode_ms in decoded:
-        stats.videos += 1
-        stats.stage_ms["decode"] += decode_ms
-        if isinstance(clip, Clip) and id(clip) in outcomes:
-            results.append(outcomes[id(clip)])
-        elif isinstance(clip, Clip):
-            stats.failed += 1
-            results.append(Outcome(source, error=failures[id(clip)]))
-        else:
-            stats.failed += 1
-            results.append(Outcome(source, error=clip))
-    return results
+    stats.videos += len(decoded)
+    stats.failed += sum(outcome.error is not None for outcome in outcomes)
+    stats.stage_ms["decode"] += sum(decode_ms for _, _, decode_ms in decoded)
+    return outcomes
 
 
-def _scored(classifier: Classifier, clips: list, failures: dict) -> Iterator[tuple[list, dict]]:
-    """Score clips in one call; if that fails, one by one, so a clip that breaks the model fails alone."""
+@dataclass(frozen=True)
+class ModelCall:
+    """One ``scores_many`` call that succeeded: the clips it scored, a row of scores each, its cost."""
+
+    positions: tuple[int, ...]  # of the clips scored, in the list given to ``score_clips``
+    scores: np.ndarray  # [len(positions), C], row i for the clip at positions[i]
+    timings: dict[str, float]  # the call's preprocess and model ms
+    started: float  # perf_counter when the call began
+    seconds: float  # the call's wall time
+
+
+@dataclass(frozen=True)
+class ClipFailure:
+    """A clip the model failed on when scored alone."""
+
+    position: int  # in the list given to ``score_clips``
+    error: Exception
+
+
+def score_clips(classifier: Classifier, clips: Sequence[Clip]) -> Iterator[ModelCall | ClipFailure]:
+    """Score ``clips`` in one model call; if that fails, one by one, so a clip that breaks the model
+    fails alone. Yields each call that succeeded and each clip that failed alone, as they happen;
+    every clip is in exactly one of them. The one fallback of ``classify_many`` and the service."""
     if not clips:
         return
-    try:
-        scores, timings = classifier.scores_many([clip for _, clip, _ in clips])
-    except Exception as error:  # noqa: BLE001 - one bad clip must not end a run of thousands
-        if len(clips) > 1:
-            for item in clips:
-                yield from _scored(classifier, [item], failures)
-            return
-        source, clip, _ = clips[0]
-        failures[id(clip)] = InferenceError(_name(source), f"the model failed: {type(error).__name__}: {error}")
+    together = _model_call(classifier, clips, tuple(range(len(clips))))
+    if isinstance(together, ModelCall):
+        yield together
         return
-    yield [(*item, scores[row]) for row, item in enumerate(clips)], timings
+    if len(clips) > 1:
+        log.warning("a batch of %d clips failed; scoring them one by one", len(clips), exc_info=together)
+    for position in range(len(clips)):
+        alone = together if len(clips) == 1 else _model_call(classifier, clips, (position,))
+        yield alone if isinstance(alone, ModelCall) else ClipFailure(position, alone)
+
+
+def _model_call(classifier: Classifier, clips: Sequence[Clip], positions: tuple[int, ...]) -> ModelCall | Exception:
+    started = time.perf_counter()
+    try:
+        scores, timings = classifier.scores_many([clips[position] for position in positions])
+    except Exception as error:  # noqa: BLE001 - one bad clip must not end a run of thousands
+        return error
+    return ModelCall(positions, scores, timings, started, time.perf_counter() - started)
+
+
+__all__ = ["Outcome", "PipelineStats", "classify_many", "score_clips", "ModelCall", "ClipFailure"]

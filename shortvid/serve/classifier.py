@@ -24,8 +24,11 @@ from ..backends import check_precision
 from ..data.labels import LabelMap
 from ..decode import Clip, DecodeLimits
 from ..decode.reader import Source
+from ..extras import require
 from ..machine import resolve_device
-from ..models import VideoClassifier
+from ..models import ServableModel
+from ..models.adaptive import grouped_logits
+from ..models.scores import probabilities
 from ..policy import DecisionPolicy
 from ..run import Preprocess, RunDir
 
@@ -61,6 +64,7 @@ class OnnxBackend:
     name = "onnx"
 
     def __init__(self, path: str | os.PathLike, device: torch.device, precision: str = "fp32"):
+        require("onnx", "the onnx backend")
         import onnxruntime as ort
 
         from ..export import INPUT_NAME, OUTPUT_NAME
@@ -89,14 +93,8 @@ class OnnxBackend:
         counts = mask.sum(1)
         if bool((counts == 0).any()):
             raise ValueError("a video with no valid frame cannot be classified")
-        logits = None
-        for count in sorted(set(counts.tolist())):
-            rows = (counts == count).nonzero().flatten()
-            out = self.run(torch.stack([frames[row][mask[row]] for row in rows.tolist()]))
-            if logits is None:
-                logits = out.new_zeros(len(frames), out.shape[1])
-            logits[rows] = out
-        return logits
+        return grouped_logits(counts.tolist(),
+                              lambda _, rows: self.run(torch.stack([frames[row][mask[row]] for row in rows.tolist()])))
 
 
 @dataclass(frozen=True)
@@ -133,7 +131,7 @@ class Prediction:
 class Classifier:
     """A trained run, ready to classify videos one at a time."""
 
-    def __init__(self, model: VideoClassifier | None, labels: LabelMap, preprocess: Preprocess,
+    def __init__(self, model: ServableModel | None, labels: LabelMap, preprocess: Preprocess,
                  policy: DecisionPolicy, device: torch.device, backend: TorchBackend | OnnxBackend | None = None,
                  limits: DecodeLimits | None = None):
         self.model = model  # the PyTorch model (None on the onnx backend)
@@ -193,8 +191,7 @@ class Classifier:
         frames = self.transform(torch.from_numpy(clip.frames).to(self.device), "test").unsqueeze(0)
         prepared = time.perf_counter()
         logits = self.backend(frames)
-        probabilities = torch.sigmoid(logits) if self.preprocess.scores == "sigmoid" else torch.softmax(logits, 1)
-        scores = probabilities[0].float().cpu().numpy()
+        scores = probabilities(logits, self.preprocess.scores)[0].float().cpu().numpy()
         done = time.perf_counter()
         return scores, {"preprocess": (prepared - started) * 1000, "model": (done - prepared) * 1000}
 
@@ -217,8 +214,7 @@ class Classifier:
         batch = torch.stack(frames)
         prepared = time.perf_counter()
         logits = self.backend(batch, None if bool(mask.all()) else mask)
-        probabilities = torch.sigmoid(logits) if self.preprocess.scores == "sigmoid" else torch.softmax(logits, 1)
-        scores = probabilities.float().cpu().numpy()
+        scores = probabilities(logits, self.preprocess.scores).float().cpu().numpy()
         done = time.perf_counter()
         return scores, {"preprocess": (prepared - started) * 1000, "model": (done - prepared) * 1000}
 

@@ -33,7 +33,9 @@ from tqdm import tqdm
 from ..errors import DatasetError
 from ..files import PARTIAL, atomic_path, atomic_write
 from .encode import EncodeSpec, encode_video
-from .scenes import SceneClass, VideoScript, plan_video, render_frames, select_classes
+from .plans import VideoScript, plan_video, select_classes
+from .render import render_frames
+from .shapes import SceneClass
 
 CORPUS_FORMAT = "shortvid-synth-corpus"
 CORPUS_FORMAT_VERSION = 2  # bump whenever the same spec would draw or encode different videos (2: x264 cpu-independent)

@@ -22,7 +22,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 
 from ..data.annotations import load_dataset
@@ -81,7 +80,7 @@ def fuse_runs(general_run: str | os.PathLike, specialist_runs: Sequence[str | os
         raise RunError(str(general_run), "no specialist runs to fuse")
     general = RunDir(general_run)
     if dataset is None:
-        dataset = (yaml.safe_load(general.require(general.config, "config").read_text()) or {}).get("data", {}).get("dataset")
+        dataset = general.training_data().get("dataset")
         if not dataset:
             raise RunError(str(general.root), "its config names no dataset: give one (--data)")
     specialists = [RunDir(run) for run in specialist_runs]

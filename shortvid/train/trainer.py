@@ -27,17 +27,15 @@ from ..decode import FrameSpec
 from ..machine import resolve_device
 from ..metrics import mean_ap, top_k_hit
 from ..models import VideoClassifier, create_model
-from ..models.aggregators import masked_mean
+from ..models.scores import probabilities, score_kind
 from ..policy import DecisionPolicy
 from ..run import Preprocess, RunDir, load_weights
 from .config import ConfigError, TrainConfig, save_config
 from .freeze import freeze_stages
 from .losses import (
     classification_loss,
-    imagenet_distillation_loss,
-    logit_distillation_loss,
 )
-from .teacher_cache import TeacherFeatures, checkpoint_key
+from .teacher import Teacher
 
 log = logging.getLogger("shortvid.train")
 
@@ -129,10 +127,6 @@ def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optim
     raise ConfigError("optim.name", f"unknown optimiser {optim.name!r} (adamw, sgd)")
 
 
-def scores_from_logits(logits: torch.Tensor, kind: str) -> torch.Tensor:
-    return torch.sigmoid(logits) if kind == "bce" else torch.softmax(logits, dim=1)
-
-
 @dataclass
 class _State:
     epoch: int = 0
@@ -154,82 +148,10 @@ def predict_scores(model: VideoClassifier, loader: DataLoader, device: torch.dev
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
             logits = model(frames)
         losses.append(classification_loss(logits.float(), labels, loss_kind).item() * len(labels))
-        scores.append(scores_from_logits(logits.float(), loss_kind).cpu().numpy())
+        scores.append(probabilities(logits.float(), score_kind(loss_kind)).cpu().numpy())
         targets.append(labels.cpu().numpy())
     n = sum(len(s) for s in scores)
     return np.concatenate(scores), np.concatenate(targets), sum(losses) / max(n, 1)
-
-
-class Teacher:
-    """A trained run's model, frozen, giving the distillation targets for a student's batch.
-
-    Frames arrive normalised for the student; they are re-normalised for the teacher when the two
-    backbones expect different input statistics. With ``distill.cache`` the teacher's backbone runs
-    once before training over every cached frame of ``train_set`` (centre crop, the teacher's own
-    normalisation; see ``teacher_cache``), and a batch costs only the teacher's heads on the
-    features of the frames it holds (its ``index`` and ``picks``).
-    """
-
-    def __init__(self, run_dir: str, config: TrainConfig, student: VideoClassifier, mean, std, device,
-                 train_set: Dataset | None = None, store: str | None = None, amp: bool = False):
-        if config.distill.cache and not (config.data.cache and isinstance(train_set, CachedVideoDataset)):
-            raise ConfigError("data.cache", "distill.cache=true computes the teacher's features once over the frame "
-                                            "cache: give data.cache=CACHE (made by `shortvid extract`), or set distill.cache=false")
-        teacher_run = RunDir(run_dir)
-        self.model = teacher_run.load_model("best", device)
-        for parameter in self.model.parameters():
-            parameter.requires_grad_(False)
-        self.kind = config.distill.kind
-        if self.kind == "imagenet" and (self.model.imagenet_head is None or student.imagenet_head is None):
-            raise ConfigError("distill.kind", "imagenet distillation needs both models' ImageNet heads "
-                                              "(train both with model.imagenet_head=true), or use distill.kind=logits")
-        if self.kind == "logits" and self.model.num_classes != student.num_classes:
-            raise ConfigError("distill.kind", "logit distillation needs teacher and student over the same classes")
-        if self.kind not in ("imagenet", "logits"):
-            raise ConfigError("distill.kind", f"unknown kind {self.kind!r} (imagenet, logits)")
-        preprocess = teacher_run.preprocess()
-        shape = (1, 1, 3, 1, 1)
-        self.scale = (torch.tensor(std) / torch.tensor(preprocess.std)).view(shape).to(device)
-        self.shift = ((torch.tensor(mean) - torch.tensor(preprocess.mean)) / torch.tensor(preprocess.std)).view(shape).to(device)
-        self.config = config.distill
-        self.loss_kind = config.optim.loss
-        self.device = device
-        self.features: TeacherFeatures | None = None
-        self.computed_features = False
-        if config.distill.cache:
-            # The student's crop size (what the uncached teacher sees), the teacher's normalisation.
-            transform = VideoTransform(config.data.input_size, augment=False, mean=preprocess.mean, std=preprocess.std)
-            checkpoint = teacher_run.best if teacher_run.best.exists() else teacher_run.last
-            key = {"teacher": checkpoint_key(checkpoint), "cache": str(train_set.cache.root.resolve()),
-                   "input_size": config.data.input_size, "mean": list(preprocess.mean), "std": list(preprocess.std)}
-            names = [sample.name for sample in train_set.samples]
-            self.features, self.computed_features = TeacherFeatures.load_or_compute(
-                store or config.out, self.model, train_set.cache, names, transform, key, device,
-                batch_size=config.data.batch_size, workers=config.data.workers, amp=amp, progress=config.progress)
-            self.starts = torch.tensor([self.features.starts[name] for name in names], dtype=torch.int64)
-
-    @torch.no_grad()
-    def targets(self, frames: torch.Tensor, batch: dict | None = None) -> dict[str, torch.Tensor]:
-        """The teacher's ``logits`` [B, C] and, with its ImageNet head, ``imagenet`` [B, 1000] for a batch:
-        from its stored features when cached (``batch`` gives ``index`` and ``picks``), else a full pass."""
-        if self.features is None:
-            return self.model.forward_all(frames * self.scale + self.shift)
-        if batch is None or "picks" not in batch:
-            raise ValueError("cached teacher features need the batch's index and picks (a CachedVideoDataset batch)")
-        index = torch.as_tensor(batch["index"], dtype=torch.int64)
-        features = self.features.gather(self.starts[index], batch["picks"])
-        features = features.to(self.device, non_blocking=True).float()
-        out = {"logits": self.model.forward_head(features), "features": features}
-        if self.model.imagenet_head is not None:
-            out["imagenet"] = masked_mean(self.model.imagenet_head(features), None, dim=1)
-        return out
-
-    def loss(self, frames: torch.Tensor, student_outputs: dict[str, torch.Tensor], batch: dict | None = None) -> torch.Tensor:
-        teacher_outputs = self.targets(frames, batch)
-        if self.kind == "imagenet":
-            return imagenet_distillation_loss(student_outputs["imagenet"], teacher_outputs["imagenet"])
-        return logit_distillation_loss(student_outputs["logits"], teacher_outputs["logits"],
-                                       self.config.temperature, self.loss_kind)
 
 
 def train(config: TrainConfig, *, resume: bool = False) -> dict:
@@ -295,7 +217,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
     else:
         save_config(config, run.config)
         label_map.to_csv(run.root / "labels.csv")
-        scores = "sigmoid" if config.optim.loss == "bce" else "softmax"
+        scores = score_kind(config.optim.loss)
         run.write_preprocess(Preprocess(spec, config.data.input_size, scores, mean, std))
 
     def checkpoint_state() -> dict:

@@ -1,0 +1,179 @@
+"""Options several subcommands share, each group defined once, and the readers of their values."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..backends import ALL_PRECISIONS, BACKENDS, from_environment
+
+
+def frame_size(text: str) -> int | tuple[int, int] | None:
+    """``256`` (short side), ``256x455`` (height x width) or ``none`` (native size)."""
+    if text.lower() == "none":
+        return None
+    if "x" in text:
+        height, width = text.lower().split("x")
+        return int(height), int(width)
+    return int(text)
+
+
+def at_least_one(text: str) -> int:
+    """A count that must be positive (an argparse ``type``)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_frame_options(parser: argparse.ArgumentParser, size: str) -> None:
+    """--k/--sampler/--fill/--size/--crop/--skip-loop-filter: how frames are read (probe, extract)."""
+    parser.add_argument("--k", type=int, default=3, help="frames per video (default: 3)")
+    parser.add_argument("--sampler", choices=["keyframes", "uniform"], default="keyframes",
+                        help="keyframes: one keyframe per TSN segment, decoding nothing else (default); "
+                             "uniform: the frame at each segment centre, by seeking")
+    parser.add_argument("--fill", choices=["repeat", "seek", "none"], default="repeat",
+                        help="fewer keyframes than --k: repeat keyframes (default, free), decode a "
+                             "frame at each empty segment's centre (costs a GOP decode each), or none "
+                             "(return fewer frames)")
+    parser.add_argument("--size", type=frame_size, default=frame_size(size),
+                        help=f"short side in pixels, HxW, or none for native size (default: {size})")
+    parser.add_argument("--crop", type=int, default=None, help="centre square crop after resizing")
+    parser.add_argument("--skip-loop-filter", action="store_true",
+                        help="skip the codec's deblocking filter: 5-16%% less decode time, slightly other "
+                             "pixels; a cache made so gives runs that serve the same way (BENCHMARKS.md)")
+
+
+def frame_spec(args: argparse.Namespace):
+    """The ``FrameSpec`` of ``add_frame_options``' values; impossible ones are an error naming them."""
+    from ..decode import FrameSpec
+    from ..errors import ShortvidError
+
+    try:
+        return FrameSpec(k=args.k, sampler=args.sampler, size=args.size, crop=args.crop, fill=args.fill,
+                         skip_loop_filter=args.skip_loop_filter)
+    except ValueError as error:
+        raise ShortvidError("frame options", str(error)) from None
+
+
+def add_limit_options(parser: argparse.ArgumentParser) -> None:
+    """--max-width/--max-height/--max-pixels/--max-aspect: the largest frames decoded (docs/security.md)."""
+    from ..decode import DecodeLimits
+
+    default = DecodeLimits()
+    group = parser.add_argument_group("decode limits", "videos with larger frames fail with VideoTooLargeError "
+                                      "before their pixels are decoded or scaled")
+    group.add_argument("--max-width", type=at_least_one, default=default.max_width, metavar="PX",
+                       help=f"widest upright frame (default: {default.max_width})")
+    group.add_argument("--max-height", type=at_least_one, default=default.max_height, metavar="PX",
+                       help=f"tallest upright frame (default: {default.max_height})")
+    group.add_argument("--max-pixels", type=at_least_one, default=default.max_pixels, metavar="N",
+                       help=f"most pixels per frame (default: {default.max_pixels}, 8K UHD)")
+    group.add_argument("--max-aspect", type=float, default=default.max_aspect, metavar="R",
+                       help=f"longest side over shortest side (default: {default.max_aspect:g})")
+
+
+def decode_limits(args: argparse.Namespace):
+    """The ``DecodeLimits`` of ``add_limit_options``' values; an impossible one is an error naming the option."""
+    from ..decode import DecodeLimits
+    from ..errors import ShortvidError
+
+    try:
+        return DecodeLimits(args.max_width, args.max_height, args.max_pixels, args.max_aspect)
+    except ValueError as error:
+        raise ShortvidError("--max-aspect", str(error)) from None
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """How a run's model runs: --adaptive, --backend, --precision (evaluate, predict, serve)."""
+    parser.add_argument("--adaptive", action="store_true",
+                        help="classify a video with fewer keyframes than the run's frame count from those alone")
+    parser.add_argument("--backend", choices=BACKENDS, default=BACKENDS[0],
+                        help="torch (default) or onnx (ONNX Runtime on RUN/model.onnx, exported when missing)")
+    parser.add_argument("--precision", choices=ALL_PRECISIONS, default=ALL_PRECISIONS[0],
+                        help="fp32 (default); torch: bf16 (autocast); onnx: int8 (static, calibrated on training "
+                             "frames, RUN/model.int8-static.onnx) or int8-dynamic (RUN/model.int8-dynamic.onnx), "
+                             "made when missing")
+
+
+def model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``add_model_options``' values as the keyword arguments of ``Classifier.load`` and ``evaluate_run``."""
+    backend, precision = backend_and_precision(args.backend, args.precision)
+    return {"adaptive": args.adaptive, "backend": backend, "precision": precision}
+
+
+def backend_and_precision(backend: str | None, precision: str | None) -> tuple[str, str]:
+    """--backend and --precision, those not given from the environment (``from_environment``); a pair that
+    does not exist is an error naming the valid ones (exit 2), before any model is loaded."""
+    from ..errors import ShortvidError
+
+    try:
+        return from_environment(backend, precision)
+    except ValueError as error:
+        raise ShortvidError("--precision", str(error)) from None
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """--device: ``auto`` (CUDA when there is one), ``cpu``, ``cuda:N``."""
+    parser.add_argument("--device", default="auto")
+
+
+def add_quiet_option(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    """--quiet: no progress output."""
+    parser.add_argument("--quiet", action="store_true", help=help)
+
+
+def add_dataset_options(parser: argparse.ArgumentParser, *, required: bool = True, split: str = "val",
+                        help: str | None = None) -> None:
+    """--data (the dataset) and --split (one of its splits)."""
+    parser.add_argument("--data", required=required, default=None, help=help)
+    parser.add_argument("--split", default=split)
+
+
+def error_line(path: str, error: Exception) -> str:
+    """The JSON line of a video that failed; an error shortvid does not type is named by its class."""
+    from ..errors import ShortvidError
+
+    body = error.to_dict() if isinstance(error, ShortvidError) else {"type": type(error).__name__,
+                                                                      "message": f"{path}: {error}"}
+    return json.dumps({"path": path, "error": body}, ensure_ascii=False)
+
+
+def load_config_announced(source: str, overrides: Sequence[str]):
+    """``load_config``, saying on stderr which file or shipped config it read."""
+    from ..train.config import load_config, resolve_config
+
+    print(f"config: {resolve_config(source)[1]}", file=sys.stderr)
+    return load_config(source, overrides)
+
+
+def expand_inputs(inputs: Sequence[str]) -> tuple[list[str], list[tuple[str, Exception]]]:
+    """Files as given, folders searched for videos, globs expanded; order kept, duplicates dropped.
+    Also the inputs that name no video (a folder without videos, a glob matching nothing), each
+    with its error, so every input a user names gets a line."""
+    import glob
+
+    from ..data.annotations import VIDEO_EXTENSIONS
+    from ..errors import InvalidVideoError, VideoNotFoundError
+
+    found: list[str] = []
+    empty: list[tuple[str, Exception]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            videos = [str(p) for p in sorted(path.rglob("*")) if p.suffix.lower() in VIDEO_EXTENSIONS]
+            if not videos:
+                empty.append((item, InvalidVideoError(item, "a folder with no videos in it (searched for "
+                                                            f"{', '.join(sorted(VIDEO_EXTENSIONS))})")))
+            found.extend(videos)
+        elif any(ch in item for ch in "*?[") and not path.exists():
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                empty.append((item, VideoNotFoundError(item, "no file matches this pattern")))
+            found.extend(matches)
+        else:
+            found.append(item)
+    return list(dict.fromkeys(found)), empty

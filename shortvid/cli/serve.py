@@ -1,0 +1,179 @@
+"""Using runs: ``predict`` (JSON lines), ``serve`` (the HTTP service), ``export`` (ONNX files)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .options import (
+    add_device_option,
+    add_limit_options,
+    add_model_options,
+    at_least_one,
+    decode_limits,
+    error_line,
+    expand_inputs,
+    model_options,
+)
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """predict, serve, export."""
+    commands.add_parser("predict", help="classify videos; one JSON line per video",
+                        description="Classify files, folders (searched for videos) and globs with a run; "
+                                    "one JSON line per video, an error line for a broken one.",
+                        arguments=predict_arguments).set_defaults(handler=cmd_predict)
+    commands.add_parser("serve", help="HTTP service: POST /v1/classify with dynamic batching",
+                        description="Serve a run over HTTP (FastAPI + uvicorn): POST /v1/classify, /healthz, "
+                                    "/readyz, /metrics, /docs. Concurrent requests are decoded in parallel and "
+                                    "batched into one model call. See docs/serving.md.",
+                        arguments=serve_arguments).set_defaults(handler=cmd_serve)
+    commands.add_parser("export", help="export a run's model to ONNX for ONNX Runtime",
+                        description="Write the run's best model as ONNX: input frames [batch, frames, 3, H, W] "
+                                    "(normalised), output logits [batch, classes], batch and frames dynamic "
+                                    "(docs/onnx.md). by_frame_count runs are refused.",
+                        arguments=export_arguments).set_defaults(handler=cmd_export)
+
+
+def predict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT")
+    add_device_option(parser)
+    add_limit_options(parser)
+    add_model_options(parser)
+    parser.add_argument("--batch-size", type=at_least_one, default=1,
+                        help="videos per model call; above 1, decode threads run ahead of the model and the summary "
+                             "reports videos/s (default: 1, one video at a time, the competition's timing)")
+    parser.add_argument("--workers", type=at_least_one, default=None,
+                        help="decode threads with --batch-size > 1 (default: the CPU count, at most 4)")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..serve.classifier import Classifier
+
+    classifier = Classifier.load(args.run, device=args.device, **model_options(args), limits=decode_limits(args))
+    paths, empty = expand_inputs(args.inputs)
+    for item, error in empty:
+        print(error_line(item, error), flush=True)
+    if args.batch_size > 1:
+        return _predict_pipelined(classifier, paths, len(empty), args)
+    failed = len(empty)
+    totals = []
+    for path in paths:
+        try:
+            prediction = classifier.predict(path)
+        except Exception as error:  # noqa: BLE001 - one file's failure is its own line; the rest go on
+            failed += 1
+            print(error_line(path, error), flush=True)
+            continue
+        totals.append(prediction.timings["total"])
+        print(json.dumps({"path": path, **prediction.to_dict()}, ensure_ascii=False), flush=True)
+    median = sorted(totals)[len(totals) // 2] if totals else 0.0
+    named = len(paths) + len(empty)
+    print(f"{named} videos: {named - failed} classified, {failed} failed; median {median:.1f} ms/video",
+          file=sys.stderr)
+    return 1 if failed == named else 0
+
+
+def _predict_pipelined(classifier, paths: list[str], empty: int, args: argparse.Namespace) -> int:
+    """``predict --batch-size N``: decode threads run ahead of batched model calls (shortvid.serve.batch)."""
+    from ..serve.batch import PipelineStats, classify_many
+
+    stats = PipelineStats()
+    for outcome in classify_many(classifier, paths, batch_size=args.batch_size, workers=args.workers, stats=stats):
+        print(json.dumps(outcome.to_dict(), ensure_ascii=False), flush=True)
+    summary = stats.to_dict()
+    stages = ", ".join(f"{stage} {ms:.1f}" for stage, ms in summary["ms_per_video"].items())
+    failed = stats.failed + empty
+    print(f"{stats.videos + empty} videos: {stats.videos - stats.failed} classified, {failed} failed; "
+          f"{summary['videos_per_s']:.1f} videos/s, mean batch {summary['mean_batch']}; ms/video: {stages}",
+          file=sys.stderr)
+    return 1 if failed == stats.videos + empty else 0
+
+
+def serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    add_device_option(parser)
+    add_model_options(parser)
+    parser.add_argument("--max-batch", type=int, default=8, help="clips per model call (default: 8)")
+    parser.add_argument("--max-wait-ms", type=float, default=5.0,
+                        help="how long to wait for more clips after the first before calling the model (default: 5)")
+    parser.add_argument("--max-queue", type=int, default=64,
+                        help="requests in progress before new ones get 503 (default: 64)")
+    parser.add_argument("--max-queue-seconds", type=float, default=1.0, metavar="S",
+                        help="admit a request only if those ahead of it are expected to be answered within S seconds "
+                             "at the measured throughput; others get 503 at once (default: 1; 0: bound by "
+                             "--max-queue only)")
+    parser.add_argument("--max-uploads", type=at_least_one, default=128,
+                        help="request bodies received at once; more get 503 (default: 128)")
+    parser.add_argument("--body-timeout", type=float, default=15.0, metavar="S",
+                        help="seconds to receive a whole body; past it 408 (default: 15)")
+    parser.add_argument("--shutdown-grace", type=float, default=10.0, metavar="S",
+                        help="after SIGTERM, seconds for requests in progress to finish before they are cancelled "
+                             "(default: 10)")
+    parser.add_argument("--decode-workers", type=int, default=None, help="decode threads (default: min(4, CPUs))")
+    parser.add_argument("--max-body-mb", type=float, default=64.0,
+                        help="largest upload in MiB; larger get 413 (default: 64)")
+    parser.add_argument("--timeout", type=float, default=10.0,
+                        help="seconds per request once its body is in; past it 504 (default: 10)")
+    parser.add_argument("--allow-root", default=None, metavar="DIR",
+                        help='let JSON {"path": ...} requests read files under DIR (default: no server-side paths)')
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    add_limit_options(parser)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..serve.classifier import Classifier
+    from ..serve.http import ServeSettings, serve
+
+    if args.allow_root and not Path(args.allow_root).is_dir():
+        print(f"shortvid serve: error: --allow-root {args.allow_root}: not a folder", file=sys.stderr)
+        return 2
+    workers = {"decode_workers": args.decode_workers} if args.decode_workers else {}
+    settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                             max_queue_seconds=args.max_queue_seconds or None, max_body_mb=args.max_body_mb,
+                             max_uploads=args.max_uploads, body_timeout=args.body_timeout, **workers,
+                             timeout=args.timeout, allow_root=args.allow_root, shutdown_grace=args.shutdown_grace)
+    classifier = Classifier.load(args.run, device=args.device, **model_options(args), limits=decode_limits(args))
+    try:
+        serve(classifier, settings, host=args.host, port=args.port, log_level=args.log_level)
+    except OSError as error:
+        print(f"shortvid serve: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def export_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..export import DEFAULT_OPSET
+
+    parser.add_argument("run", metavar="RUN")
+    parser.add_argument("--format", choices=["onnx"], default="onnx")
+    parser.add_argument("--out", default=None, metavar="FILE", help="default: RUN/model.onnx")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default: {DEFAULT_OPSET})")
+    parser.add_argument("--quantize", choices=["static", "dynamic"], default=None,
+                        help="write an int8 model instead (default FILE: RUN/model.int8-static.onnx or "
+                             "RUN/model.int8-dynamic.onnx): static calibrates activations on training frames, "
+                             "dynamic quantises them at run time (docs/onnx.md)")
+    parser.add_argument("--calibration-videos", type=at_least_one, default=64, metavar="N",
+                        help="training videos to calibrate --quantize static on (default: 64)")
+    parser.add_argument("--calibration-data", default=None, metavar="DATA",
+                        help="calibrate on this dataset instead of the run's training data (config.yaml)")
+    parser.add_argument("--calibration-split", default=None, metavar="SPLIT",
+                        help="split of the calibration data (default: the run's train split)")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..export import export_run
+
+    if args.quantize:
+        from ..quantize import quantize_run
+
+        print(quantize_run(args.run, args.quantize, out=args.out, videos=args.calibration_videos,
+                           dataset=args.calibration_data, split=args.calibration_split, opset=args.opset))
+        return 0
+    print(export_run(args.run, args.out, opset=args.opset))
+    return 0

@@ -1,0 +1,215 @@
+"""Making runs: ``train``, ``distill``, ``fuse``, ``adaptive``, ``ablate``, ``hardmine``, ``finetune``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .options import (
+    add_dataset_options,
+    add_device_option,
+    add_quiet_option,
+    load_config_announced,
+)
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """train, distill, fuse, adaptive, ablate, hardmine, finetune."""
+    commands.add_parser("train", help="train a video classifier",
+                        description="Train per a config (YAML file or shipped name: "
+                                    "resnet50, mobilenet_cpu, tiny) with key=value overrides, "
+                                    "e.g. data.dataset=data/small data.cache=cache/small out=runs/x.",
+                        arguments=train_arguments).set_defaults(handler=cmd_train)
+    commands.add_parser("distill", help="train a student with a trained teacher run",
+                        description="Train per a config with a teacher: loss = classification + "
+                                    "distill.weight x the squared difference of the L2-normalised ImageNet "
+                                    "heads (the seed's; both nets keep their 1000-way head), or Hinton "
+                                    "soft targets on the class logits with distill.kind=logits.",
+                        arguments=distill_arguments).set_defaults(handler=cmd_distill)
+    commands.add_parser("fuse", help="fuse a general run with per-group specialist runs into one run",
+                        description="Fuse a general run with specialists (`train --group`) into one run that "
+                                    "predict, evaluate and judge load; every fusion rule is scored on the "
+                                    "validation videos and the best is kept (report in OUT/fusion.json).",
+                        arguments=fuse_arguments).set_defaults(handler=cmd_fuse)
+    commands.add_parser("adaptive", help="one run choosing among runs trained on 1, 2, 3... frames by keyframe count",
+                        description="Combine runs trained on different frame counts (data.num_segments) into "
+                                    "one run that classifies a video with the run trained on as many frames as "
+                                    "the video has keyframes; nothing but keyframes is decoded.",
+                        arguments=adaptive_arguments).set_defaults(handler=cmd_adaptive)
+    commands.add_parser("ablate", help="the seed's five ablation tables on a synthetic corpus, in one run",
+                        description="Train and evaluate every model of the seed's tables (3 keyframes vs 8 "
+                                    "frames, distillation, hard-set fine-tuning, mean vs NeXtVLAD, adaptive vs "
+                                    "fixed) and write OUT/ABLATION.md. Resumable: finished steps are kept.",
+                        arguments=ablate_arguments).set_defaults(handler=cmd_ablate)
+    commands.add_parser("hardmine", help="write the training videos a run gets wrong as a split",
+                        description="Classify the split's videos with RUN; write those it gets wrong (Jaccard "
+                                    "below 1 under its decision policy, or a score margin below --margin) "
+                                    "as DATASET/NAME.txt, a split the other commands read.",
+                        arguments=hardmine_arguments).set_defaults(handler=cmd_hardmine)
+    commands.add_parser("finetune", help="the seed's two-step fine-tuning on a hard set",
+                        description="Fine-tune RUN on a hard split: first with the backbone's stem and first "
+                                    "stages frozen until validation stops improving (OUT/frozen), then the "
+                                    "whole network (OUT/full).",
+                        arguments=finetune_arguments).set_defaults(handler=cmd_finetune)
+
+
+def train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML file or shipped config name")
+    parser.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its last checkpoint")
+    parser.add_argument("--group", metavar="NAME",
+                        help="train a specialist on one label group's classes (data.group)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..errors import ShortvidError
+    from ..train.trainer import train
+
+    if args.resume:
+        saved = Path(args.resume) / "config.yaml"
+        if not saved.is_file():
+            raise ShortvidError(args.resume, "nothing to resume: no config.yaml (not a run directory, or the run "
+                                "was stopped before it started)")
+        config = load_config_announced(str(saved), [*args.overrides, f"out={args.resume}"])
+    else:
+        if not args.config:
+            print("shortvid train: error: --config is required (a YAML file or a shipped name)", file=sys.stderr)
+            return 2
+        group = [f"data.group={args.group}"] if args.group else []
+        config = load_config_announced(args.config, [*args.overrides, *group])
+    record = train(config, resume=bool(args.resume))
+    print(json.dumps({"run": config.out, **record}))
+    return 0
+
+
+def distill_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher", required=True, metavar="RUN", help="the teacher's run directory")
+    parser.add_argument("--config", required=True, help="the student's config (YAML file or shipped name)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    """`train` with a teacher: the seed's ImageNet-head distillation unless distill.kind=logits."""
+    from ..train.trainer import train
+
+    config = load_config_announced(args.config, [f"distill.teacher={args.teacher}", *args.overrides])
+    if config.distill.kind == "imagenet":
+        config.model.imagenet_head = True
+    record = train(config)
+    print(json.dumps({"run": config.out, **record}))
+    return 0
+
+
+def fuse_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..models import FUSION_RULES
+
+    parser.add_argument("general", metavar="GENERAL")
+    parser.add_argument("specialists", nargs="+", metavar="SPECIALIST")
+    parser.add_argument("--out", required=True, metavar="RUN")
+    add_dataset_options(parser, required=False, help="dataset to choose the rule on (default: the general run's)")
+    parser.add_argument("--rule", choices=["best", *FUSION_RULES], default="best",
+                        help="fusion rule (default: the best on the split)")
+    add_device_option(parser)
+    add_quiet_option(parser)
+
+
+def cmd_fuse(args: argparse.Namespace) -> int:
+    from ..models import FUSION_RULES
+    from ..train.fuse import fuse_runs
+
+    rules = list(FUSION_RULES) if args.rule == "best" else [args.rule]
+    report = fuse_runs(args.general, args.specialists, args.out, dataset=args.data, split=args.split,
+                       rules=rules, device=args.device, progress=not args.quiet)
+    print(f"{report['videos']} {args.split} videos: general mean Jaccard {report['general']['mean_jaccard']:.4f}")
+    for rule, result in report["rules"].items():
+        chosen = "  <- kept" if rule == report["rule"] else ""
+        print(f"  fused ({rule}): mean Jaccard {result['mean_jaccard']:.4f}, top-1 {result['top1_hit']:.4f}{chosen}")
+    for group, result in report["groups"].items():
+        if result["videos"]:
+            print(f"  group {group} ({result['videos']} videos): general {result['general']:.4f}, "
+                  f"fused {result['fused']:.4f}")
+    print(f"fused run written to {args.out}")
+    return 0
+
+
+def adaptive_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", metavar="RUN")
+    parser.add_argument("--out", required=True, metavar="RUN")
+
+
+def cmd_adaptive(args: argparse.Namespace) -> int:
+    from ..train.fuse import adaptive_runs
+
+    print(json.dumps(adaptive_runs(args.runs, args.out)))
+    return 0
+
+
+def ablate_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..synth.corpus import PRESETS
+
+    parser.add_argument("--preset", choices=list(PRESETS), default="bench",
+                        help="corpus preset, generated into --data when missing (default: bench)")
+    parser.add_argument("--data", default=None, help="the corpus folder (default: data/PRESET)")
+    parser.add_argument("--out", default=None, help="working folder (default: runs/ablate-PRESET)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=10, help="training epochs of every model (default: 10)")
+    parser.add_argument("--workers", type=int, default=None, help="extraction processes (default: all cores)")
+    parser.add_argument("--report", default=None, help="also copy ABLATION.md here")
+    add_quiet_option(parser)
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    import shutil
+
+    from ..ablate import AblationPlan, ablate
+
+    plan = AblationPlan(data=args.data or f"data/{args.preset}", out=args.out or f"runs/ablate-{args.preset}",
+                        preset=args.preset, seed=args.seed, epochs=args.epochs, workers=args.workers,
+                        progress=not args.quiet)
+    summary = ablate(plan)
+    if args.report:
+        shutil.copyfile(Path(plan.out) / "ABLATION.md", args.report)
+    print(f"ablation done in {summary['wall_seconds'] / 60:.1f} min: {Path(plan.out) / 'ABLATION.md'}")
+    return 0
+
+
+def hardmine_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN")
+    add_dataset_options(parser, split="train", help="the AI Challenger dataset folder")
+    parser.add_argument("--margin", type=float, default=None, help="also count right answers won by less than this")
+    parser.add_argument("--name", default="hard", help="the hard split's name (default: hard)")
+    add_device_option(parser)
+    add_quiet_option(parser)
+
+
+def cmd_hardmine(args: argparse.Namespace) -> int:
+    from ..train.hardset import mine_hard_set
+
+    report = mine_hard_set(args.run, args.data, split=args.split, margin=args.margin, name=args.name,
+                           device=args.device, progress=not args.quiet)
+    print(json.dumps(report))
+    return 0
+
+
+def finetune_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--hard", default="hard", help="the hard split's name (from `shortvid hardmine`)")
+    parser.add_argument("--stages", type=int, default=2, help="stages frozen in step 1 (default: 2)")
+    parser.add_argument("--epochs", type=int, default=10, help="at most, per step")
+    parser.add_argument("--patience", type=int, default=2, help="epochs without improvement before a step ends")
+    parser.add_argument("--lr-scale", type=float, default=0.1, help="the run's learning rate times this")
+    parser.add_argument("--easy", type=float, default=0.0, help="mix in easy videos, as a fraction of the hard set")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from ..train.hardset import finetune
+
+    report = finetune(args.run, args.out, hard=args.hard, stages=args.stages, epochs=args.epochs,
+                      patience=args.patience, lr_scale=args.lr_scale, easy_fraction=args.easy,
+                      overrides=tuple(args.overrides))
+    print(json.dumps(report))
+    return 0
