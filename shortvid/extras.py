@@ -9,7 +9,7 @@ instead of failing on an import deep inside.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 
 from .errors import ShortvidError
 
@@ -27,7 +27,17 @@ class MissingExtraError(ShortvidError, ImportError):
 def require(extra: str, feature: str) -> None:
     """Raise ``MissingExtraError`` naming ``feature`` and the install command unless every module of
     ``extra`` is installed."""
-    missing = [module for module in EXTRAS[extra] if importlib.util.find_spec(module) is None]
+    missing = [module for module in EXTRAS[extra] if not _installed(module)]
     if missing:
         raise MissingExtraError(feature, f"needs the '{extra}' extra ({', '.join(missing)} not installed): "
                                          f"pip install 'shortvid[{extra}]'")
+
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` imports (the features that require it import it next anyway)."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True

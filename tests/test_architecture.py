@@ -155,3 +155,34 @@ def test_a_missing_extra_names_itself_and_how_to_install_it(monkeypatch, capsys,
         extras.require("onnx", "ONNX export")
     assert main(["export", str(tmp_path)]) == 2
     assert "pip install 'shortvid[onnx]'" in capsys.readouterr().err
+
+
+BLOCK_EXTRAS = """
+import importlib.abc, importlib.machinery, sys
+EXTRAS = {"fastapi", "fastapi_offline", "uvicorn", "starlette", "python_multipart", "multipart", "onnx",
+          "onnxruntime", "matplotlib"}
+class Missing(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    # found (so that libraries probing with find_spec carry on), but not importable
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in EXTRAS:
+            return importlib.machinery.ModuleSpec(name, self)
+    def create_module(self, spec):
+        raise ModuleNotFoundError(f"No module named {spec.name!r}", name=spec.name)
+    def exec_module(self, module):
+        pass
+sys.meta_path.insert(0, Missing())
+from shortvid.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_the_core_runs_without_the_extras(trained_run, small_videos):
+    """Without fastapi, uvicorn, onnx, onnxruntime and matplotlib: prediction works, and the service
+    says which extra it needs."""
+    video = str(small_videos["v0.mp4"])
+    predicted = subprocess.run([sys.executable, "-c", BLOCK_EXTRAS, "predict", str(trained_run), video, "--device", "cpu"],
+                               capture_output=True, text=True, timeout=300)
+    assert predicted.returncode == 0 and '"labels"' in predicted.stdout, predicted.stderr
+    served = subprocess.run([sys.executable, "-c", BLOCK_EXTRAS, "serve", str(trained_run), "--device", "cpu"],
+                            capture_output=True, text=True, timeout=300)
+    assert served.returncode == 2 and "pip install 'shortvid[serve]'" in served.stderr, served.stderr
