@@ -132,6 +132,31 @@ def test_no_import_cycles(graph):
             visit(module, [])
 
 
+def test_no_import_cycles_between_packages(graph):
+    """Between top-level packages too (``shortvid.serve`` holds inference below ``shortvid.train`` and
+    the service above it; neither half imports the trainer)."""
+    trees, edges = graph
+    between = {}
+    for module, targets in edges.items():
+        for target, names in targets:
+            for imported in [f"{target}.{n}" if f"{target}.{n}" in trees else target for n in names] or [target]:
+                if imported != "shortvid" and package_of(imported) != package_of(module):
+                    between.setdefault(package_of(module), set()).add(package_of(imported))
+    state: dict[str, int] = {}
+
+    def visit(package, path):
+        state[package] = 1
+        for nxt in between.get(package, ()):
+            assert state.get(nxt) != 1, "package import cycle: " + " -> ".join(path + [package, nxt])
+            if nxt not in state:
+                visit(nxt, path + [package])
+        state[package] = 2
+
+    for package in between:
+        if package not in state:
+            visit(package, [])
+
+
 def test_no_private_name_is_imported_across_modules(graph):
     _, edges = graph
     private = [f"{module} imports {target}.{name}" for module, targets in edges.items() for target, names in targets
