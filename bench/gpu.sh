@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 5's GPU figures on a lent device machine, in one call: end to end single stream (both
-# models, torch and ONNX Runtime), pipelined batch throughput, and the CPU baseline of the same host.
+# models, torch and ONNX Runtime), pipelined batch throughput, the CPU baseline of the same host, and
+# a short DDP training run (torchrun, one process per GPU, NCCL; also on one GPU, a world of one).
 #
 # The machine has PyTorch, timm, onnx and onnxruntime (CPU provider only) but not PyAV: carry its
 # wheel. Once, here, in the repo's root:
@@ -8,7 +9,8 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl av==18.1.0
 # Then: device run, command "bash bench/gpu.sh", carry [".whl"], timeout_s 540.
-# Results land in $OUT (predict-cuda.json, pipeline-cuda.json, predict-cpu.json, logs).
+# Results land in $OUT (predict-cuda.json, pipeline-cuda.json, predict-cpu.json, logs, ddp-cuda.log): 8 files,
+# as many as a device run brings back.
 set -euo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
@@ -23,3 +25,18 @@ timeout 120 python3 pipeline.py --videos 48 --repeats 2 --device cuda --json "$O
   | tee "$OUT/pipeline-cuda.log"
 timeout 120 python3 predict.py --videos 16 --repeats 1 --device cpu --json "$OUT/predict-cpu.json" 2>&1 \
   | tee "$OUT/predict-cpu.log"
+# DDP: torchrun with one process per GPU on a generated tiny corpus, 2 epochs; the log ends with the
+# run's metrics.jsonl (train_seconds: an epoch's training steps alone).
+cd ..
+GPUS=$(nvidia-smi -L | wc -l)
+DDP=/tmp/shortvid-ddp
+rm -rf "$DDP"
+{
+  timeout 120 python3 -m shortvid synth "$DDP/corpus" --preset tiny --videos 480 --quiet
+  timeout 120 python3 -m shortvid extract "$DDP/corpus" --out "$DDP/cache" --size 128 --quiet
+  echo "torchrun --nproc-per-node $GPUS"
+  timeout 300 python3 -m torch.distributed.run --standalone --nproc-per-node "$GPUS" -m shortvid train --config tiny \
+    "data.dataset=$DDP/corpus" "data.cache=$DDP/cache" "out=$DDP/run" progress=false device=cuda optim.epochs=2 \
+    data.batch_size=32 data.workers=4
+  cat "$DDP/run/metrics.jsonl"
+} 2>&1 | tee "$OUT/ddp-cuda.log"

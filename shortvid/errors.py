@@ -60,3 +60,8 @@ class DatasetError(ShortvidError):
 
 class InferenceError(ShortvidError):
     """The model failed on a video's decoded frames (in a batch run, only that video fails)."""
+
+
+class WorkerCrashed(ShortvidError):
+    """The process handling a file died on it (a crash inside a native library, an abort, out of
+    memory, or a hang ended by a hard time limit); the file was isolated and the job went on."""

@@ -2,7 +2,8 @@
 
 The core (decoding, data, models, training, evaluation, prediction with PyTorch) needs none of them.
 ``pip install 'shortvid[serve]'`` adds the HTTP service, ``[onnx]`` ONNX export, the ONNX Runtime
-backend and int8 quantisation, ``[report]`` the plots of ``shortvid analyze``; ``[all]`` is all of
+backend and int8 quantisation, ``[report]`` the plots of ``shortvid analyze``, ``[parquet]`` Parquet
+manifests and outputs, ``[ray]`` the Ray engine of ``predict`` and ``extract``; ``[all]`` is all of
 them (what ``make`` installs). A feature whose extra is missing says so, and how to install it,
 instead of failing on an import deep inside.
 """
@@ -17,6 +18,8 @@ EXTRAS = {
     "serve": ("fastapi", "fastapi_offline", "uvicorn", "python_multipart"),
     "onnx": ("onnx", "onnxruntime"),
     "report": ("matplotlib",),
+    "parquet": ("pyarrow",),
+    "ray": ("ray", "pyarrow"),
 }
 
 

@@ -24,8 +24,9 @@ LAYERS = {
     "shortvid.train": 7, "shortvid.evaluate": 7,
     "shortvid.serve.http": 8, "shortvid.serve.admission": 8, "shortvid.judge": 8,
     "shortvid.serve.metrics": 8, "shortvid.serve.batcher": 8, "shortvid.serve.requests": 8,
-    "shortvid.ablate": 9, "shortvid.demo": 9,
+    "shortvid.ablate": 9, "shortvid.demo": 9, "shortvid.distributed": 9,
     "shortvid.cli": 10,
+    "shortvid.__main__": 11,
 }
 
 
@@ -185,7 +186,7 @@ def test_a_missing_extra_names_itself_and_how_to_install_it(monkeypatch, capsys,
 BLOCK_EXTRAS = """
 import importlib.abc, importlib.machinery, sys
 EXTRAS = {"fastapi", "fastapi_offline", "uvicorn", "starlette", "python_multipart", "multipart", "onnx",
-          "onnxruntime", "matplotlib"}
+          "onnxruntime", "matplotlib", "ray", "pyarrow"}
 class Missing(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     # found (so that libraries probing with find_spec carry on), but not importable
     def find_spec(self, name, path=None, target=None):
@@ -201,7 +202,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_the_core_runs_without_the_extras(trained_run, small_videos):
+def test_the_core_runs_without_the_extras(trained_run, small_videos, tmp_path):
     """Without fastapi, uvicorn, onnx, onnxruntime and matplotlib: prediction works, and the service
     says which extra it needs."""
     video = str(small_videos["v0.mp4"])
@@ -211,3 +212,6 @@ def test_the_core_runs_without_the_extras(trained_run, small_videos):
     served = subprocess.run([sys.executable, "-c", BLOCK_EXTRAS, "serve", str(trained_run), "--device", "cpu"],
                             capture_output=True, text=True, timeout=300)
     assert served.returncode == 2 and "pip install 'shortvid[serve]'" in served.stderr, served.stderr
+    on_ray = subprocess.run([sys.executable, "-c", BLOCK_EXTRAS, "predict", str(trained_run), video, "--engine", "ray",
+                             "--out", str(tmp_path / "rows")], capture_output=True, text=True, timeout=300)
+    assert on_ray.returncode == 2 and "pip install 'shortvid[ray]'" in on_ray.stderr, on_ray.stderr

@@ -136,7 +136,7 @@ def test_the_manifest_records_the_frame_rate_or_none(small_videos, monkeypatch):
     from shortvid.data import cache as cache_module
 
     job = ("v0.mp4", str(small_videos["v0.mp4"]), SPEC.to_dict(), "raw", 90, 10.0, {})
-    assert cache_module._extract_one(job)["fps"] == 10
+    assert cache_module.extract_one(job)["fps"] == 10
     read = FrameSpec.read
 
     def rateless(self, *args, **kwargs):  # a stream whose headers give no frame rate
@@ -144,4 +144,4 @@ def test_the_manifest_records_the_frame_rate_or_none(small_videos, monkeypatch):
         return dataclasses.replace(clip, info=dataclasses.replace(clip.info, fps=None))
 
     monkeypatch.setattr(FrameSpec, "read", rateless)
-    assert cache_module._extract_one(job)["fps"] is None
+    assert cache_module.extract_one(job)["fps"] is None

@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 
 from .options import (
+    add_engine_options,
     add_frame_options,
     add_limit_options,
     add_quiet_option,
     decode_limits,
     error_line,
     frame_spec,
+    ray_options,
 )
 
 
@@ -110,6 +112,7 @@ def extract_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retry-failed", action="store_true", help="try again the videos that failed before")
     add_quiet_option(parser, help="no progress bar")
     add_limit_options(parser)
+    add_engine_options(parser)
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
@@ -121,8 +124,13 @@ def cmd_extract(args: argparse.Namespace) -> int:
         print(f"skipped: {problem}", file=sys.stderr)
     if len(problems) > 10:
         print(f"skipped: ... and {len(problems) - 10} more annotation problems", file=sys.stderr)
-    summary = extract(videos, args.out, frame_spec(args), fmt=args.format, quality=args.quality,
-                      workers=args.workers, timeout=args.timeout, retry_failed=args.retry_failed,
-                      progress=not args.quiet, limits=decode_limits(args))
+    common = {"fmt": args.format, "quality": args.quality, "timeout": args.timeout, "retry_failed": args.retry_failed,
+              "progress": not args.quiet, "limits": decode_limits(args)}
+    if args.engine == "ray":
+        from ..distributed import extract_ray
+
+        summary = extract_ray(videos, args.out, frame_spec(args), options=ray_options(args), **common)
+    else:
+        summary = extract(videos, args.out, frame_spec(args), workers=args.workers, **common)
     print(json.dumps(summary.to_dict()))
     return 0

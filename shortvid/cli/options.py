@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any, Sequence
 
 from ..backends import ALL_PRECISIONS, BACKENDS, from_environment
@@ -133,13 +132,18 @@ def add_dataset_options(parser: argparse.ArgumentParser, *, required: bool = Tru
     parser.add_argument("--split", default=split)
 
 
-def error_line(path: str, error: Exception) -> str:
-    """The JSON line of a video that failed; an error shortvid does not type is named by its class."""
+def error_body(path: str, error: Exception) -> dict:
+    """``{type, message}`` of a video that failed; an error shortvid does not type is named by its class."""
     from ..errors import ShortvidError
 
-    body = error.to_dict() if isinstance(error, ShortvidError) else {"type": type(error).__name__,
-                                                                      "message": f"{path}: {error}"}
-    return json.dumps({"path": path, "error": body}, ensure_ascii=False)
+    if isinstance(error, ShortvidError):
+        return error.to_dict()
+    return {"type": type(error).__name__, "message": f"{path}: {error}"}
+
+
+def error_line(path: str, error: Exception) -> str:
+    """The JSON line of a video that failed."""
+    return json.dumps({"path": path, "error": error_body(path, error)}, ensure_ascii=False)
 
 
 def load_config_announced(source: str, overrides: Sequence[str]):
@@ -150,30 +154,28 @@ def load_config_announced(source: str, overrides: Sequence[str]):
     return load_config(source, overrides)
 
 
-def expand_inputs(inputs: Sequence[str]) -> tuple[list[str], list[tuple[str, Exception]]]:
-    """Files as given, folders searched for videos, globs expanded; order kept, duplicates dropped.
-    Also the inputs that name no video (a folder without videos, a glob matching nothing), each
-    with its error, so every input a user names gets a line."""
-    import glob
 
-    from ..data.annotations import VIDEO_EXTENSIONS
-    from ..errors import InvalidVideoError, VideoNotFoundError
 
-    found: list[str] = []
-    empty: list[tuple[str, Exception]] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            videos = [str(p) for p in sorted(path.rglob("*")) if p.suffix.lower() in VIDEO_EXTENSIONS]
-            if not videos:
-                empty.append((item, InvalidVideoError(item, "a folder with no videos in it (searched for "
-                                                            f"{', '.join(sorted(VIDEO_EXTENSIONS))})")))
-            found.extend(videos)
-        elif any(ch in item for ch in "*?[") and not path.exists():
-            matches = sorted(glob.glob(item, recursive=True))
-            if not matches:
-                empty.append((item, VideoNotFoundError(item, "no file matches this pattern")))
-            found.extend(matches)
-        else:
-            found.append(item)
-    return list(dict.fromkeys(found)), empty
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """--engine and the Ray options (predict, extract; docs/scaling.md)."""
+    parser.add_argument("--engine", choices=["local", "ray"], default="local",
+                        help="local (default): this machine's processes and threads; ray: a Ray cluster "
+                             "(pip install 'shortvid[ray]')")
+    group = parser.add_argument_group("ray engine")
+    group.add_argument("--address", default=None, metavar="ADDR",
+                       help="the Ray cluster to join: auto or HOST:PORT (default: a private local Ray with this "
+                            "machine's CPUs)")
+    group.add_argument("--actors", type=at_least_one, default=None, metavar="N",
+                       help="worker actors (default: as many as the cluster's CPUs and GPUs hold)")
+    group.add_argument("--cpus-per-actor", type=float, default=1.0, metavar="C", help="CPUs per actor (default: 1)")
+    group.add_argument("--gpus-per-actor", type=float, default=0.0, metavar="G", help="GPUs per actor (default: 0)")
+    group.add_argument("--max-retries", type=int, default=4, metavar="R",
+                       help="retries of a block whose worker died (default: 4)")
+
+
+def ray_options(args: argparse.Namespace):
+    """The ``RayOptions`` of ``add_engine_options``' values."""
+    from ..distributed import RayOptions
+
+    return RayOptions(address=args.address, actors=args.actors, cpus_per_actor=args.cpus_per_actor,
+                      gpus_per_actor=args.gpus_per_actor, max_retries=args.max_retries)

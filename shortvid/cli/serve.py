@@ -7,23 +7,28 @@ import json
 import sys
 from pathlib import Path
 
+from ..serve.store import FORMATS as STORE_FORMATS
 from .options import (
     add_device_option,
+    add_engine_options,
     add_limit_options,
     add_model_options,
     at_least_one,
     decode_limits,
+    error_body,
     error_line,
-    expand_inputs,
     model_options,
+    ray_options,
 )
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """predict, serve, export."""
-    commands.add_parser("predict", help="classify videos; one JSON line per video",
-                        description="Classify files, folders (searched for videos) and globs with a run; "
-                                    "one JSON line per video, an error line for a broken one.",
+    commands.add_parser("predict", help="classify videos; one JSON line per video, or rows in a folder",
+                        description="Classify files, folders (searched for videos), globs, URIs and manifests with "
+                                    "a run; one JSON line per video, an error line for a broken one; with --out, one "
+                                    "row per video in Parquet or JSONL parts, resumable; --engine ray runs it on a "
+                                    "Ray cluster (docs/scaling.md).",
                         arguments=predict_arguments).set_defaults(handler=cmd_predict)
     commands.add_parser("serve", help="HTTP service: POST /v1/classify with dynamic batching",
                         description="Serve a run over HTTP (FastAPI + uvicorn): POST /v1/classify, /healthz, "
@@ -39,7 +44,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", metavar="RUN")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="video files, folders, globs or URIs (s3://, gs://, https://, any fsspec protocol)")
+    parser.add_argument("--manifest", action="append", default=[], metavar="FILE",
+                        help="a list of videos (text, one per line; or CSV/Parquet with a 'path' column), a path or "
+                             "URI; repeatable")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="write one row per video into DIR (resumable: a rerun skips the videos already there); "
+                             "default: JSON lines on stdout")
+    parser.add_argument("--format", choices=list(STORE_FORMATS), default="parquet",
+                        help="format of the rows in --out (default: parquet)")
     add_device_option(parser)
     add_limit_options(parser)
     add_model_options(parser)
@@ -48,13 +62,24 @@ def predict_arguments(parser: argparse.ArgumentParser) -> None:
                              "reports videos/s (default: 1, one video at a time, the competition's timing)")
     parser.add_argument("--workers", type=at_least_one, default=None,
                         help="decode threads with --batch-size > 1 (default: the CPU count, at most 4)")
+    add_engine_options(parser)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from ..data.sources import expand_inputs, read_manifest
+    from ..errors import ShortvidError
+
+    if not args.inputs and not args.manifest:
+        raise ShortvidError("predict", "name videos (INPUT...) or a --manifest")
+    paths, empty = expand_inputs(args.inputs)
+    for manifest in args.manifest:
+        paths += read_manifest(manifest)
+    paths = list(dict.fromkeys(paths))
+    if args.engine == "ray" or args.out:
+        return _predict_to_store(paths, empty, args)
     from ..serve.classifier import Classifier
 
     classifier = Classifier.load(args.run, device=args.device, **model_options(args), limits=decode_limits(args))
-    paths, empty = expand_inputs(args.inputs)
     for item, error in empty:
         print(error_line(item, error), flush=True)
     if args.batch_size > 1:
@@ -75,6 +100,38 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print(f"{named} videos: {named - failed} classified, {failed} failed; median {median:.1f} ms/video",
           file=sys.stderr)
     return 1 if failed == named else 0
+
+
+def _predict_to_store(paths: list[str], empty: list, args: argparse.Namespace) -> int:
+    """``predict --out DIR`` (and every ``--engine ray`` run): one row per video in DIR, resumable; the exit
+    status is non-zero only when a video has no row."""
+    from ..errors import ShortvidError
+    from ..serve.store import PredictionStore, prediction_row
+
+    if not args.out:
+        raise ShortvidError("predict", "--engine ray writes its rows into a folder: give --out DIR")
+    if args.engine == "ray":
+        from ..extras import require
+
+        require("ray", "the Ray engine")
+    store = PredictionStore(args.out, args.format)
+    store.write([prediction_row({"path": item, "error": error_body(item, error)}) for item, error in empty
+                 if item not in store.done()])
+    if args.engine == "ray":
+        from ..distributed import predict_ray
+
+        summary = predict_ray(args.run, paths, args.out, options=ray_options(args), fmt=args.format,
+                              device=args.device, limits=decode_limits(args), batch_size=args.batch_size,
+                              workers=args.workers, **model_options(args))
+    else:
+        from ..distributed import predict_local
+
+        summary = predict_local(args.run, paths, args.out, fmt=args.format, device=args.device,
+                                limits=decode_limits(args), batch_size=args.batch_size, workers=args.workers,
+                                **model_options(args))
+    summary.total += len(empty)
+    print(summary.format(), file=sys.stderr)
+    return 1 if summary.missing else 0
 
 
 def _predict_pipelined(classifier, paths: list[str], empty: int, args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         group = [f"data.group={args.group}"] if args.group else []
         config = load_config_announced(args.config, [*args.overrides, *group])
     record = train(config, resume=bool(args.resume))
-    print(json.dumps({"run": config.out, **record}))
+    _report({"run": config.out, **record})
     return 0
 
 
@@ -98,7 +99,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     if config.distill.kind == "imagenet":
         config.model.imagenet_head = True
     record = train(config)
-    print(json.dumps({"run": config.out, **record}))
+    _report({"run": config.out, **record})
     return 0
 
 
@@ -211,5 +212,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     report = finetune(args.run, args.out, hard=args.hard, stages=args.stages, epochs=args.epochs,
                       patience=args.patience, lr_scale=args.lr_scale, easy_fraction=args.easy,
                       overrides=tuple(args.overrides))
-    print(json.dumps(report))
+    _report(report)
     return 0
+
+
+def _report(record: dict) -> None:
+    """The command's result line: under torchrun, printed by rank 0 only (one line, not one per process)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(record))

@@ -35,7 +35,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..decode import DecodeError, DecodeLimits, FrameSpec
-from ..errors import DatasetError
+from ..errors import DatasetError, WorkerCrashed
 from ..files import atomic_write
 
 Format = Literal["jpeg", "raw"]
@@ -100,8 +100,10 @@ def decode_image(data: bytes, fmt: Format, shape: tuple[int, int]) -> np.ndarray
         return np.asarray(image.convert("RGB"))
 
 
-def _extract_one(job: tuple[str, str, dict, str, int, float, dict]) -> dict:
-    """Worker: decode one video and encode its frames. Runs in a child process."""
+def extract_one(job: tuple[str, str, dict, str, int, float, dict]) -> dict:
+    """Decode one video and encode its frames: the manifest record of ``job`` (name, path, frame spec,
+    format, quality, timeout, decode limits). Runs in a worker process (``run_isolated``, or a Ray
+    worker with ``shortvid.distributed``)."""
     name, path, spec_dict, fmt, quality, timeout, limits = job
     # A hard limit behind the decoder's own: a call stuck inside FFmpeg gets SIGALRM, whose default
     # action ends this process, and `run_isolated` reports the file as having crashed its worker.
@@ -243,12 +245,16 @@ def extract(
     retry_failed: bool = False,
     progress: bool = True,
     limits: DecodeLimits | None = None,
+    run_jobs: Callable[[Callable[[tuple], dict], list[tuple]], Iterable[dict]] | None = None,
 ) -> ExtractSummary:
     """Decode each ``(name, path)`` once into the cache at ``out``, in parallel processes.
 
     Resumable: videos already in the manifest are skipped (failures too, unless ``retry_failed``).
     A video that fails to decode is recorded with its error and the run goes on; so is one that
     crashes its worker process outright. ``limits``: the largest frames decoded (``DecodeLimits()``).
+    ``run_jobs(extract_one, jobs)`` yields the jobs' records in any order (default: ``run_isolated`` in
+    ``workers`` local processes; ``shortvid.distributed.extract_ray`` runs them on Ray); this process
+    alone writes the cache, so its format and resume are the same whoever decoded.
     """
     root = Path(out)
     (root / "shards").mkdir(parents=True, exist_ok=True)
@@ -278,7 +284,8 @@ def extract(
 
     started = time.perf_counter()
     with _ManifestWriter(root) as writer, tqdm(total=len(todo), desc="extract", unit="video", disable=not progress) as bar:
-        for record in run_isolated(_extract_one, todo, workers or os.cpu_count() or 1):
+        run_jobs = run_jobs or (lambda function, jobs: run_isolated(function, jobs, workers or os.cpu_count() or 1))
+        for record in run_jobs(extract_one, todo):
             writer.add(record)
             if "error" in record:
                 summary.failed += 1
@@ -321,8 +328,8 @@ def run_isolated(function: Callable[[tuple], dict], jobs: list[tuple], workers: 
             try:
                 yield pool.submit(function, job).result()
             except BrokenProcessPool:
-                message = f"{job[1]}: the decoding process crashed or hung on this file"
-                yield {"name": job[0], "path": job[1], "error": {"type": "WorkerCrashed", "message": message}}
+                error = WorkerCrashed(job[1], "the decoding process crashed or hung on this file")
+                yield {"name": job[0], "path": job[1], "error": error.to_dict()}
 
 
 class _ManifestWriter:

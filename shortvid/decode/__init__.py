@@ -10,7 +10,15 @@ from ..errors import (
     VideoNotFoundError,
     VideoTooLargeError,
 )
-from .reader import DEFAULT_TUNING, Clip, DecodeLimits, DecoderTuning, FrameSpec, VideoInfo, read_frames
+from .reader import (
+    DEFAULT_TUNING,
+    Clip,
+    DecodeLimits,
+    DecoderTuning,
+    FrameSpec,
+    VideoInfo,
+    read_frames,
+)
 from .sampling import match_to_targets, place_times, segment_targets
 
 __all__ = [

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import io
 import os
+import re
 import stat
 import threading
 import time
@@ -368,6 +369,8 @@ def _resolve(source: Source) -> tuple[str, str | BinaryIO]:
         if len(source) == 0:
             raise InvalidVideoError("<bytes>", "empty input (0 bytes)")
         return "<bytes>", io.BytesIO(bytes(source))
+    if isinstance(source, str) and is_uri(source):
+        return source, _open_uri(source)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         name = str(path)
@@ -395,6 +398,39 @@ def _resolve(source: Source) -> tuple[str, str | BinaryIO]:
             return name, io.BytesIO(data)
         return name, source
     raise TypeError(f"source must be a path, bytes or a binary file object, not {type(source).__name__}")
+
+
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_uri(source: object) -> bool:
+    """Whether ``source`` names a file by URI (``s3://``, ``gs://``, ``https://``, ``memory://``, any
+    fsspec protocol) rather than a local path."""
+    return isinstance(source, str) and bool(_URI.match(source))
+
+
+def _open_uri(uri: str) -> BinaryIO:
+    """The file at ``uri``, opened with fsspec (the protocol's package, e.g. s3fs, gcsfs or aiohttp,
+    must be installed); a file that cannot be seeked is read whole by ``_resolve``."""
+    import fsspec
+
+    try:
+        opened = fsspec.open(uri, "rb").open()
+    except FileNotFoundError:
+        raise VideoNotFoundError(uri, "no such file") from None
+    except ImportError as error:
+        raise InvalidVideoError(uri, f"no reader for this protocol: {error}") from None
+    except (OSError, ValueError) as error:
+        raise InvalidVideoError(uri, f"cannot open: {type(error).__name__}: {error}") from None
+    opened.name = uri
+    seekable = getattr(opened, "seekable", None)
+    if seekable is not None and seekable():
+        return opened
+    with opened:
+        data = opened.read()
+    if not data:
+        raise InvalidVideoError(uri, "empty input (0 bytes)")
+    return io.BytesIO(data)
 
 
 def _open(name: str, opened: str | BinaryIO, limits: DecodeLimits = _LIMITS) -> av.container.InputContainer:

@@ -14,7 +14,7 @@ from ..data.annotations import Annotations, load_dataset
 from ..errors import DatasetError, DecodeError
 from ..metrics import jaccard, predicted_matrix
 from .config import load_config
-from .trainer import train
+from .trainer import process_group, train
 
 
 def mine_hard_set(run_dir: str | os.PathLike, dataset: str | os.PathLike, *, split: str = "train",
@@ -60,6 +60,11 @@ def is_hard(scores: np.ndarray, truth: tuple[int, ...], decided, margin: float |
     return bool(len(wrong)) and float(scores[list(truth)].min() - wrong.max()) < margin
 
 
+def easy_split(hard: str) -> str:
+    """The name of the split ``mix_in_easy`` writes for the hard set ``hard``."""
+    return f"{hard}+easy"
+
+
 def mix_in_easy(dataset: str | os.PathLike, hard: str, fraction: float, seed: int = 0, split: str = "train") -> str:
     """Write ``DATASET/<hard>+easy.txt``: the hard set plus ``fraction`` of it in easy videos drawn
     from ``split`` (so the fine-tuned model does not forget what it got right)."""
@@ -70,7 +75,7 @@ def mix_in_easy(dataset: str | os.PathLike, hard: str, fraction: float, seed: in
     rng = np.random.default_rng(seed)
     count = min(len(easy), int(round(fraction * len(hard_set.samples))))
     chosen = [easy[i] for i in sorted(rng.choice(len(easy), count, replace=False))] if count else []
-    mixed = f"{hard}+easy"
+    mixed = easy_split(hard)
     Annotations(hard_set.samples + chosen, hard_set.label_map, hard_set.root).write_aichallenger(
         root / f"{mixed}.txt", write_labels=False)
     return mixed
@@ -81,18 +86,26 @@ def finetune(run_dir: str | os.PathLike, out: str | os.PathLike, *, hard: str = 
              overrides: tuple[str, ...] = ()) -> dict:
     """Two runs under ``out``: ``frozen`` (stem and first ``stages`` stages frozen, from ``run_dir``'s
     weights) and ``full`` (everything trained, from ``frozen``'s best). Each stops when validation
-    has not improved for ``patience`` epochs. Returns both runs' last metrics."""
+    has not improved for ``patience`` epochs. Returns both runs' last metrics.
+
+    Under torchrun both runs train on every process, in one process group: rank 0 alone writes the
+    mixed split, the others read it once written; ``train`` returns once its run is on disk."""
     base = load_config(Path(run_dir) / "config.yaml", list(overrides))
-    split = mix_in_easy(base.data.dataset, hard, easy_fraction, base.seed) if easy_fraction > 0 else hard
-    lr = base.optim.lr * lr_scale
-    common = [f"data.train_split={split}", f"optim.epochs={epochs}", f"optim.patience={patience}",
-              f"optim.lr={lr}", "optim.warmup_epochs=0", "model.pretrained=false", "model.checkpoint_path=null",
-              *overrides]
     out = Path(out)
-    frozen = load_config(Path(run_dir) / "config.yaml", [*common, f"out={out / 'frozen'}",
-                                                        f"model.init_from={run_dir}", f"model.freeze_stages={stages}"])
-    first = train(frozen)
-    full = load_config(Path(run_dir) / "config.yaml", [*common, f"out={out / 'full'}",
-                                                      f"model.init_from={out / 'frozen'}", "model.freeze_stages=0"])
-    second = train(full)
+    with process_group(base.device) as ranks:
+        if easy_fraction > 0:
+            split = ranks.main_first(lambda main: mix_in_easy(base.data.dataset, hard, easy_fraction, base.seed)
+                                     if main else easy_split(hard))
+        else:
+            split = hard
+        lr = base.optim.lr * lr_scale
+        common = [f"data.train_split={split}", f"optim.epochs={epochs}", f"optim.patience={patience}",
+                  f"optim.lr={lr}", "optim.warmup_epochs=0", "model.pretrained=false", "model.checkpoint_path=null",
+                  *overrides]
+        frozen = load_config(Path(run_dir) / "config.yaml", [*common, f"out={out / 'frozen'}",
+                                                            f"model.init_from={run_dir}", f"model.freeze_stages={stages}"])
+        first = train(frozen)
+        full = load_config(Path(run_dir) / "config.yaml", [*common, f"out={out / 'full'}",
+                                                          f"model.init_from={out / 'frozen'}", "model.freeze_stages=0"])
+        second = train(full)
     return {"frozen": first, "full": second, "run": str(out / "full")}

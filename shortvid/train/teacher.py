@@ -28,10 +28,14 @@ class Teacher:
     once before training over every cached frame of ``train_set`` (centre crop, the teacher's own
     normalisation; see ``teacher_cache``), and a batch costs only the teacher's heads on the
     features of the frames it holds (its ``index`` and ``picks``).
+
+    ``compute_features=False`` (training processes other than rank 0): read the stored features, never
+    compute or write them; rank 0 has made them first (``Ranks.main_first``).
     """
 
     def __init__(self, run_dir: str, config: TrainConfig, student: VideoClassifier, mean, std, device,
-                 train_set: Dataset | None = None, store: str | None = None, amp: bool = False):
+                 train_set: Dataset | None = None, store: str | None = None, amp: bool = False,
+                 compute_features: bool = True):
         if config.distill.cache and not (config.data.cache and isinstance(train_set, CachedVideoDataset)):
             raise ConfigError("data.cache", "distill.cache=true computes the teacher's features once over the frame "
                                             "cache: give data.cache=CACHE (made by `shortvid extract`), or set distill.cache=false")
@@ -65,7 +69,8 @@ class Teacher:
             names = [sample.name for sample in train_set.samples]
             self.features, self.computed_features = TeacherFeatures.load_or_compute(
                 store or config.out, self.model, train_set.cache, names, transform, key, device,
-                batch_size=config.data.batch_size, workers=config.data.workers, amp=amp, progress=config.progress)
+                batch_size=config.data.batch_size, workers=config.data.workers, amp=amp, progress=config.progress,
+                compute=compute_features)
             self.starts = torch.tensor([self.features.starts[name] for name in names], dtype=torch.int64)
 
     @torch.no_grad()

@@ -18,6 +18,9 @@ only what the batches touch, so a store larger than memory works. The index is w
 after the features are on disk, so a run killed while computing leaves nothing that reads as valid.
 Features are reused only when the teacher checkpoint, the frame cache, the crop, the normalisation
 and every training video's frame count match; otherwise they are recomputed.
+
+Several training processes (torchrun) share one store: rank 0 computes it while the others wait,
+then they read it (``compute=False``), so no two processes ever write it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from tqdm import tqdm
 
 from ..data.cache import FrameCache
 from ..data.transforms import VideoTransform
+from ..errors import ShortvidError
 from ..files import atomic_path, atomic_write
 from ..models import VideoClassifier
 
@@ -80,14 +84,19 @@ class TeacherFeatures:
     @classmethod
     def load_or_compute(cls, folder: str | os.PathLike, model: VideoClassifier, cache: FrameCache, names: list[str],
                         transform: VideoTransform, key: dict, device: torch.device, *, batch_size: int = 16,
-                        workers: int = 0, amp: bool = False, progress: bool = False) -> tuple["TeacherFeatures", bool]:
+                        workers: int = 0, amp: bool = False, progress: bool = False,
+                        compute: bool = True) -> tuple["TeacherFeatures", bool]:
         """The stored features of ``folder`` when they were made from ``key`` and cover ``names``,
-        else freshly computed ones (replacing any stored). Returns (features, whether computed)."""
+        else freshly computed ones (replacing any stored). Returns (features, whether computed).
+        ``compute=False``: the stored ones or a ``ShortvidError`` (a process that must only read them)."""
         folder = Path(folder)
         counts = {name: len(cache.entries[name].offsets) for name in names}
         stored = cls.load(folder, key, counts)
         if stored is not None:
             return stored, False
+        if not compute:
+            raise ShortvidError(str(folder / INDEX), "no teacher features made from this teacher and frame cache: "
+                                                     "the training process of rank 0 should have computed them first")
         return cls.compute(folder, model, cache, names, counts, transform, key, device, batch_size=batch_size,
                            workers=workers, amp=amp, progress=progress), True
 

@@ -4,18 +4,41 @@ Seeded and resumable: the epoch's sample order, each sample's frame choice and a
 derive from (seed, epoch, index), and ``last.pt`` holds model, optimiser, scheduler, scaler, RNG,
 epoch and step, so a run killed mid-epoch continues where it was (``checkpoint_every`` steps
 bounds what a kill can cost) and ends with the same weights as an uninterrupted one.
+
+Several processes: under ``torchrun --nproc-per-node N -m shortvid train ...`` every process runs
+``train`` with DistributedDataParallel (NCCL on GPUs, each process on ``cuda:LOCAL_RANK``; gloo on
+the CPU). ``Ranks`` is a process's place among them and what they do together; one process
+started without torchrun's environment takes the plain path, with no process group at all:
+
+- each epoch's one seeded order is dealt out to the ranks (``EpochSampler``): rank r takes every
+  N-th sample from position r, all ranks the same count, so a step's N batches together are the
+  samples one process would take in one batch N times as large, and resuming stays exact;
+- rank 0 alone writes the run directory (config, labels, preprocessing, checkpoints, metrics,
+  policy, teacher features); the others write nothing there and wait at a barrier where they must
+  read what it wrote (the teacher features; a finished run before ``train`` returns);
+- rank 0 validates each epoch, alone, with the unwrapped model and the one-process code (see
+  ``train``), and sends the epoch's record to the others, which keep the same best epoch and stop
+  at the same patience;
+- a checkpoint holds the unwrapped model's weights, so the run loads and serves as any other,
+  every rank's RNG state (each rank draws its own dropout) and the world size, which a resume must
+  keep (``--nproc-per-node`` as before).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from datetime import timedelta
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
@@ -38,18 +61,136 @@ from .losses import (
 from .teacher import Teacher
 
 log = logging.getLogger("shortvid.train")
+T = TypeVar("T")
+
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+# How long the other ranks wait for rank 0's work alone (each epoch's validation, the teacher's
+# features over the whole frame cache). A rank that fails stops the others at once (torchrun ends
+# them all), so this bounds only a true hang.
+RANK0_WAIT = timedelta(hours=2)
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among torchrun's (``rank`` of ``world_size``, ``local_rank`` on its machine)
+    and what they do together. One process (no torchrun environment): rank 0 of 1, ``distributed``
+    false, and every method a no-op that involves no other process."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    distributed: bool = False  # started by torchrun: a process group is (to be) initialised
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> "Ranks":
+        """torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), else one process."""
+        environ = os.environ if environ is None else environ
+        if "WORLD_SIZE" not in environ:
+            return cls()
+        missing = [name for name in TORCHRUN_VARIABLES if not environ.get(name)]
+        if missing:
+            raise ConfigError("environment", f"WORLD_SIZE is set but {', '.join(missing)} not: start several "
+                                             "processes with torchrun (`torchrun --nproc-per-node N -m shortvid train ...`)")
+        ranks = cls(int(environ["RANK"]), int(environ["WORLD_SIZE"]), int(environ["LOCAL_RANK"]), True)
+        if not 0 <= ranks.rank < ranks.world_size:
+            raise ConfigError("environment", f"RANK {ranks.rank} is not below WORLD_SIZE {ranks.world_size}")
+        return ranks
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one that writes the run directory and validates."""
+        return self.rank == 0
+
+    def device(self, name: str = "auto") -> torch.device:
+        """This rank's device: ``cuda:LOCAL_RANK`` for ``auto`` (with CUDA) and ``cuda``, else as one process would."""
+        if not self.distributed:
+            return resolve_device(name)
+        if name == "auto" and not torch.cuda.is_available():
+            return torch.device("cpu")
+        if name in ("auto", "cuda"):
+            count = torch.cuda.device_count()
+            if self.local_rank >= count:
+                raise ConfigError("device", f"process {self.local_rank} on this machine has no GPU of its own "
+                                            f"({count} GPUs): start at most {count} processes per machine, or device=cpu")
+            return torch.device("cuda", self.local_rank)
+        if name.startswith("cuda:"):
+            raise ConfigError("device", f"{name} would put every process on one GPU: give device=cuda "
+                                        "(each process takes cuda:LOCAL_RANK) or device=cpu")
+        return torch.device(name)
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def broadcast(self, value: T) -> T:
+        """Rank 0's ``value`` (any picklable object), on every rank."""
+        if not self.distributed:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, value: T) -> list[T]:
+        """Every rank's ``value``, in rank order, on every rank."""
+        if not self.distributed:
+            return [value]
+        values: list[Any] = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
+
+    def main_first(self, make: Callable[[bool], T]) -> T:
+        """``make(True)`` on rank 0, then, once it is done, ``make(False)`` on the others: for what rank
+        0 alone may write and the others then read (the teacher's features)."""
+        if self.main:
+            made = make(True)
+            self.barrier()
+            return made
+        self.barrier()
+        return make(False)
+
+
+@contextmanager
+def process_group(device: str = "auto") -> Iterator[Ranks]:
+    """This process's ``Ranks``; under torchrun, with the process group initialised (NCCL for CUDA,
+    gloo for the CPU) for the block and destroyed after it, also when it raises. Re-entrant: inside
+    another ``process_group`` block it uses that block's group (``finetune`` trains twice in one)."""
+    ranks = Ranks.from_environment()
+    if not ranks.distributed or dist.is_initialized():
+        yield ranks
+        return
+    where = ranks.device(device)
+    if where.type == "cuda":
+        torch.cuda.set_device(where)
+        dist.init_process_group("nccl", timeout=RANK0_WAIT, device_id=where)
+    else:
+        dist.init_process_group("gloo", timeout=RANK0_WAIT)
+    try:
+        yield ranks
+    finally:
+        dist.destroy_process_group()
 
 
 class EpochSampler(Sampler[int]):
     """The sample order of each epoch, drawn from (seed, epoch) and resumable at any position.
 
     With ``weights`` the order is a weighted draw with replacement (class-balanced sampling).
+    With ``world_size`` processes, rank ``rank`` takes its share of the one order: every
+    ``world_size``-th sample from position ``rank``, after the order is cut to a multiple of
+    ``world_size`` (at most ``world_size - 1`` samples, different ones each epoch, are left out), so
+    every rank gets as many and takes as many steps. Dealt out this way, the ranks' ``k``-th batches
+    together hold what one process's ``k``-th batch holds with a batch ``world_size`` times as large.
+    ``start`` counts this rank's samples (``step * batch_size``).
     """
 
-    def __init__(self, size: int, seed: int, weights: torch.Tensor | None = None):
+    def __init__(self, size: int, seed: int, weights: torch.Tensor | None = None, *, rank: int = 0,
+                 world_size: int = 1):
+        if size < world_size:
+            raise ValueError(f"{size} samples cannot be dealt out to {world_size} processes")
         self.size = size
         self.seed = seed
         self.weights = weights
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
         self.start = 0
 
@@ -57,16 +198,25 @@ class EpochSampler(Sampler[int]):
         self.epoch, self.start = epoch, start
 
     def order(self) -> list[int]:
+        """The whole epoch's order, the same on every rank."""
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         if self.weights is not None:
             return torch.multinomial(self.weights, self.size, replacement=True, generator=generator).tolist()
         return torch.randperm(self.size, generator=generator).tolist()
 
+    def shard(self) -> list[int]:
+        """This rank's samples of the epoch, in order (one process: the whole order)."""
+        return self.order()[self.rank:self.per_rank * self.world_size:self.world_size]
+
+    @property
+    def per_rank(self) -> int:
+        return self.size // self.world_size
+
     def __iter__(self) -> Iterator[int]:
-        return iter(self.order()[self.start:])
+        return iter(self.shard()[self.start:])
 
     def __len__(self) -> int:
-        return self.size - self.start
+        return self.per_rank - self.start
 
 
 def balanced_weights(samples: list, num_classes: int) -> torch.Tensor:
@@ -154,21 +304,64 @@ def predict_scores(model: VideoClassifier, loader: DataLoader, device: torch.dev
     return np.concatenate(scores), np.concatenate(targets), sum(losses) / max(n, 1)
 
 
+class TrainingForward(torch.nn.Module):
+    """The training pass of a model, as the module DistributedDataParallel wraps (it synchronises
+    gradients only through its wrapped module's ``forward``): the model's outputs as a dict,
+    ``forward_all``'s when distilling (the teacher needs the features or the ImageNet head), else the logits."""
+
+    def __init__(self, model: VideoClassifier, all_outputs: bool):
+        super().__init__()
+        self.model = model
+        self.all_outputs = all_outputs
+
+    def forward(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model.forward_all(frames) if self.all_outputs else {"logits": self.model(frames)}
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The torch seed of rank ``rank`` > 0 (dropout draws differ between ranks; rank 0 draws as one process)."""
+    return int(np.random.SeedSequence((seed, rank)).generate_state(1)[0])
+
+
+def rng_state(device: torch.device) -> dict:
+    """This process's torch (and CUDA) random state, as a checkpoint keeps it."""
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
 def train(config: TrainConfig, *, resume: bool = False) -> dict:
-    """Train per ``config`` into the run directory ``config.out``; returns the last epoch's metrics."""
+    """Train per ``config`` into the run directory ``config.out``; returns the last epoch's metrics.
+
+    Under torchrun, every process calls it (see the module's docstring); each returns the same
+    metrics, once rank 0 has written everything.
+
+    Validation (several processes): rank 0 validates the whole validation set with the unwrapped
+    model, through the same loader and code as one process, while the others wait for its record.
+    So the epoch's numbers are exactly one process's on the same weights: sharding validation and
+    gathering the scores would give each video the same scores only up to float rounding (other
+    batches) and would pad or split the set unevenly, for a saving that is small next to training.
+    """
+    with process_group(config.device) as ranks:
+        return _train(config, resume, ranks)
+
+
+def _train(config: TrainConfig, resume: bool, ranks: Ranks) -> dict:
     run = RunDir(config.out)
     if resume and not run.last.exists():
         # Stopped before its first checkpoint was complete: nothing to continue, everything to redo.
         run.require(run.config, "checkpoint or config to resume from")
-        log.warning("%s has no checkpoint (the run was stopped before its first was written): starting it "
-                    "from scratch with its config", run.root)
-        run.keep_metrics_before(0)
+        if ranks.main:
+            log.warning("%s has no checkpoint (the run was stopped before its first was written): starting it "
+                        "from scratch with its config", run.root)
+            run.keep_metrics_before(0)
         resume = False
     elif run.last.exists() and not resume:
         raise ConfigError(config.out, "already holds a run: resume it with --resume, or choose another out=")
-    run.root.mkdir(parents=True, exist_ok=True)
+    # Every rank has decided from the same files: from here on rank 0 may write them.
+    ranks.barrier()
+    if ranks.main:
+        run.root.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
+    device = ranks.device(config.device)
     amp = config.optim.amp and device.type == "cuda"
 
     if not config.data.dataset:
@@ -183,19 +376,29 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
         load_weights(model, RunDir(config.model.init_from).load_checkpoint(map_location=device)["model"])
     if config.model.freeze_stages:
         freeze_stages(model, config.model.freeze_stages)
+    if ranks.rank > 0:  # every rank built the same model from the seed; each draws its own dropout
+        torch.manual_seed(rank_seed(config.seed, ranks.rank))
     normalise = model.data_config
     mean, std = tuple(normalise["mean"]), tuple(normalise["std"])
     transform = VideoTransform(config.data.input_size, augment=config.data.augment, mean=mean, std=std)
     train_set, val_set, spec = _datasets(config, all_train, train_annotations, transform)
     weights = balanced_weights(train_set.samples, len(label_map)) if config.data.balanced else None
-    sampler = EpochSampler(len(train_set), config.seed, weights)
+    if len(train_set) < ranks.world_size:
+        raise ConfigError(config.data.train_split, f"{len(train_set)} training videos cannot be shared by "
+                                                   f"{ranks.world_size} processes")
+    sampler = EpochSampler(len(train_set), config.seed, weights, rank=ranks.rank, world_size=ranks.world_size)
     loader_args = {"batch_size": config.data.batch_size, "num_workers": config.data.workers,
                    "pin_memory": device.type == "cuda"}
-    train_loader = DataLoader(train_set, sampler=sampler, drop_last=len(train_set) > config.data.batch_size, **loader_args)
+    train_loader = DataLoader(train_set, sampler=sampler, drop_last=len(sampler) > config.data.batch_size, **loader_args)
     val_loader = DataLoader(val_set, shuffle=False, **loader_args)
 
-    teacher = Teacher(config.distill.teacher, config, model, mean, std, device, train_set=train_set,
-                      store=str(run.root), amp=amp) if config.distill.teacher else None
+    teacher = None
+    if config.distill.teacher:
+        def make_teacher(compute_features: bool) -> Teacher:
+            return Teacher(config.distill.teacher, config, model, mean, std, device, train_set=train_set,
+                           store=str(run.root), amp=amp, compute_features=compute_features)
+        # With distill.cache, rank 0 computes (or finds) the features in the run directory, then the others read them.
+        teacher = ranks.main_first(make_teacher) if config.distill.cache else make_teacher(True)
     optimizer = _optimizer(model, config)
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * config.optim.epochs
@@ -205,50 +408,69 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
 
     if resume:
         checkpoint = run.load_checkpoint(run.last, map_location=device)
+        trained_by = checkpoint.get("world_size", 1)
+        if trained_by != ranks.world_size:
+            raise ConfigError(str(run.last), f"was saved by {trained_by} training process(es), this is "
+                                             f"{ranks.world_size}: resume with the same number "
+                                             f"(torchrun --nproc-per-node; one process: no torchrun)")
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         scaler.load_state_dict(checkpoint["scaler"])
         state = _State(**checkpoint["state"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        if device.type == "cuda" and checkpoint["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], device)
-        run.keep_metrics_before(state.epoch)
-    else:
+        rng = checkpoint["rng"]["ranks"][ranks.rank] if "ranks" in checkpoint["rng"] else checkpoint["rng"]
+        torch.set_rng_state(rng["torch"])
+        if device.type == "cuda" and rng.get("cuda") is not None:
+            torch.cuda.set_rng_state(rng["cuda"], device)
+        if ranks.main:
+            run.keep_metrics_before(state.epoch)
+    elif ranks.main:
         save_config(config, run.config)
         label_map.to_csv(run.root / "labels.csv")
         scores = score_kind(config.optim.loss)
         run.write_preprocess(Preprocess(spec, config.data.input_size, scores, mean, std))
 
-    def checkpoint_state() -> dict:
-        return {
+    forward: torch.nn.Module = TrainingForward(model, all_outputs=teacher is not None)
+    if ranks.distributed:
+        # Parameters outside the loss (an ImageNet head kept but not distilled into) get no gradient:
+        # DDP must then look for them each step.
+        unused = model.imagenet_head is not None and not (teacher is not None and teacher.kind == "imagenet")
+        forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None,
+                                          find_unused_parameters=unused)
+
+    def save_last() -> None:
+        """``last.pt``, by rank 0, with every rank's random state (all ranks call it at the same step)."""
+        rngs = ranks.gather(rng_state(device))
+        if not ranks.main:
+            return
+        rng = dict(rngs[0], ranks=rngs) if ranks.distributed else rngs[0]
+        run.save_checkpoint({
             "model_config": model.config, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "state": vars(state).copy(),
-            "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
-            "config": config.to_dict(),
-        }
+            "rng": rng, "world_size": ranks.world_size, "config": config.to_dict(),
+        }, run.last)
 
     last_record: dict = {}
     while state.epoch < config.optim.epochs:
         epoch_started = time.perf_counter()
         train_set.set_epoch(state.epoch)
         sampler.set_epoch(state.epoch, start=state.step * config.data.batch_size)
-        model.train()
+        forward.train()
         losses, distill_losses = [], []
         bar = tqdm(train_loader, desc=f"epoch {state.epoch + 1}/{config.optim.epochs}", unit="batch",
-                   initial=state.step, total=steps_per_epoch, disable=not config.progress, leave=False)
+                   initial=state.step, total=steps_per_epoch, disable=not (config.progress and ranks.main), leave=False)
         for batch in bar:
             frames = batch["frames"].to(device, non_blocking=True)
             targets = batch["labels"].to(device, non_blocking=True)
             with torch.autocast(device.type, enabled=amp):
-                outputs = model.forward_all(frames) if teacher else {"logits": model(frames)}
+                outputs = forward(frames)
                 distill = teacher.loss(frames, outputs, batch) if teacher else None
             loss = classification_loss(outputs["logits"].float(), targets, config.optim.loss)
             if distill is not None:
                 distill_losses.append(distill.item())
                 loss = loss + config.distill.weight * distill
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(loss).backward()  # DDP: the gradients arrive averaged over the ranks
             if config.optim.grad_clip:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
@@ -260,33 +482,43 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
             state.global_step += 1
             bar.set_postfix(loss=f"{loss.item():.4f}")
             if config.checkpoint_every and state.global_step % config.checkpoint_every == 0:
-                run.save_checkpoint(checkpoint_state(), run.last)
+                save_last()
+        train_seconds = time.perf_counter() - epoch_started
 
-        scores, targets, val_loss = predict_scores(model, val_loader, device, config.optim.loss, amp)
-        policy, val_jaccard = DecisionPolicy.fit(scores, targets)
-        record = {
-            "epoch": state.epoch, "train_loss": float(np.mean(losses)) if losses else None, "val_loss": val_loss,
-            "val_mean_jaccard": val_jaccard, "val_top1": top_k_hit(scores, targets, 1),
-            "val_mAP": mean_ap(scores, targets), "lr": scheduler.get_last_lr()[0],
-            "distill_loss": float(np.mean(distill_losses)) if distill_losses else None,
-            "seconds": round(time.perf_counter() - epoch_started, 2),
-        }
+        every_rank = ranks.gather((losses, distill_losses))
+        losses = [value for rank_losses, _ in every_rank for value in rank_losses]
+        distill_losses = [value for _, rank_losses in every_rank for value in rank_losses]
+        record, policy = None, None
+        if ranks.main:  # see train's docstring
+            scores, targets, val_loss = predict_scores(model, val_loader, device, config.optim.loss, amp)
+            policy, val_jaccard = DecisionPolicy.fit(scores, targets)
+            record = {
+                "epoch": state.epoch, "train_loss": float(np.mean(losses)) if losses else None, "val_loss": val_loss,
+                "val_mean_jaccard": val_jaccard, "val_top1": top_k_hit(scores, targets, 1),
+                "val_mAP": mean_ap(scores, targets), "lr": scheduler.get_last_lr()[0],
+                "distill_loss": float(np.mean(distill_losses)) if distill_losses else None,
+                "seconds": round(time.perf_counter() - epoch_started, 2), "train_seconds": round(train_seconds, 3),
+            }
+        record = ranks.broadcast(record)
+        val_jaccard = record["val_mean_jaccard"]
         state.epoch += 1
         state.step = 0
         improved = val_jaccard > state.best
         if improved:
             state.best, state.best_epoch = val_jaccard, record["epoch"]
-        run.append_metrics(record)
-        run.save_checkpoint(checkpoint_state(), run.last)
-        if improved:
+        if ranks.main:
+            run.append_metrics(record)
+        save_last()
+        if ranks.main and improved:
             run.publish_best()
             run.write_policy(policy.to_dict())
-        if config.progress:
-            print(f"epoch {record['epoch'] + 1}: train loss {record['train_loss']:.4f}, val loss {val_loss:.4f}, "
+        if config.progress and ranks.main:
+            print(f"epoch {record['epoch'] + 1}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}, "
                   f"val mean Jaccard {val_jaccard:.4f}, top-1 {record['val_top1']:.4f}", flush=True)
         last_record = record
         if config.optim.patience and state.epoch - 1 - state.best_epoch >= config.optim.patience:
-            if config.progress:
+            if config.progress and ranks.main:
                 print(f"no better validation for {config.optim.patience} epochs: stopping", flush=True)
             break
+    ranks.barrier()  # the run is complete on disk before any rank returns (finetune then reads it)
     return last_record or (run.read_metrics() or [{}])[-1]

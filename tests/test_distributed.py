@@ -1,0 +1,190 @@
+"""Batch jobs on Ray (shortvid.distributed): a real local Ray for the module, and a real `ray start`
+cluster for the --address path. Predictions equal the local engine's, every path gets one row (broken
+files and a worker that dies included), resume skips what is done, and the cache Ray fills is the
+local engine's cache."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from shortvid.data.annotations import load_dataset  # noqa: E402
+from shortvid.data.cache import FrameCache, extract  # noqa: E402
+from shortvid.decode import FrameSpec  # noqa: E402
+from shortvid.distributed import (  # noqa: E402
+    DistributedError,
+    PredictProcessor,
+    RayOptions,
+    actor_count,
+    extract_ray,
+    predict_local,
+    predict_ray,
+    run_isolated_on_ray,
+)
+from shortvid.serve.store import PredictionStore  # noqa: E402
+
+OPTIONS = RayOptions(actors=1, block_size=4, max_retries=4)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One private Ray for the module: 2 CPUs, a small object store, no dashboard."""
+    ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def videos(tiny_corpus, small_videos) -> list[str]:
+    """Up to ten corpus videos, then two broken files (text, missing)."""
+    good = [str(sample.path) for sample in load_dataset(tiny_corpus, "val").samples[:10]]
+    return good + [str(small_videos["text.mp4"]), str(small_videos["missing.mp4"])]
+
+
+def rows_by_path(folder) -> dict[str, dict]:
+    rows = list(PredictionStore(folder).rows())
+    by_path = {row["path"]: row for row in rows}
+    assert len(by_path) == len(rows), "a path got two rows"
+    return by_path
+
+
+def test_ray_predictions_equal_the_local_engine(local_ray, trained_run, videos, tmp_path):
+    local = predict_local(trained_run, videos, tmp_path / "local", device="cpu", batch_size=4)
+    remote = predict_ray(trained_run, videos, tmp_path / "ray", options=OPTIONS, device="cpu", batch_size=4)
+    assert local.missing == remote.missing == 0 and remote.done == len(videos)
+    assert dict(remote.failed) == dict(local.failed) == {"InvalidVideoError": 1, "VideoNotFoundError": 1}
+    mine, theirs = rows_by_path(tmp_path / "local"), rows_by_path(tmp_path / "ray")
+    assert set(mine) == set(theirs) == set(videos)
+    for path in videos:
+        a, b = mine[path], theirs[path]
+        assert (a["error"] or {}).get("type") == (b["error"] or {}).get("type")
+        assert [label["id"] for label in a["labels"]] == [label["id"] for label in b["labels"]]
+        assert [label["id"] for label in a["top5"]] == [label["id"] for label in b["top5"]]
+        for x, y in zip(a["top5"], b["top5"]):
+            assert abs(x["score"] - y["score"]) < 1e-5
+    assert all(row["node"] for row in theirs.values() if not row["error"])
+
+
+def test_a_rerun_skips_what_is_done(local_ray, trained_run, videos, tmp_path):
+    out = tmp_path / "out"
+    first = predict_ray(trained_run, videos[:5], out, options=OPTIONS, device="cpu", fmt="jsonl")
+    assert (first.done, first.skipped) == (5, 0)
+    again = predict_ray(trained_run, videos, out, options=OPTIONS, device="cpu", fmt="jsonl")
+    assert (again.done, again.skipped, again.missing) == (len(videos) - 5, 5, 0)
+    assert set(rows_by_path(out)) == set(videos)
+
+
+class DiesOnMarker(PredictProcessor):
+    """Kills its worker process (as a decoder crash would) when it meets a path with 'marker' in it."""
+
+    def many(self, items, node):
+        if any("marker" in Path(item).name for item in items):
+            os.abort()
+        return super().many(items, node)
+
+
+class DiesOnMarkerFactory:
+    def __init__(self, run):
+        self.run = run
+
+    def __call__(self):
+        return DiesOnMarker(self.run, device="cpu")
+
+
+def test_a_video_that_kills_its_worker_is_its_own_error_row(local_ray, trained_run, videos, tmp_path):
+    marker = tmp_path / "marker.mp4"
+    shutil.copyfile(videos[0], marker)
+    good = videos[:-2]  # the last two are broken
+    items = good[:3] + [str(marker)] + good[3:6]
+    rows = {row["path"]: row for row in run_isolated_on_ray(items, DiesOnMarkerFactory(str(trained_run)), OPTIONS, 1)}
+    assert set(rows) == set(items)
+    assert rows[str(marker)]["error"]["type"] == "WorkerCrashed" and str(marker) in rows[str(marker)]["error"]["message"]
+    assert not [rows[item]["error"] for item in items if item != str(marker) and rows[item]["error"]]  # block-mates classified
+
+
+def test_the_ray_cache_is_the_local_cache(local_ray, tiny_corpus, tmp_path):
+    samples = load_dataset(tiny_corpus, "val").samples[:6]
+    named = [(sample.name, sample.path) for sample in samples] + [("broken", Path(tiny_corpus) / "train.txt")]
+    spec = FrameSpec(k=3, size=48)
+    local = extract(named, tmp_path / "local", spec, workers=1, progress=False)
+    remote = extract_ray(named, tmp_path / "ray", spec, options=OPTIONS, progress=False)
+    assert (remote.extracted, remote.failed) == (local.extracted, local.failed) == (6, 1)
+    a, b = FrameCache(tmp_path / "local"), FrameCache(tmp_path / "ray")
+    for sample in samples:
+        x, y = a.read(sample.name), b.read(sample.name)
+        assert np.array_equal(x.frames, y.frames) and x.times == y.times
+    records = {}
+    for folder in ("local", "ray"):
+        for line in (tmp_path / folder / "manifest.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            for placement in ("shard", "offsets", "decode_ms"):  # where and how fast, not what
+                record.pop(placement, None)
+            records.setdefault(record["name"], []).append(record)
+    assert all(len(pair) == 2 and pair[0] == pair[1] for pair in records.values()), records
+
+
+def test_actors_that_cannot_fit_are_refused(local_ray):
+    assert actor_count(RayOptions()) == 2
+    with pytest.raises(DistributedError, match="do not fit: the cluster has 2 CPUs"):
+        actor_count(RayOptions(actors=3))
+    with pytest.raises(DistributedError, match="GPU"):
+        actor_count(RayOptions(gpus_per_actor=1))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_predict_on_a_started_cluster(trained_run, videos, tmp_path):
+    """`ray start --head` (blocking, in its own process group, stopped whatever happens), then
+    `shortvid predict --engine ray --address` to it, from another process."""
+    port = free_port()
+    # Ray's socket paths must stay under 108 bytes: a short temporary folder of its own
+    environment = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray", dir="/tmp")}
+    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
+                             "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
+                             "--include-dashboard", "false", "--disable-usage-stats"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not port_open(port):
+            assert head.poll() is None and time.monotonic() < deadline, "ray start --head did not come up"
+            time.sleep(0.5)
+        manifest = tmp_path / "videos.txt"
+        manifest.write_text("\n".join(videos[:4] + videos[-2:]) + "\n")
+        result = subprocess.run([sys.executable, "-m", "shortvid", "predict", str(trained_run), "--manifest",
+                                 str(manifest), "--engine", "ray", "--address", f"127.0.0.1:{port}", "--actors", "1",
+                                 "--out", str(tmp_path / "out"), "--device", "cpu"],
+                                capture_output=True, text=True, timeout=300, env=environment)
+        assert result.returncode == 0, result.stderr
+        assert "6 videos: 6 done (2 failed" in result.stderr
+        assert set(rows_by_path(tmp_path / "out")) == set(videos[:4] + videos[-2:])
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # the blocking head stops every Ray process it started
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        shutil.rmtree(environment["RAY_TMPDIR"], ignore_errors=True)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
