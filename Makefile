@@ -32,6 +32,8 @@ bench: install
 	$(BIN)/python bench/soak.py
 	$(BIN)/python bench/overload.py
 	$(BIN)/python bench/overload.py --model seed
+	$(BIN)/python bench/ray_engine.py
+	$(BIN)/python bench/ddp.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -26,7 +26,8 @@ from shortvid.run import RunDir
 from shortvid.serve.classifier import Classifier
 from shortvid.train import teacher_cache
 from shortvid.train.config import ConfigError
-from shortvid.train.trainer import EpochSampler, Ranks, predict_scores, train
+from shortvid.train.ranks import Ranks
+from shortvid.train.trainer import EpochSampler, predict_scores, train
 
 # 18 training videos, 9 a rank, batches of 2: 4 steps a rank and epoch (drop_last leaves one out)
 ARGS = ["optim.epochs=2", "checkpoint_every=1", "data.workers=0", "data.augment=true", "data.batch_size=2"]

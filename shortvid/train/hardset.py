@@ -14,7 +14,8 @@ from ..data.annotations import Annotations, load_dataset
 from ..errors import DatasetError, DecodeError
 from ..metrics import jaccard, predicted_matrix
 from .config import load_config
-from .trainer import process_group, train
+from .ranks import process_group
+from .trainer import train
 
 
 def mine_hard_set(run_dir: str | os.PathLike, dataset: str | os.PathLike, *, split: str = "train",
