@@ -73,7 +73,7 @@ def ddp_run(tiny_corpus, tiny_cache, tmp_path_factory):
     """A 2-process run of 2 epochs, a checkpoint every step."""
     out = tmp_path_factory.mktemp("ddp") / "run"
     records = run_torchrun(train_command(tiny_corpus, tiny_cache, out))
-    assert len(records) == 2 and records[0] == records[1]  # every rank returns the same record
+    assert len(records) == 1 and records[0]["run"] == str(out)  # rank 0 alone prints the result
     return out
 
 
