@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 5's GPU figures on a lent device machine, in one call: end to end single stream (both
 # models, torch and ONNX Runtime), pipelined batch throughput, the CPU baseline of the same host, and
-# a short DDP training run (torchrun, one process per GPU, NCCL; also on one GPU, a world of one).
+# a short DDP training run (torchrun, one process per GPU, NCCL; also on one GPU, a world of one),
+# and, where the machine has Ray, that run's predictions on Ray with GPU actors.
 #
 # The machine has PyTorch, timm, onnx and onnxruntime (CPU provider only) but not PyAV: carry its
 # wheel. Once, here, in the repo's root:
@@ -39,4 +40,13 @@ rm -rf "$DDP"
     "data.dataset=$DDP/corpus" "data.cache=$DDP/cache" "out=$DDP/run" progress=false device=cuda optim.epochs=2 \
     data.batch_size=32 data.workers=4
   cat "$DDP/run/metrics.jsonl"
+  # Ray: the trained run over the corpus, one actor per half GPU (the device machine may have no Ray:
+  # its wheel is larger than a device run carries).
+  if python3 -c "import ray" 2>/dev/null; then
+    find "$DDP/corpus/videos" -name '*.mp4' > "$DDP/videos.txt"
+    timeout 300 python3 -m shortvid predict "$DDP/run" --manifest "$DDP/videos.txt" --engine ray \
+      --gpus-per-actor 0.5 --cpus-per-actor 1 --batch-size 16 --device cuda --out "$DDP/rows" --format jsonl
+  else
+    echo "ray is not installed here: the Ray GPU run is skipped"
+  fi
 } 2>&1 | tee "$OUT/ddp-cuda.log"
