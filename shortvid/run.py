@@ -170,10 +170,33 @@ class RunDir:
         return torch.load(path, map_location=map_location, weights_only=False)
 
 
-def load_weights(model: torch.nn.Module, state_dict: dict) -> None:
+def _fit_imagenet_head(model: torch.nn.Module, state_dict: dict) -> None:
+    """Resize a linear ImageNet head to the saved one: a backbone pretrained on K classes (``shortvid
+    pretrain``) keeps a K-way head, while a model rebuilt without its checkpoint file has timm's 1000."""
+    head, weight = getattr(model, "imagenet_head", None), state_dict.get("imagenet_head.weight")
+    if isinstance(head, torch.nn.Linear) and weight is not None and weight.shape != head.weight.shape:
+        model.imagenet_head = torch.nn.Linear(weight.shape[1], weight.shape[0],
+                                              bias="imagenet_head.bias" in state_dict).to(head.weight.device)
+
+
+def load_weights(model: torch.nn.Module, state_dict: dict, *, reset_class_head: bool = False) -> None:
     """``load_state_dict``, strict but for batch-norm step counters: a model saved with frozen stages
-    (timm's FrozenBatchNorm2d keeps no ``num_batches_tracked``) loads into an unfrozen one."""
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    (timm's FrozenBatchNorm2d keeps no ``num_batches_tracked``) loads into an unfrozen one.
+
+    ``reset_class_head``: a class head (``classifier.*``) of another shape is left as the model has
+    it, freshly initialised: a run started from another run's weights on other classes (the seed's
+    specialists start from the general model)."""
+    _fit_imagenet_head(model, state_dict)
+    if reset_class_head:
+        own = model.state_dict()
+        state_dict = {key: value for key, value in state_dict.items()
+                      if not (key.startswith("classifier.") and key in own and own[key].shape != value.shape)}
+    try:
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    except RuntimeError as error:  # shapes that differ: another architecture, or a head of other classes
+        raise RunError("checkpoint", f"weights do not fit the model: {error}") from None
+    if reset_class_head:
+        missing = [key for key in missing if not key.startswith("classifier.")]
     missing = [key for key in missing if not key.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise RunError("checkpoint", f"weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")

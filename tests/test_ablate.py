@@ -58,3 +58,51 @@ def test_a_rerun_reuses_finished_steps(ablation, capsys):
     assert main(["ablate", "--preset", "tiny", "--data", data, "--out", str(ablation), "--epochs", "1"]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (ablation / "steps").iterdir()} == before
     assert "..." not in capsys.readouterr().out  # no step started again
+
+
+@pytest.fixture(scope="module")
+def pretrained_ablation(tiny_corpus, tmp_path_factory):
+    """`ablate --pretrained` on the tiny corpus, with a copy of it standing in for the source corpus."""
+    root = tmp_path_factory.mktemp("ablate_pretrained")
+    data, source, out = root / "data", root / "source", root / "out"
+    shutil.copytree(tiny_corpus, data)
+    shutil.copytree(tiny_corpus, source)
+    assert main(["ablate", "--pretrained", "--preset", "tiny", "--data", str(data), "--out", str(out),
+                 "--pretrain-preset", "tiny", "--pretrain-data", str(source), "--epochs", "1",
+                 "--pretrain-epochs", "1", "--simclr-epochs", "1", "--quiet"]) == 0
+    return out
+
+
+def test_the_pretrained_tables_start_every_network_from_pretrain(pretrained_ablation):
+    out = pretrained_ablation
+    text = (out / "ABLATION.md").read_text()
+    for heading in ("## 0. Pretraining", "## 1. 3 keyframes vs 8 frames", "## 2. Distillation through the K-way heads",
+                    "## 3. Hard-set fine-tuning", "## 4. Aggregation heads", "## 5. Adaptive", "## 6. Specialists"):
+        assert heading in text
+    for row in ("| from SimCLR |", "| NetFV |", "| BiGRU |", "| mean + MoE classifier |", "hard + as many easy"):
+        assert row in text
+
+    def config(run):
+        return yaml.safe_load((out / "runs" / run / "config.yaml").read_text())
+
+    supervised = str(out / "pretrain" / "supervised_test_resnet" / "backbone.pth")
+    assert config("student")["model"]["checkpoint_path"] == supervised
+    assert config("student_simclr")["model"]["checkpoint_path"] == str(out / "pretrain" / "simclr_test_resnet" /
+                                                                         "backbone.pth")
+    assert config("student_scratch")["model"]["checkpoint_path"] is None
+    assert config("teacher")["model"]["checkpoint_path"].endswith("supervised_resnet10t/backbone.pth")
+    distilled = config("student_distilled")
+    assert distilled["distill"]["kind"] == "imagenet" and distilled["model"]["imagenet_head"] is True
+    assert config("nextvlad")["optim"]["lr_scale"] == {"aggregator": 0.1}
+    groups = [p.name for p in (out / "runs").iterdir() if p.name.startswith("group_")]
+    assert groups and all(config(g)["model"]["init_from"] == str(out / "runs" / "student") for g in groups)
+    assert config("hard_easy/frozen")["data"]["train_split"] != "hard"  # easy videos mixed in
+
+    summary = json.loads((out / "ablation.json").read_text())
+    classes = summary["results"]["source_corpus"]["classes"]
+    from shortvid.run import RunDir
+
+    assert RunDir(out / "runs" / "teacher").load_model().imagenet_head.out_features == classes  # the K-way head
+    for name, result in summary["results"].items():
+        if name.startswith("eval_"):
+            assert 0.0 <= result["mean_jaccard"] <= 1.0 and result["failed"] == 0, name

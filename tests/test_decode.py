@@ -131,6 +131,8 @@ BAD_OPTIONS = [  # (options, what the message names)
     ({"k": True}, "k must be"),
     ({"sampler": "all"}, "sampler must be"),
     ({"fill": "zeros"}, "fill must be"),
+    ({"fill": "near", "max_decode": 0}, "max_decode must be"),
+    ({"max_decode": 2.5}, "max_decode must be"),
     ({"size": 0}, "size must be"),
     ({"size": -5}, "size must be"),
     ({"size": 12.5}, "size must be"),
@@ -255,3 +257,64 @@ def test_reused_scaler_gives_the_pixels_of_a_fresh_one(small_videos):
         clip = read_frames(small_videos["v0.mp4"], 3, size=(70, 40))
         for t, frame in zip(clip.times, clip.frames):
             assert np.array_equal(frame, reference[round(t, 3)])
+
+
+def test_fill_near_fills_empty_segments_from_the_gop_prefix(small_videos):
+    # v1: keyframes at 0 and 2.5 s (10 fps); as with "seek", 2.5 s keeps the middle segment; the last
+    # segment (centre 3.33 s) gets the frame nearest it within 8 frames of decoding past 2.5 s
+    clip = read_frames(small_videos["v1.mp4"], 3, size=None, fill="near", max_decode=8)
+    assert clip.keyframe == (True, True, False)
+    assert clip.times[:2] == pytest.approx((0.0, 2.5)) and 2.5 < clip.times[2] <= 3.3 + 1e-6
+    assert clip.decoded <= 2 + 8  # the lone keyframe, then its GOP's prefix
+    reference = {round(t, 3): rgb for t, _, rgb in full_decode(small_videos["v1.mp4"])}
+    for t, frame in zip(clip.times, clip.frames):
+        assert np.array_equal(frame, reference[round(t, 3)])
+    # enough keyframes: every policy gives the keyframe sampler's frames
+    v0 = read_frames(small_videos["v0.mp4"], 3, size=32, fill="near")
+    plain = read_frames(small_videos["v0.mp4"], 3, size=32)
+    assert v0.times == plain.times and v0.decoded == plain.decoded and np.array_equal(v0.frames, plain.frames)
+
+
+def test_fill_near_keeps_its_cap_in_the_frame_spec():
+    from shortvid.decode import DEFAULT_MAX_DECODE, FrameSpec
+
+    plain = FrameSpec(k=3, size=48)
+    assert "max_decode" not in plain.to_dict()  # specs stored before fill="near" existed compare equal
+    near = FrameSpec(k=3, size=48, fill="near", max_decode=5)
+    assert near.to_dict()["fill"] == "near" and near.to_dict()["max_decode"] == 5
+    assert FrameSpec.from_dict(near.to_dict()) == near
+    default = FrameSpec(fill="near")
+    assert default.to_dict()["max_decode"] == DEFAULT_MAX_DECODE  # kept, so a later default changes nothing
+    assert FrameSpec.from_dict(default.to_dict()) == default
+    assert FrameSpec.from_dict({"k": 3, "fill": "near"}).max_decode == DEFAULT_MAX_DECODE
+
+
+def test_cli_frame_options_take_fill_near_and_its_cap():
+    from shortvid.cli import build_parser
+    from shortvid.cli.options import frame_spec
+    from shortvid.decode import DEFAULT_MAX_DECODE, FrameSpec
+
+    parser = build_parser()
+    args = parser.parse_args(["probe", "v.mp4", "--fill", "near", "--max-decode", "4"])
+    assert frame_spec(args) == FrameSpec(k=3, size=224, fill="near", max_decode=4)
+    assert frame_spec(parser.parse_args(["extract", "data", "--out", "c"])).max_decode == DEFAULT_MAX_DECODE
+    with pytest.raises(SystemExit):
+        parser.parse_args(["probe", "v.mp4", "--max-decode", "0"])
+
+
+def test_match_within_reach_takes_the_nearest_reachable_frames_in_order():
+    from shortvid.decode import match_within_reach, near_reach
+
+    times = [0.1, 0.2, 0.3, 0.4]
+    every = [[True] * 4, [True] * 4]
+    assert match_within_reach(times, [0.15, 0.35], every) == [0, 2]
+    assert match_within_reach(times, [1.0, 2.0], every) == [2, 3]  # distinct, in order
+    # the first target reaches only the first two frames
+    assert match_within_reach(times, [1.0, 2.0], [[True, True, False, False], [True] * 4]) == [1, 3]
+    assert match_within_reach(times, [0.1, 0.2, 0.3], [[False] * 4, [True] * 4, [True] * 4]) == [None, 1, 2]
+    assert match_within_reach([], [1.0], [[]]) == [None]
+    assert near_reach(3, 5) == [5, 10, 15]
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        reach = near_reach(3, 5, "train", rng)
+        assert all((i - 1) * 5 < r <= i * 5 for i, r in enumerate(reach, 1))

@@ -6,7 +6,14 @@ import json
 import av
 import numpy as np
 import pytest
-from media import CODEC_CASES, make_bad_inputs, marker_corner, reference_keyframes
+from media import (
+    CODEC_CASES,
+    make_bad_inputs,
+    make_video,
+    marker_corner,
+    read_index,
+    reference_keyframes,
+)
 
 from shortvid.decode import (
     CorruptVideoError,
@@ -54,7 +61,8 @@ def test_keyframe_sampler_equals_reference_keyframes(media_dir, case):
 @pytest.mark.parametrize("case", CODEC_CASES, ids=lambda c: c.name)
 def test_every_sampler_and_policy_gives_k_upright_frames(media_dir, case):
     path = media_dir[case.name]
-    for options in ({"sampler": "uniform"}, {"fill": "seek"}, {"mode": "train", "rng": np.random.default_rng(0)}):
+    for options in ({"sampler": "uniform"}, {"fill": "seek"}, {"fill": "near"}, {"fill": "near", "mode": "train"},
+                    {"mode": "train", "rng": np.random.default_rng(0)}):
         clip = read_frames(path, 4, size=32, **options)
         assert clip.frames.shape[0] == 4
         assert min(clip.frames.shape[1:3]) == 32
@@ -178,3 +186,100 @@ def test_a_stream_without_a_frame_rate_has_fps_none(media_dir, tmp_path):
     assert clip.info.fps is None and "fps" not in clip.info.sources
     assert clip.info.keyframes == len(reference_keyframes(path))
     assert json.loads(json.dumps(clip.to_dict()))["info"]["fps"] is None
+
+
+
+# fill="near": the cheapest frames near the empty segments' centres
+
+@pytest.fixture(scope="session")
+def one_keyframe(tmp_path_factory):
+    """90 frames at 30 fps with a keyframe at frame 0 only, without and with B-frames, in MP4 (a sample
+    index) and in Matroska and AVI (keyframes from the packet pass)."""
+    root = tmp_path_factory.mktemp("one_keyframe")
+    videos = {name: make_video(root, name, n_frames=90, gop=1000, bframes=bframes, **options).path
+              for name, bframes, options in (("mp4", 0, {}), ("bframes_mp4", 3, {}),
+                                            ("mkv", 2, {"container_suffix": ".mkv"}),
+                                            ("avi", None, {"codec": "mpeg4", "container_suffix": ".avi"}))}
+    videos["two_mp4"] = make_video(root, "two", n_frames=90, gop=1000, keyframes=(50,), bframes=0).path
+    return videos
+
+
+def test_fill_near_gives_distinct_frames_within_the_cap(one_keyframe):
+    # k=3 over 3 s: centres at frames 15, 45 and 75; the keyframe takes the first segment, the others
+    # reach max_decode and 2 x max_decode frames past it, in one forward decode
+    path = one_keyframe["mp4"]
+    assert read_frames(path, 3, size=None).decoded == 1
+    for cap, frames in ((4, [0, 4, 8]), (20, [0, 20, 40]), (60, [0, 45, 75])):
+        clip = read_frames(path, 3, size=None, fill="near", max_decode=cap)
+        assert [read_index(frame) for frame in clip.frames] == frames
+        assert clip.keyframe == (True, False, False)
+        assert clip.times == pytest.approx([i / 30 for i in frames], abs=1e-3)
+        assert clip.decoded == frames[-1] + 1  # the keyframe and the prefix up to the last frame taken
+        assert all(marker_corner(frame) == "top_left" for frame in clip.frames)
+    # the same pixels as the frames read any other way (the reader's scaler)
+    seek = read_frames(path, 3, size=32, fill="seek")
+    near = read_frames(path, 3, size=32, fill="near", max_decode=60)
+    assert np.array_equal(seek.frames, near.frames) and near.decoded < seek.decoded
+
+
+@pytest.mark.parametrize("name", ["bframes_mp4", "mkv", "avi"])
+def test_fill_near_with_b_frames_and_without_a_sample_index(one_keyframe, name):
+    path = one_keyframe[name]
+    for cap in (4, 20):
+        clip = read_frames(path, 3, size=None, fill="near", max_decode=cap)
+        shown = [read_index(frame) for frame in clip.frames]
+        assert shown[0] == 0 and shown == sorted(set(shown))  # distinct, in time order
+        assert clip.decoded <= 1 + 2 * cap  # past the keyframe: at most the cap per filled segment
+        assert clip.keyframe == (True, False, False)
+        # the cap counts frames in decode order: with B-frames the frame shown is within a B-frame run
+        # (3 here) of the reach, either side
+        assert abs(shown[1] - cap) <= 3 and abs(shown[2] - 2 * cap) <= 3
+        # the pixels of a full decode: frames skipped on the way (no later frame refers to them) change none
+        with av.open(str(path)) as container:
+            reference = {read_index(rgb): rgb for rgb in (f.to_ndarray(format="rgb24") for f in container.decode(video=0))}
+        assert all(np.array_equal(frame, reference[index]) for frame, index in zip(clip.frames, shown))
+    mp4 = read_frames(one_keyframe["bframes_mp4"], 3, size=None, fill="near", max_decode=60)
+    assert [read_index(frame) for frame in mp4.frames] == [0, 45, 75]
+    assert mp4.decoded < 76  # B-frames no frame refers to are skipped on the way
+
+
+def test_fill_near_with_two_keyframes_and_a_long_video(one_keyframe):
+    # keyframes at frames 0 and 50, k=4: centres at frames 11, 34, 56 and 79; the keyframes keep the
+    # first and the third segment, and each fills the segment after it from its own GOP
+    clip = read_frames(one_keyframe["two_mp4"], 4, size=None, fill="near", max_decode=30)
+    assert [read_index(frame) for frame in clip.frames] == [0, 30, 50, 79]
+    assert clip.keyframe == (True, False, True, False)
+    assert clip.decoded == 31 + 30
+    # many segments, a small cap: the decode stays bounded by it
+    many = read_frames(one_keyframe["mp4"], 16, size=32, fill="near", max_decode=2)
+    shown = [read_index(frame) for frame in many.frames]
+    assert shown == list(range(0, 31, 2)) and many.decoded == 31
+
+
+def test_fill_near_in_training_varies_within_the_cap(one_keyframe):
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(12):
+        clip = read_frames(one_keyframe["mp4"], 3, size=32, fill="near", max_decode=10, mode="train", rng=rng)
+        shown = tuple(read_index(frame) for frame in clip.frames)
+        assert shown[0] == 0 and 1 <= shown[1] <= 10 and 11 <= shown[2] <= 20 and clip.decoded <= 21
+        seen.add(shown)
+    assert len(seen) > 3
+    test = {tuple(read_frames(one_keyframe["mp4"], 3, size=32, fill="near", max_decode=10).times) for _ in range(3)}
+    assert len(test) == 1  # deterministic at test time
+
+
+@pytest.mark.parametrize("name", ["keyframe_per_second_mp4", "forced_keyframes_mp4", "h264_mkv", "vp9_webm"])
+def test_fill_near_with_enough_keyframes_is_the_keyframe_sampler(media_dir, name):
+    k = len(reference_keyframes(media_dir[name]))  # as many segments as keyframes: nothing to fill
+    near = read_frames(media_dir[name], k, size=32, fill="near")
+    plain = read_frames(media_dir[name], k, size=32)
+    assert near.times == plain.times and near.keyframe == plain.keyframe and near.decoded == plain.decoded
+    assert np.array_equal(near.frames, plain.frames)
+
+
+def test_fill_near_on_damaged_files_still_gives_k_frames(bad_inputs):
+    for name in ("damaged_packets", "truncated_faststart"):
+        clip = read_frames(bad_inputs[name], 6, size=None, fill="near", max_decode=4)
+        assert clip.frames.shape[0] == 6 and list(clip.times) == sorted(clip.times)
+        assert all(marker_corner(frame) == "top_left" for frame in clip.frames)

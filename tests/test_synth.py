@@ -1,4 +1,5 @@
-"""Synthetic corpus: determinism, AI Challenger layout, encoding properties, colour-blindness, resuming."""
+"""Synthetic corpus: determinism, AI Challenger layout, encoding properties, colour-blindness, resuming,
+and the pretraining catalogue (hundreds of classes, none of them a bench class)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from shortvid.errors import DatasetError
+from shortvid.synth.compounds import FILLS, PRETRAIN_GROUPS, SILHOUETTES, TEXTURES
 from shortvid.synth.corpus import (
     PRESETS,
     CorpusSpec,
@@ -22,7 +24,7 @@ from shortvid.synth.corpus import (
 )
 from shortvid.synth.plans import plan_video, select_classes
 from shortvid.synth.render import render_frames
-from shortvid.synth.shapes import GROUPS
+from shortvid.synth.shapes import GROUPS, VARIATION_SIZE
 
 TINY = preset("tiny")
 
@@ -192,11 +194,15 @@ def test_resume_keeps_finished_videos_and_makes_the_rest(tmp_path):
         generate_corpus(out, dataclasses.replace(spec, seed=5), workers=1, progress=False)
 
 
-def test_mean_colour_does_not_reveal_the_class():
+@pytest.mark.parametrize("name, classes", [
+    ("small", {}),
+    ("pretrain", {"num_classes": 24, "num_groups": 6}),  # 4 a group: one class of each kind
+])
+def test_mean_colour_does_not_reveal_the_class(name, classes):
     """Nearest-class-mean on per-video mean RGB stays at chance: colours are independent of the class."""
-    spec = preset("small", num_videos=480, min_videos_per_class=1, val_fraction=0.5, long_tail=0.0,
+    spec = preset(name, num_videos=480, min_videos_per_class=1, val_fraction=0.5, long_tail=0.0,
                   multilabel_share=0.0, sizes=((48, 80),), legacy_share=0.0, rotated_share=0.0, vfr_share=0.0,
-                  duration=(1.0, 1.4), fps=6.0, render_short_side=48)
+                  duration=(1.0, 1.4), fps=6.0, render_short_side=48, **classes)
     features, classes, splits = [], [], []
     for plan in plan_corpus(spec):
         frames = np.stack(list(render_frames(script_for(spec, plan), spec.classes, render_short_side=48)))
@@ -241,15 +247,92 @@ def test_catalogue_groups_and_presets():
     assert len(names) == len(set(names))
     classes = select_classes(10, 4)
     assert [sum(c.group == g for c in classes) for g in list(GROUPS)[:4]] == [3, 3, 2, 2]
-    assert set(PRESETS) == {"tiny", "small", "bench"}
+    assert set(PRESETS) == {"tiny", "small", "bench", "pretrain"}
     assert preset("small", seed=9).seed == 9
     assert preset("bench").num_groups == 4 and preset("bench").long_tail > 0
     with pytest.raises(ValueError, match="unknown corpus preset"):
         preset("huge")
     with pytest.raises(ValueError):
         preset("tiny", num_classes=20)
+    with pytest.raises(ValueError, match="unknown class catalogue"):
+        preset("tiny", catalogue="imagenet")
+    # Fields added later stay out of the records of specs that leave them at their defaults, so those
+    # corpora keep their corpus.json byte for byte (and resume).
+    later = {"catalogue", "distractors"}
+    assert later.isdisjoint(preset("bench").to_dict()) and later <= set(preset("pretrain").to_dict())
+    assert all(CorpusSpec.from_dict(spec.to_dict()) == spec for spec in PRESETS.values())
     with pytest.raises(ValueError):
         preset("tiny", sizes=((95, 160),))
     long_tail = plan_corpus(preset("small", long_tail=1.2, num_videos=400, min_videos_per_class=5))
     counts = np.bincount([p.labels[0] for p in long_tail])
     assert counts.min() >= 5 and counts.max() >= 8 * counts.min()
+
+
+def drawn_masks(classes, size: int = 40) -> np.ndarray:
+    """Coverage and accent of each class on one grid, with one fixed variation: [classes, 2 * size * size]."""
+    extent = np.linspace(-1.15, 1.15, size, dtype=np.float32)
+    u, v = np.meshgrid(extent, extent)
+    variation = np.full(VARIATION_SIZE, 0.5, np.float32)
+    masks = []
+    for scene_class in classes:
+        coverage, accent = scene_class.draw(u, v, 2.3 / size, variation)
+        accent = np.zeros_like(u) if accent is None else accent
+        masks.append(np.concatenate([np.broadcast_to(coverage, u.shape).ravel(),
+                                     np.broadcast_to(accent * coverage, u.shape).ravel()]))
+    return np.stack(masks)
+
+
+def test_pretrain_classes_are_hundreds_and_none_is_a_bench_class():
+    pretrain, bench = preset("pretrain"), preset("bench")
+    classes = pretrain.classes
+    assert 300 <= len(classes) <= 500 and pretrain.catalogue == "pretrain"
+    assert classes == tuple(member for members in PRETRAIN_GROUPS.values() for member in members)
+    assert len({c.name for c in classes}) == len(classes)
+    assert len({c.group for c in classes}) == pretrain.num_groups
+    # By name: no class and no primitive is named like a standard class (bench's or any other).
+    standard = {c.name for members in GROUPS.values() for c in members}
+    assert not standard & {c.name for c in classes}
+    assert not standard & (set(SILHOUETTES) | set(FILLS) | set(TEXTURES))
+    # By construction: each class is one silhouette combined with a fill, a second silhouette or a texture.
+    combinations = ({f"{s}_{fill}" for s in SILHOUETTES for fill in FILLS}
+                    | {f"{s}_{link}_{t}" for s in SILHOUETTES for t in SILHOUETTES for link in ("holding", "and")}
+                    | {f"{s}_on_{texture}" for s in SILHOUETTES for texture in TEXTURES})
+    assert {c.name for c in classes} <= combinations
+    assert {c.draw for c in classes}.isdisjoint({c.draw for members in GROUPS.values() for c in members})
+    # And as drawn: every class differs from every bench class, and from every other class.
+    masks, bench_masks = drawn_masks(classes), drawn_masks(bench.classes)
+    assert not np.isnan(masks).any() and masks.max() > 0.99
+    to_bench = np.abs(masks[:, None, :] - bench_masks[None]).mean(axis=-1)
+    assert to_bench.min() > 0.02, f"a pretrain class draws like a bench class ({to_bench.min():.4f})"
+    squares = (masks ** 2).sum(axis=1)
+    between = (squares[:, None] + squares[None] - 2.0 * masks @ masks.T) / masks.shape[1]
+    np.fill_diagonal(between, np.inf)
+    assert between.min() > 1e-3, "two pretrain classes draw the same picture"
+
+
+def test_pretrain_sample_has_the_layout_and_decodes(tmp_path):
+    """A sample of the pretrain preset (24 of its classes, one video each): the corpus layout, single
+    labels, videos that decode, mostly 2-3 keyframes, and a record that rebuilds the spec."""
+    spec = preset("pretrain", num_classes=24, num_groups=12, num_videos=24, min_videos_per_class=1)
+    out = tmp_path / "pretrain"
+    summary = generate_corpus(out, spec, workers=2, progress=False)
+    with open(out / "labels.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(row["name"], row["group"]) for row in rows] == [(c.name, c.group) for c in spec.classes]
+    train, val = read_annotations(out / "train.txt"), read_annotations(out / "val.txt")
+    assert len(train) + len(val) == spec.num_videos and not set(train) & set(val)
+    assert all(len(labels) == 1 for labels in {**train, **val}.values()), "single-label, as K-way pretraining wants"
+    assert sorted(label for labels in {**train, **val}.values() for label in labels) == list(range(24))
+    record = json.loads((out / "corpus.json").read_text())
+    assert record["spec"]["catalogue"] == "pretrain" and CorpusSpec.from_dict(record["spec"]) == spec
+    shots = [shot.kind for plan in plan_corpus(spec) for shot in script_for(spec, plan).shots]
+    assert set(shots) == {"content"}, "no title cards or black frames: every keyframe shows its class"
+    manifest = read_manifest(out)
+    assert {path.name for path in (out / "videos").iterdir()} == set(manifest)
+    for name, row in manifest.items():
+        with av.open(str(out / "videos" / name)) as container:
+            assert not container.streams.audio
+            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+        assert len(frames) == row["frames"] and sorted(frames[0].shape[:2]) in ([112, 192], [128, 224], [128, 128])
+    keyframes = sorted(count for count, videos in summary.keyframe_histogram.items() for _ in range(videos))
+    assert keyframes[len(keyframes) // 2] in (2, 3), summary.keyframe_histogram

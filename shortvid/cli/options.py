@@ -29,15 +29,21 @@ def at_least_one(text: str) -> int:
 
 
 def add_frame_options(parser: argparse.ArgumentParser, size: str) -> None:
-    """--k/--sampler/--fill/--size/--crop/--skip-loop-filter: how frames are read (probe, extract)."""
+    """--k/--sampler/--fill/--max-decode/--size/--crop/--skip-loop-filter: how frames are read (probe, extract)."""
+    from ..decode import DEFAULT_MAX_DECODE
+
     parser.add_argument("--k", type=int, default=3, help="frames per video (default: 3)")
     parser.add_argument("--sampler", choices=["keyframes", "uniform"], default="keyframes",
                         help="keyframes: one keyframe per TSN segment, decoding nothing else (default); "
                              "uniform: the frame at each segment centre, by seeking")
-    parser.add_argument("--fill", choices=["repeat", "seek", "none"], default="repeat",
+    parser.add_argument("--fill", choices=["repeat", "seek", "near", "none"], default="repeat",
                         help="fewer keyframes than --k: repeat keyframes (default, free), decode a "
-                             "frame at each empty segment's centre (costs a GOP decode each), or none "
-                             "(return fewer frames)")
+                             "frame at each empty segment's centre (costs a GOP decode each), near: the "
+                             "frame nearest each empty segment's centre within --max-decode frames of the "
+                             "keyframe before it, or none (return fewer frames)")
+    parser.add_argument("--max-decode", type=at_least_one, default=DEFAULT_MAX_DECODE, metavar="N",
+                        help=f"--fill near: frames decoded past a keyframe per segment filled, at most "
+                             f"(default: {DEFAULT_MAX_DECODE})")
     parser.add_argument("--size", type=frame_size, default=frame_size(size),
                         help=f"short side in pixels, HxW, or none for native size (default: {size})")
     parser.add_argument("--crop", type=int, default=None, help="centre square crop after resizing")
@@ -53,7 +59,7 @@ def frame_spec(args: argparse.Namespace):
 
     try:
         return FrameSpec(k=args.k, sampler=args.sampler, size=args.size, crop=args.crop, fill=args.fill,
-                         skip_loop_filter=args.skip_loop_filter)
+                         skip_loop_filter=args.skip_loop_filter, max_decode=args.max_decode)
     except ValueError as error:
         raise ShortvidError("frame options", str(error)) from None
 
@@ -146,12 +152,12 @@ def error_line(path: str, error: Exception) -> str:
     return json.dumps({"path": path, "error": error_body(path, error)}, ensure_ascii=False)
 
 
-def load_config_announced(source: str, overrides: Sequence[str]):
+def load_config_announced(source: str, overrides: Sequence[str], **load_options):
     """``load_config``, saying on stderr which file or shipped config it read."""
     from ..train.config import load_config, resolve_config
 
     print(f"config: {resolve_config(source)[1]}", file=sys.stderr)
-    return load_config(source, overrides)
+    return load_config(source, overrides, **load_options)
 
 
 

@@ -1,4 +1,4 @@
-"""Making runs: ``train``, ``distill``, ``fuse``, ``adaptive``, ``ablate``, ``hardmine``, ``finetune``."""
+"""Making runs: ``train``, ``pretrain``, ``distill``, ``fuse``, ``adaptive``, ``ablate``, ``hardmine``, ``finetune``."""
 
 from __future__ import annotations
 
@@ -17,12 +17,21 @@ from .options import (
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    """train, distill, fuse, adaptive, ablate, hardmine, finetune."""
+    """train, pretrain, distill, fuse, adaptive, ablate, hardmine, finetune."""
     commands.add_parser("train", help="train a video classifier",
                         description="Train per a config (YAML file or shipped name: "
                                     "resnet50, mobilenet_cpu, tiny) with key=value overrides, "
                                     "e.g. data.dataset=data/small data.cache=cache/small out=runs/x.",
                         arguments=train_arguments).set_defaults(handler=cmd_train)
+    commands.add_parser("pretrain", help="pretrain a backbone: supervised on a many-class source, or SimCLR",
+                        description="Pretrain a timm backbone and write RUN/backbone.pth, which "
+                                    "model.checkpoint_path loads in every other command. --method supervised "
+                                    "(default): a K-way image classifier on single frames of a labelled source "
+                                    "(shipped config: pretrain; `shortvid synth --preset pretrain` makes one), "
+                                    "exported with its K-way head, which distillation uses as the ImageNet head. "
+                                    "--method simclr: SimCLR on unlabelled videos of a frame cache, keyframes of "
+                                    "one video as positive pairs (shipped config: simclr).",
+                        arguments=pretrain_arguments).set_defaults(handler=cmd_pretrain)
     commands.add_parser("distill", help="train a student with a trained teacher run",
                         description="Train per a config with a teacher: loss = classification + "
                                     "distill.weight x the squared difference of the L2-normalised ImageNet "
@@ -65,15 +74,10 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..errors import ShortvidError
     from ..train.trainer import train
 
     if args.resume:
-        saved = Path(args.resume) / "config.yaml"
-        if not saved.is_file():
-            raise ShortvidError(args.resume, "nothing to resume: no config.yaml (not a run directory, or the run "
-                                "was stopped before it started)")
-        config = load_config_announced(str(saved), [*args.overrides, f"out={args.resume}"])
+        config = load_config_announced(_saved_config(args.resume), [*args.overrides, f"out={args.resume}"])
     else:
         if not args.config:
             print("shortvid train: error: --config is required (a YAML file or a shipped name)", file=sys.stderr)
@@ -83,6 +87,41 @@ def cmd_train(args: argparse.Namespace) -> int:
     record = train(config, resume=bool(args.resume))
     _report({"run": config.out, **record})
     return 0
+
+
+def pretrain_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", choices=["supervised", "simclr"], default="supervised")
+    parser.add_argument("--config", help="YAML file or shipped config name (default: pretrain, or simclr)")
+    parser.add_argument("--resume", metavar="RUN", help="continue the pretraining in RUN from its last checkpoint")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from ..train.config import TrainConfig
+    from ..train.pretrain import pretrain_supervised
+    from ..train.simclr import SimCLRConfig, pretrain_simclr
+
+    schema, pretrain = ((TrainConfig, pretrain_supervised) if args.method == "supervised"
+                        else (SimCLRConfig, pretrain_simclr))
+    if args.resume:
+        source, overrides = _saved_config(args.resume), [*args.overrides, f"out={args.resume}"]
+    else:
+        source, overrides = args.config or ("pretrain" if args.method == "supervised" else "simclr"), args.overrides
+    config = load_config_announced(source, overrides, schema=schema)
+    summary = pretrain(config, resume=bool(args.resume))
+    _report({"run": config.out, **summary})
+    return 0
+
+
+def _saved_config(run: str) -> str:
+    """RUN/config.yaml, or a typed error saying why RUN cannot be resumed."""
+    from ..errors import ShortvidError
+
+    saved = Path(run) / "config.yaml"
+    if not saved.is_file():
+        raise ShortvidError(run, "nothing to resume: no config.yaml (not a run directory, or the run "
+                            "was stopped before it started)")
+    return str(saved)
 
 
 def distill_arguments(parser: argparse.ArgumentParser) -> None:
@@ -158,6 +197,15 @@ def ablate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=10, help="training epochs of every model (default: 10)")
     parser.add_argument("--workers", type=int, default=None, help="extraction processes (default: all cores)")
     parser.add_argument("--report", default=None, help="also copy ABLATION.md here")
+    pretrained = parser.add_argument_group("pretrained regime")
+    pretrained.add_argument("--pretrained", action="store_true",
+                            help="start every network from a `shortvid pretrain` backbone, pretrained on the "
+                                 "--pretrain-preset corpus (the seed's setup; default out: runs/ablate-PRESET-pretrained)")
+    pretrained.add_argument("--pretrain-preset", choices=list(PRESETS), default="pretrain",
+                            help="the source corpus's preset (default: pretrain)")
+    pretrained.add_argument("--pretrain-data", default=None, help="the source corpus folder (default: data/PRESET)")
+    pretrained.add_argument("--pretrain-epochs", type=int, default=10, help="supervised pretraining epochs (default: 10)")
+    pretrained.add_argument("--simclr-epochs", type=int, default=20, help="SimCLR pretraining epochs (default: 20)")
     add_quiet_option(parser)
 
 
@@ -166,9 +214,12 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
     from ..ablate import AblationPlan, ablate
 
-    plan = AblationPlan(data=args.data or f"data/{args.preset}", out=args.out or f"runs/ablate-{args.preset}",
+    suffix = "-pretrained" if args.pretrained else ""
+    plan = AblationPlan(data=args.data or f"data/{args.preset}", out=args.out or f"runs/ablate-{args.preset}{suffix}",
                         preset=args.preset, seed=args.seed, epochs=args.epochs, workers=args.workers,
-                        progress=not args.quiet)
+                        progress=not args.quiet, pretrained=args.pretrained, pretrain_preset=args.pretrain_preset,
+                        pretrain_data=args.pretrain_data, pretrain_epochs=args.pretrain_epochs,
+                        simclr_epochs=args.simclr_epochs)
     summary = ablate(plan)
     if args.report:
         shutil.copyfile(Path(plan.out) / "ABLATION.md", args.report)

@@ -11,6 +11,7 @@ from ..errors import (
     VideoTooLargeError,
 )
 from .reader import (
+    DEFAULT_MAX_DECODE,
     DEFAULT_TUNING,
     Clip,
     DecodeLimits,
@@ -19,9 +20,16 @@ from .reader import (
     VideoInfo,
     read_frames,
 )
-from .sampling import match_to_targets, place_times, segment_targets
+from .sampling import (
+    match_to_targets,
+    match_within_reach,
+    near_reach,
+    place_times,
+    segment_targets,
+)
 
 __all__ = [
+    "DEFAULT_MAX_DECODE",
     "DEFAULT_TUNING",
     "Clip",
     "CorruptVideoError",
@@ -37,6 +45,8 @@ __all__ = [
     "VideoNotFoundError",
     "VideoTooLargeError",
     "match_to_targets",
+    "match_within_reach",
+    "near_reach",
     "place_times",
     "read_frames",
     "segment_targets",

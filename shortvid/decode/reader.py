@@ -36,15 +36,27 @@ from ..errors import (
     VideoNotFoundError,
     VideoTooLargeError,
 )
-from .sampling import Mode, match_to_targets, place_times, segment_targets
+from .sampling import (
+    Mode,
+    match_to_targets,
+    match_within_reach,
+    near_reach,
+    place_times,
+    segment_targets,
+)
 
 Source = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
 Sampler = Literal["keyframes", "uniform"]
-Fill = Literal["repeat", "seek", "none"]
+Fill = Literal["repeat", "seek", "none", "near"]
 Size = Union[int, tuple[int, int], None]
 # Where a value of ``VideoInfo`` came from, cheapest first: the stream headers as FFmpeg reports
 # them, the container's sample index (MP4/MOV), one pass over the demuxed packets, decoded frames.
 Provenance = Literal["header", "index", "packets", "decoded"]
+# fill="near": frames decoded past a keyframe per segment it fills, at most. Measured with k=3
+# (bench/frame_policy.py, docs/decoding.md): 8 (a quarter second at 30 fps) keeps the corpus median
+# within the 1.5x of the keyframes-only decode that the issue allows, where 16 passes it on a corpus
+# of uploads with keyframes at their cuts only; a filled frame's RGB conversion costs more than its decode.
+DEFAULT_MAX_DECODE = 8
 
 # Skipping every frame while FFmpeg probes the streams saves the probe's decode; the streams'
 # parameters still come from the headers. Checked on every codec in the tests.
@@ -195,11 +207,12 @@ class FrameSpec:
     crop: int | None = None
     fill: Fill = "repeat"
     skip_loop_filter: bool = False
+    max_decode: int = DEFAULT_MAX_DECODE  # fill="near": frames decoded per filled segment, at most
 
     def __post_init__(self) -> None:
         if isinstance(self.size, list):  # as JSON and YAML give it; a tuple keeps the spec hashable
             object.__setattr__(self, "size", tuple(self.size))
-        check_frame_options(self.k, self.sampler, self.size, self.crop, self.fill)
+        check_frame_options(self.k, self.sampler, self.size, self.crop, self.fill, self.max_decode)
 
     def read(
         self,
@@ -213,14 +226,16 @@ class FrameSpec:
     ) -> Clip:
         return read_frames(
             source, self.k, sampler=self.sampler, size=self.size, crop=self.crop, fill=self.fill,
-            mode=mode, rng=rng, timeout=timeout, skip_loop_filter=self.skip_loop_filter, limits=limits,
-            tuning=tuning,
+            max_decode=self.max_decode, mode=mode, rng=rng, timeout=timeout,
+            skip_loop_filter=self.skip_loop_filter, limits=limits, tuning=tuning,
         )
 
     def to_dict(self) -> dict:
         data = {"k": self.k, "sampler": self.sampler, "size": self.size, "crop": self.crop, "fill": self.fill}
         if self.skip_loop_filter:  # only when set, so specs stored before it existed compare equal
             data["skip_loop_filter"] = True
+        if self.fill == "near" or self.max_decode != DEFAULT_MAX_DECODE:  # likewise; kept with "near" so a
+            data["max_decode"] = self.max_decode  # later default cannot change what a stored spec read
         return data
 
     @classmethod
@@ -232,6 +247,7 @@ class FrameSpec:
             crop=data.get("crop"),
             fill=data.get("fill", "repeat"),
             skip_loop_filter=bool(data.get("skip_loop_filter", False)),
+            max_decode=data.get("max_decode", DEFAULT_MAX_DECODE),
         )
 
 
@@ -252,6 +268,7 @@ def read_frames(
     crop: int | None = None,
     mode: Mode = "test",
     fill: Fill = "repeat",
+    max_decode: int = DEFAULT_MAX_DECODE,
     rng: np.random.Generator | None = None,
     timeout: float | None = 10.0,
     skip_loop_filter: bool = False,
@@ -267,9 +284,26 @@ def read_frames(
         segment's centre (or a random time in it), seeking and decoding forward: the usual TSN way.
     fill: when the video has fewer keyframes than ``k``: ``"repeat"`` (default) repeats keyframes,
         costing nothing; ``"seek"`` decodes a frame at the centre of each segment left without a
-        keyframe, costing a decode from the previous keyframe (100-500 ms on 720p); ``"none"``
-        returns each keyframe once, so fewer than ``k`` frames (the adaptive model: a TSN averages
-        over however many frames it gets, and the model runs on no repeated frame).
+        keyframe, costing a decode from the previous keyframe (100-500 ms on 720p); ``"near"`` gives
+        each such segment the frame nearest its centre among the cheap ones: those at most
+        ``max_decode`` frames (decode order) past the keyframe before it, ``i * max_decode`` for the
+        ``i``-th segment filled after the same keyframe, which one forward decode of that GOP's prefix
+        serves; ``"none"`` returns each keyframe once, so fewer than ``k`` frames (the adaptive model: a
+        TSN averages over however many frames it gets, and the model runs on no repeated frame).
+        With at least ``k`` keyframes every policy gives the keyframe sampler's frames.
+    max_decode: the cap of ``fill="near"`` (``DEFAULT_MAX_DECODE``): a video with ``n`` keyframes
+        decodes at most ``(k - n) * max_decode`` frames more than ``"repeat"``, whatever the file holds
+        (again for the others when a keyframe will not decode and the choice is made without it).
+        Each keyframe of the video is placed first, as with ``"seek"``; each segment left over gets a
+        frame of the prefix of the keyframe before it, read by seeking to that keyframe (by its index
+        entry in MP4/MOV, by its time in other containers, whose keyframes came from the packet pass)
+        and demuxing at most the cap's packets, whose presentation times pick the frames before any is
+        decoded; then the prefix is decoded once, up to the last frame picked, skipping the frames no
+        later frame refers to (FFmpeg's ``NONREF``) unless picked. Train mode draws each
+        segment's reach within its last ``max_decode`` frames (``near_reach``). A segment that gets no
+        frame this way (none before the first keyframe, a GOP shorter than the segments it fills, a
+        prefix that would not demux or decode) repeats its neighbour's, as ``"repeat"`` would.
+        ``Clip.keyframe`` says which frames are keyframes.
     size: an int resizes the short side to it, keeping the aspect ratio; ``(height, width)``
         resizes to exactly that; ``None`` keeps the video's size. ``crop`` then takes a centre
         square of that side.
@@ -287,7 +321,7 @@ def read_frames(
     the file: a failure shortvid does not classify is an ``UnexpectedDecodeError``. Bad options are a
     ``ValueError`` (``check_frame_options``), raised before the source is touched.
     """
-    check_frame_options(k, sampler, size, crop, fill)
+    check_frame_options(k, sampler, size, crop, fill, max_decode)
     started = time.perf_counter()
     deadline = started + timeout if timeout else None
     limits = limits or _LIMITS
@@ -300,7 +334,7 @@ def read_frames(
         with _open(name, opened, limits) as container:
             reader.attach(container)
             if sampler == "keyframes":
-                frames, times, keys = reader.keyframe_frames(k, mode, fill, rng)
+                frames, times, keys = reader.keyframe_frames(k, mode, fill, rng, max_decode)
             else:
                 frames, times, keys = reader.uniform_frames(k, mode, rng)
             info = reader.info()
@@ -334,17 +368,20 @@ def _positive_int(value: object) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool) and value >= 1
 
 
-def check_frame_options(k: int, sampler: str, size: Size, crop: int | None, fill: str) -> None:
+def check_frame_options(k: int, sampler: str, size: Size, crop: int | None, fill: str,
+                        max_decode: int = DEFAULT_MAX_DECODE) -> None:
     """Raise ``ValueError`` unless the options of ``read_frames`` (and of a ``FrameSpec``) make sense:
     ``k`` an int of at least 1, a known ``sampler`` and ``fill``, ``size`` an int of at least 1, a
-    ``(height, width)`` pair of them or None, and ``crop`` None or an int of at least 1 that fits in
-    the resized frame when ``size`` says how large that is."""
+    ``(height, width)`` pair of them or None, ``crop`` None or an int of at least 1 that fits in
+    the resized frame when ``size`` says how large that is, and ``max_decode`` an int of at least 1."""
     if not _positive_int(k):
         raise ValueError(f"k must be an integer of at least 1, got {k!r}")
     if sampler not in get_args(Sampler):
         raise ValueError(f"sampler must be one of {', '.join(map(repr, get_args(Sampler)))}, got {sampler!r}")
     if fill not in get_args(Fill):
         raise ValueError(f"fill must be one of {', '.join(map(repr, get_args(Fill)))}, got {fill!r}")
+    if not _positive_int(max_decode):
+        raise ValueError(f"max_decode must be an integer of at least 1, got {max_decode!r}")
     if isinstance(size, (tuple, list)):
         if len(size) != 2 or not all(_positive_int(side) for side in size):
             raise ValueError(f"size must be (height, width) with both at least 1, got {size!r}")
@@ -617,41 +654,152 @@ class _Reader:
             self.sources.update(start="packets", duration="packets")
 
     # -- the keyframe sampler -------------------------------------------------------------
-    def keyframe_frames(self, k: int, mode: Mode, fill: Fill, rng) -> tuple[list, list, list]:
+    def keyframe_frames(self, k: int, mode: Mode, fill: Fill, rng,
+                        max_decode: int = DEFAULT_MAX_DECODE) -> tuple[list, list, list]:
         self._find_keyframes()
         self.ctx.skip_frame = "NONKEY"
+        if mode == "train" and rng is None and fill == "near":
+            rng = np.random.default_rng()  # one generator for the targets and the reaches
         decoded: dict[int, tuple[np.ndarray, float]] = {}
         while True:
             if not self.keyframes:
                 raise CorruptVideoError(self.name, "no decodable keyframe")
             times = [kf.time for kf in self.keyframes]
             targets = segment_targets(self.start, self.end, k, mode, rng, candidates=times)
-            if fill == "seek" and len(times) < k:
+            if fill in ("seek", "near") and len(times) < k:
                 placed = place_times(times, targets)
             elif fill == "none" and len(times) < k:
                 placed = list(range(len(times)))  # each keyframe once: fewer than k frames
             else:
                 placed = match_to_targets(times, targets)
             wanted = sorted({i for i in placed if i is not None})
-            failed = [i for i in wanted if i not in decoded and not self._decode_keyframe(i, decoded)]
+            # fill="near": the empty segments after each keyframe, filled from its GOP's prefix
+            gops = _segments_after(placed) if fill == "near" and len(times) < k else {}
+            filled: dict[int, tuple[np.ndarray, float]] = {}
+            failed = []
+            for i in wanted:
+                if i in gops:
+                    reaches = near_reach(len(gops[i]), max_decode, mode, rng)
+                    ok = self._decode_prefix(i, gops[i], [float(targets[s]) for s in gops[i]], reaches, decoded,
+                                             filled)
+                else:
+                    ok = i in decoded or self._decode_keyframe(i, decoded)
+                if not ok:
+                    failed.append(i)
             if not failed:
                 break
             # Drop keyframes that would not decode and choose again among the others.
             keep = [i for i in range(len(self.keyframes)) if i not in failed]
             decoded = {keep.index(i): v for i, v in decoded.items() if i in keep}
             self.keyframes = [self.keyframes[i] for i in keep]
-        frames, out_times, keys = [], [], []
         self.ctx.skip_frame = "DEFAULT"
+        chosen: list[tuple[np.ndarray, float, bool] | None] = []
         for slot, index in enumerate(placed):
-            if index is None:
-                image, t = self._frame_at(float(targets[slot]))
-                keys.append(False)
+            if index is not None:
+                chosen.append((*decoded[index], True))
+            elif fill == "near":
+                chosen.append((*filled[slot], False) if slot in filled else None)
             else:
-                image, t = decoded[index]
-                keys.append(True)
-            frames.append(image)
-            out_times.append(t)
-        return frames, out_times, keys
+                chosen.append((*self._frame_at(float(targets[slot])), False))
+        if fill == "near":  # a segment left without a frame repeats its neighbour's, as "repeat" would
+            chosen = _repeat_neighbours(chosen)
+        frames = [image for image, _, _ in chosen]
+        return frames, [t for _, t, _ in chosen], [key for _, _, key in chosen]
+
+    def _decode_prefix(self, index: int, slots: list[int], targets: list[float], reaches: list[int],
+                       decoded: dict, filled: dict) -> bool:
+        """fill="near": decode keyframe ``index`` and, from its GOP, the frame nearest each target within
+        its reach (frames after the keyframe, decode order), in one forward decode of the GOP's prefix.
+        The keyframe's picture goes to ``decoded``, each slot's to ``filled`` (a slot whose frame does
+        not come out stays empty). False where the keyframe itself is missing or will not decode."""
+        self._check_time()
+        keyframe = self.keyframes[index]
+        packets = self._prefix_packets(index, max(reaches) + 1)
+        if not packets:  # the seek did not find it: the keyframe alone, as the other policies read it
+            return self._decode_keyframe(index, decoded)
+        key_ts = _packet_time(packets[0])
+        keyframe.packet, keyframe.time = packets[0], key_ts * self.tb
+        later = self.keyframes[index + 1].time if index + 1 < len(self.keyframes) else float("inf")
+        # The prefix's presentation times come from its packets, before anything is decoded: the
+        # index holds decode times only, and B-frames are shown in another order.
+        stamps = [_packet_time(packet) for packet in packets]  # (position: decode order, stamp) -> time order
+        candidates = sorted((stamp, position) for position, stamp in enumerate(stamps)
+                            if position and keyframe.time < stamp * self.tb < later)
+        reachable = [[position <= reach for _, position in candidates] for reach in reaches]
+        picks = match_within_reach([stamp * self.tb for stamp, _ in candidates], targets, reachable)
+        wanted = {candidates[j][0]: slot for slot, j in zip(slots, picks) if j is not None}  # stamp -> slot
+        last = max((candidates[j][1] for j in picks if j is not None), default=0)
+        key = None
+
+        def keep(frame: av.VideoFrame) -> None:
+            nonlocal key
+            self.decoded += 1
+            if key is None and (frame.pts == key_ts or frame.pts is None):
+                key = frame
+                decoded[index] = (self._to_rgb(frame), self._time_of(frame, keyframe.time))
+            elif frame.pts in wanted:
+                filled[wanted[frame.pts]] = (self._to_rgb(frame), frame.pts * self.tb)
+
+        try:
+            for position, packet in enumerate(packets[: last + 1]):
+                self._check_time()
+                # A frame no later frame refers to (FFmpeg's NONREF) is skipped unless it is one of those
+                # taken: the same pixels for the others, a third fewer frames decoded with B-frames.
+                self.ctx.skip_frame = "DEFAULT" if not position or stamps[position] in wanted else "NONREF"
+                for frame in self.ctx.decode(packet):
+                    keep(frame)
+            for frame in self.ctx.decode(None):
+                keep(frame)
+        except av.FFmpegError:
+            self._check_decoder_size()  # damaged non-key packets: keep what came out
+        finally:
+            self.ctx.flush_buffers()
+            self.ctx.skip_frame = "NONKEY"
+        if key is None:
+            self._check_decoder_size()
+            return False
+        return True
+
+    def _prefix_packets(self, index: int, limit: int) -> list[av.Packet]:
+        """The first ``limit`` packets (decode order) of keyframe ``index``'s GOP, its own first; fewer
+        where the next keyframe or the end comes sooner; none if the seek cannot find the keyframe.
+        Only demuxed: nothing is decoded here."""
+        keyframe = self.keyframes[index]
+        if keyframe.dts is not None:  # MP4/MOV: the index entry, found as _indexed_packet finds it
+            aim = keyframe.dts if keyframe.following is None else (keyframe.dts + keyframe.following) // 2
+            is_it = lambda packet: packet.dts == keyframe.dts  # noqa: E731
+            past_it = lambda packet: packet.dts is not None and packet.dts > keyframe.dts  # noqa: E731
+        else:  # other containers: the keyframe's packet, read in the packet pass, and its time
+            key_ts = _packet_time(keyframe.packet)
+            following = self.keyframes[index + 1].time / self.tb if index + 1 < len(self.keyframes) else None
+            aim = key_ts if following is None else int((key_ts + following) // 2)
+            is_it = lambda packet: packet.is_keyframe and _packet_time(packet) == key_ts  # noqa: E731
+            past_it = lambda packet: packet.is_keyframe and _packet_time(packet) > key_ts  # noqa: E731
+        found: list[av.Packet] = []
+        try:
+            for target in (aim, None):
+                if target is None:  # rare fallback: scan from the start
+                    self.container.seek(0, backward=True, any_frame=False)
+                else:
+                    self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
+                with _demuxing(self.container, self.stream) as packets:
+                    for packet in packets:
+                        self._check_time()
+                        if packet.size == 0 or (packet.dts is None and packet.pts is None):
+                            continue
+                        if found:
+                            if packet.is_keyframe or len(found) >= limit:
+                                return found
+                            found.append(packet)
+                        elif is_it(packet):
+                            found.append(packet)
+                        elif past_it(packet):
+                            break
+                if found:
+                    return found  # the end of the stream
+        except av.FFmpegError:
+            pass  # a damaged file: the packets read so far
+        return found
 
     def _decode_keyframe(self, index: int, decoded: dict) -> bool:
         """Decode one keyframe packet alone; False if it is damaged or missing."""
@@ -788,6 +936,29 @@ class _Reader:
             index=self.index_kind,
             sources=dict(self.sources),
         )
+
+
+def _segments_after(placed: list[int | None]) -> dict[int, list[int]]:
+    """For each placed keyframe, the empty segments between it and the next placed one (fill="near")."""
+    after: dict[int, list[int]] = {}
+    last = None
+    for slot, index in enumerate(placed):
+        if index is not None:
+            last = index
+        elif last is not None:
+            after.setdefault(last, []).append(slot)
+    return after
+
+
+def _repeat_neighbours(chosen: list) -> list:
+    """Each empty slot takes the previous slot's entry (the next one's before the first), so the
+    frames stay in time order."""
+    out = list(chosen)
+    for slot in range(len(out)):
+        if out[slot] is None and slot:
+            out[slot] = out[slot - 1]
+    first = next(entry for entry in out if entry is not None)
+    return [first if entry is None else entry for entry in out]
 
 
 def scale_frame(frame: av.VideoFrame, width: int, height: int,

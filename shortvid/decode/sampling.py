@@ -104,3 +104,55 @@ def place_times(times: Sequence[float], targets: Sequence[float]) -> list[int | 
     for time_index, slot in enumerate(slots):
         placed[slot] = time_index
     return placed
+
+
+def near_reach(filled: int, cap: int, mode: Mode = "test", rng: np.random.Generator | None = None) -> list[int]:
+    """How far into its GOP (frames decoded after the keyframe) each of ``filled`` segments after one
+    keyframe may reach, for the ``fill="near"`` policy: the ``i``-th (from 1) reaches ``i * cap``, so
+    filling ``filled`` segments decodes at most ``filled * cap`` frames past the keyframe, and frames
+    for segments beyond the reach are spread ``cap`` apart instead of bunched at its end. Train: each
+    reach is drawn uniformly from ``(i - 1) * cap + 1`` to ``i * cap``, so the frames vary between
+    epochs without passing the cap.
+    """
+    if cap < 1:
+        raise ValueError(f"cap must be at least 1, got {cap}")
+    if mode == "test":
+        return [i * cap for i in range(1, filled + 1)]
+    rng = rng if rng is not None else np.random.default_rng()
+    return [int(rng.integers((i - 1) * cap + 1, i * cap + 1)) for i in range(1, filled + 1)]
+
+
+def match_within_reach(times: Sequence[float], targets: Sequence[float],
+                       reachable: Sequence[Sequence[bool]]) -> list[int | None]:
+    """Give each target (in order) a distinct one of ``times`` (sorted), in the same order, only where
+    ``reachable[target][time]``: as many targets as possible and, among those choices, the least total
+    distance; a target left without one is None. Exact (dynamic programming over the monotone
+    assignments, ``len(targets) x len(times)`` steps); used by the ``fill="near"`` policy, where
+    ``reachable`` says whether a frame is within the decode cap of the segment.
+    """
+    n, k = len(times), len(targets)
+    if not n or not k:
+        return [None] * k
+    # One unmatched target costs more than any set of distances, so the count comes first.
+    penalty = 1.0 + k * (max(max(times), max(targets)) - min(min(times), min(targets)))
+    # best[i][j]: the cost of the first i targets using only the first j times
+    best = [[0.0] * (n + 1) for _ in range(k + 1)]
+    step = [[""] * (n + 1) for _ in range(k + 1)]
+    for i in range(1, k + 1):
+        best[i][0], step[i][0] = best[i - 1][0] + penalty, "none"
+        for j in range(1, n + 1):
+            options = [(best[i][j - 1], "skip"), (best[i - 1][j] + penalty, "none")]
+            if reachable[i - 1][j - 1]:
+                options.append((best[i - 1][j - 1] + abs(times[j - 1] - targets[i - 1]), "take"))
+            best[i][j], step[i][j] = min(options)
+    picks: list[int | None] = [None] * k
+    i, j = k, n
+    while i > 0:
+        if step[i][j] == "take":
+            picks[i - 1] = j - 1
+            i, j = i - 1, j - 1
+        elif step[i][j] == "none":
+            i -= 1
+        else:
+            j -= 1
+    return picks

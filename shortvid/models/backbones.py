@@ -45,8 +45,9 @@ def load_backbone_checkpoint(model: nn.Module, path: str) -> bool:
 
     Accepts a plain state dict or one wrapped as ``{"state_dict"|"model"|"state_dict_ema": ...}``,
     with or without ``module.`` prefixes, and with or without the classifier. Every backbone
-    weight must be present and match. Returns whether the classifier was loaded; a classifier of
-    another class count is skipped (the head stays freshly initialised).
+    weight must be present and match. Returns whether the classifier was loaded. A classifier of
+    another class count (a backbone pretrained on K classes with ``shortvid pretrain``) is kept: the
+    model's classifier is resized to K first, so that K-way head is what distillation uses.
     """
     try:
         state = timm.models.load_state_dict(path, use_ema=True, device="cpu")
@@ -61,9 +62,10 @@ def load_backbone_checkpoint(model: nn.Module, path: str) -> bool:
     expected = model.state_dict()
     for key in classifier & state.keys():
         if state[key].shape != expected[key].shape:
-            log.warning("%s: classifier %s has shape %s, not %s; the ImageNet head starts fresh",
-                        path, key, tuple(state[key].shape), tuple(expected[key].shape))
-            state = {k: v for k, v in state.items() if k not in classifier}
+            classes = int(state[key].shape[0])
+            log.info("%s: a %d-way classifier: the head takes its %d classes", path, classes, classes)
+            model.reset_classifier(classes)
+            classifier = _classifier_keys(model)
             break
     try:
         result = model.load_state_dict(state, strict=False)

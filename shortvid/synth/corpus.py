@@ -40,6 +40,7 @@ from .shapes import SceneClass
 CORPUS_FORMAT = "shortvid-synth-corpus"
 CORPUS_FORMAT_VERSION = 2  # bump whenever the same spec would draw or encode different videos (2: x264 cpu-independent)
 _VFR_CLOCK = 90000  # VFR frame times are kept on the container's 1/90000 s grid
+_LATER_FIELDS = {"catalogue": "standard", "distractors": True}  # CorpusSpec fields added since version 2
 
 
 @dataclass(frozen=True)
@@ -53,11 +54,15 @@ class CorpusSpec:
     17,420-to-98 spread over 63 classes is about 1.25), `min_videos_per_class` its floor.
     `render_short_side` caps the internal drawing resolution (frames are upscaled to the output size).
     `difficulty` in [0, 1]: smaller objects, lower contrast, background clutter (see `plan_video`).
+    `catalogue` is where the classes come from (`plans.CATALOGUES`): `standard` (`shapes.GROUPS`) or
+    `pretrain` (`compounds.PRETRAIN_GROUPS`, the pretraining stand-in for ImageNet).
+    `distractors`: title cards and black lead-ins in some videos (frames that show no class).
     """
 
     name: str = "custom"
     num_classes: int = 12
     num_groups: int = 4
+    catalogue: str = "standard"
     num_videos: int = 240
     val_fraction: float = 0.2
     long_tail: float = 0.0
@@ -75,6 +80,7 @@ class CorpusSpec:
     gop: int = 120
     render_short_side: int = 180
     difficulty: float = 0.0
+    distractors: bool = True
     crf: int = 23
     preset: str = "veryfast"
     audio: bool = True
@@ -84,7 +90,7 @@ class CorpusSpec:
         object.__setattr__(self, "sizes", tuple(tuple(int(x) for x in size) for size in self.sizes))
         object.__setattr__(self, "legacy_size", tuple(int(x) for x in self.legacy_size))
         object.__setattr__(self, "duration", tuple(float(x) for x in self.duration))
-        select_classes(self.num_classes, self.num_groups)
+        select_classes(self.num_classes, self.num_groups, self.catalogue)
         if self.num_videos < self.num_classes * self.min_videos_per_class or self.min_videos_per_class < 1:
             raise ValueError(f"num_videos ({self.num_videos}) must be at least num_classes x min_videos_per_class "
                              f"({self.num_classes} x {self.min_videos_per_class}), and the minimum at least 1")
@@ -105,8 +111,13 @@ class CorpusSpec:
             raise ValueError("fps must be positive, gop at least 1, long_tail non-negative, render_short_side >= 16")
 
     def to_dict(self) -> dict:
-        """JSON-ready form (tuples become lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """JSON-ready form (tuples become lists). Fields added since version 2 are left out at their
+        defaults, so corpora made before them keep their record (`corpus.json`) byte for byte and resume."""
+        values = json.loads(json.dumps(dataclasses.asdict(self)))
+        for field, default in _LATER_FIELDS.items():
+            if values[field] == default:
+                del values[field]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> CorpusSpec:
@@ -119,7 +130,7 @@ class CorpusSpec:
     @property
     def classes(self) -> tuple[SceneClass, ...]:
         """The drawable classes; a class's id is its position."""
-        return select_classes(self.num_classes, self.num_groups)
+        return select_classes(self.num_classes, self.num_groups, self.catalogue)
 
 
 PRESETS: dict[str, CorpusSpec] = {
@@ -152,11 +163,19 @@ PRESETS: dict[str, CorpusSpec] = {
         min_videos_per_class=30, multilabel_share=0.1, sizes=((270, 480), (360, 640)), legacy_size=(240, 240),
         duration=(4.0, 10.0), difficulty=0.5,
     ),
+    # Pretraining (a stand-in for ImageNet): 384 classes of the `pretrain` catalogue
+    # (`compounds.py`), none of them a bench class, 10 videos each, single-label and balanced.
+    "pretrain": CorpusSpec(
+        name="pretrain", num_classes=384, num_groups=12, catalogue="pretrain", num_videos=3840, val_fraction=0.1,
+        min_videos_per_class=10, multilabel_share=0.0, sizes=((112, 192), (128, 224)), legacy_size=(128, 128),
+        legacy_share=0.05, vfr_share=0.05, rotated_share=0.02, audio_first_share=0.0, clip_name_share=0.0,
+        duration=(1.5, 3.0), fps=10.0, gop=15, render_short_side=128, difficulty=0.3, distractors=False, audio=False,
+    ),
 }
 
 
 def preset(name: str, **overrides) -> CorpusSpec:
-    """A named preset (`tiny`, `small`, `bench`) with fields replaced by `overrides`."""
+    """A named preset (`tiny`, `small`, `bench`, `pretrain`) with fields replaced by `overrides`."""
     if name not in PRESETS:
         raise ValueError(f"unknown corpus preset {name!r}; choose one of {sorted(PRESETS)}")
     return dataclasses.replace(PRESETS[name], **overrides)
@@ -227,7 +246,11 @@ class CorpusSummary:
 
     def format(self) -> str:
         """A few human-readable lines for logs and the CLI."""
-        classes = ", ".join(f"{name} {sum(counts.values())}" for name, counts in self.class_counts.items())
+        per_class = {name: sum(counts.values()) for name, counts in self.class_counts.items()}
+        classes = ", ".join(f"{name} {count}" for name, count in per_class.items())
+        if len(per_class) > 30:  # hundreds of names (pretrain) say less than their range
+            ordered = sorted(per_class.values())
+            classes = f"{ordered[0]}-{ordered[-1]} (median {ordered[len(ordered) // 2]}) over {len(ordered)} classes"
         keyframes = ", ".join(f"{count}: {videos}" for count, videos in sorted(self.keyframe_histogram.items()))
         return "\n".join([
             f"{self.videos} videos in {self.out} ({self.generated} generated, {self.reused} kept) "
@@ -377,7 +400,8 @@ def script_for(spec: CorpusSpec, plan: VideoPlan) -> VideoScript:
     """The drawing plan of one video, from a Generator seeded with (spec.seed, plan.index)."""
     rng = np.random.default_rng([spec.seed, plan.index])
     times = frame_times(rng, plan.duration, spec.fps, plan.vfr)
-    return plan_video(rng, plan.labels, spec.classes, times, plan.width, plan.height, difficulty=spec.difficulty)
+    return plan_video(rng, plan.labels, spec.classes, times, plan.width, plan.height, difficulty=spec.difficulty,
+                      distractors=spec.distractors)
 
 
 def make_video(spec: CorpusSpec, plan: VideoPlan, videos_dir: str | Path) -> VideoRecord:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .shapes import GROUPS, MAX_CLASSES_PER_GROUP, TAU, VARIATION_SIZE, SceneClass
+from .compounds import PRETRAIN_GROUPS
+from .shapes import GROUPS, TAU, VARIATION_SIZE, SceneClass
 
 Colour = tuple[float, float, float]
 Rect = tuple[float, float, float, float]
@@ -26,17 +27,26 @@ _GROUP_BACKDROPS = {"stars": "radial", "rings": "linear", "patterns": "noise", "
 _GROUP_BACKDROP_SHARE = 0.6  # how often a shot uses its group's backdrop: context helps, but not alone
 
 
-def select_classes(num_classes: int, num_groups: int) -> tuple[SceneClass, ...]:
-    """The first `num_groups` groups, `num_classes` classes spread over them as evenly as possible.
+CATALOGUES: dict[str, dict[str, tuple[SceneClass, ...]]] = {"standard": GROUPS, "pretrain": PRETRAIN_GROUPS}
+"""The class catalogues a corpus draws from: `standard` (`shapes.GROUPS`: the tiny, small and bench
+presets) and `pretrain` (`compounds.PRETRAIN_GROUPS`: hundreds of classes none of which is standard)."""
+
+
+def select_classes(num_classes: int, num_groups: int, catalogue: str = "standard") -> tuple[SceneClass, ...]:
+    """The first `num_groups` groups of `catalogue`, `num_classes` classes spread over them as evenly as possible.
 
     Class ids are positions in the returned tuple, grouped: group by group, members in catalogue order.
     """
-    if not 1 <= num_groups <= len(GROUPS):
-        raise ValueError(f"num_groups must be 1..{len(GROUPS)}, got {num_groups}")
-    if not 2 * num_groups <= num_classes <= MAX_CLASSES_PER_GROUP * num_groups:
-        raise ValueError(f"num_classes must be {2 * num_groups}..{MAX_CLASSES_PER_GROUP * num_groups} "
-                         f"for {num_groups} groups (2..{MAX_CLASSES_PER_GROUP} per group), got {num_classes}")
-    groups = list(GROUPS.values())[:num_groups]
+    if catalogue not in CATALOGUES:
+        raise ValueError(f"unknown class catalogue {catalogue!r}; choose one of {sorted(CATALOGUES)}")
+    catalogue_groups = CATALOGUES[catalogue]
+    per_group_limit = min(len(members) for members in catalogue_groups.values())
+    if not 1 <= num_groups <= len(catalogue_groups):
+        raise ValueError(f"num_groups must be 1..{len(catalogue_groups)}, got {num_groups}")
+    if not 2 * num_groups <= num_classes <= per_group_limit * num_groups:
+        raise ValueError(f"num_classes must be {2 * num_groups}..{per_group_limit * num_groups} "
+                         f"for {num_groups} groups (2..{per_group_limit} per group), got {num_classes}")
+    groups = list(catalogue_groups.values())[:num_groups]
     per_group = [num_classes // num_groups + (index < num_classes % num_groups) for index in range(num_groups)]
     return tuple(member for members, count in zip(groups, per_group, strict=True) for member in members[:count])
 
@@ -221,9 +231,9 @@ def _content_shot(rng: np.random.Generator, start: int, stop: int, class_ids: Se
     """A shot showing every class in `class_ids`: the first full-frame class fills the frame, further
     full-frame classes appear in a window, objects float on top (the first class sometimes twice)."""
     backdrop_colour, colour, accent = palette(rng, contrast=40.0 - 25.0 * difficulty)
-    group = classes[class_ids[0]].group
+    preferred = _GROUP_BACKDROPS.get(classes[class_ids[0]].group)  # the pretraining groups prefer none
     use_group_backdrop = rng.random() < _GROUP_BACKDROP_SHARE
-    kind = _GROUP_BACKDROPS[group] if use_group_backdrop else str(rng.choice(BACKDROP_KINDS))
+    kind = preferred if use_group_backdrop and preferred else str(rng.choice(BACKDROP_KINDS))
     sprites: list[Sprite] = []
     frame_filled = False
     for position, class_id in enumerate(class_ids):
@@ -241,15 +251,17 @@ def _content_shot(rng: np.random.Generator, start: int, stop: int, class_ids: Se
     return Shot("content", start, stop, tuple(class_ids), backdrop, tuple(sprites))
 
 
-def _shot_layout(rng: np.random.Generator, duration: float, content_shots: int) -> list[tuple[str, float]]:
-    """Shot kinds and durations (seconds): optional black lead-in or title card, content, optional end card."""
+def _shot_layout(rng: np.random.Generator, duration: float, content_shots: int,
+                 distractors: bool = True) -> list[tuple[str, float]]:
+    """Shot kinds and durations (seconds): optional black lead-in or title card (`distractors`), content,
+    optional end card (`distractors`)."""
     layout: list[tuple[str, float]] = []
     lead = rng.random()
-    if lead < 0.08:
+    if distractors and lead < 0.08:
         layout.append(("black", rng.uniform(0.1, 0.4)))
-    elif lead < 0.13:
+    elif distractors and lead < 0.13:
         layout.append(("title", rng.uniform(0.5, 1.2)))
-    tail = ("title", rng.uniform(0.6, 1.5)) if rng.random() < 0.12 else None
+    tail = ("title", rng.uniform(0.6, 1.5)) if rng.random() < 0.12 and distractors else None
     distractor_time = sum(seconds for _, seconds in layout) + (tail[1] if tail else 0.0)
     squeeze = min(1.0, 0.3 * duration / distractor_time) if distractor_time else 1.0
     layout = [(kind, seconds * squeeze) for kind, seconds in layout]
@@ -286,7 +298,7 @@ def _frame_spans(layout: list[tuple[str, float]], times: Sequence[float],
 
 def plan_video(rng: np.random.Generator, labels: Sequence[int], classes: Sequence[SceneClass],
                times: Sequence[float], width: int, height: int, *, overlay: bool | None = None,
-               difficulty: float = 0.0) -> VideoScript:
+               difficulty: float = 0.0, distractors: bool = True) -> VideoScript:
     """Choose the shots, backdrops, objects, motion and colours of one video showing `labels`.
 
     The first label is the main subject. A multi-label video either shows its classes together
@@ -296,6 +308,8 @@ def plan_video(rng: np.random.Generator, labels: Sequence[int], classes: Sequenc
     `difficulty` in [0, 1] makes objects smaller and likelier to leave the frame, lowers the
     contrast and adds unlabelled clutter to the backdrops: clean frames are too easy to show
     differences between models.
+    `distractors` allows title cards and black lead-ins, which show no class; without them every frame
+    shows its labels (pretraining samples single keyframes and wants each to show its class).
     """
     if not 0.0 <= difficulty <= 1.0:
         raise ValueError(f"difficulty must be within [0, 1], got {difficulty}")
@@ -309,7 +323,7 @@ def plan_video(rng: np.random.Generator, labels: Sequence[int], classes: Sequenc
     if len(labels) > 1 and not together:
         content_shots = max(content_shots, len(labels))
     min_frames = max(2, min(8, frame_count // 8))
-    spans = _frame_spans(_shot_layout(rng, duration, content_shots), times, min_frames)
+    spans = _frame_spans(_shot_layout(rng, duration, content_shots, distractors), times, min_frames)
     content = [index for index, (kind, _, _) in enumerate(spans) if kind == "content"]
     shown = {index: labels for index in content}
     if not together and 1 < len(labels) <= len(content):

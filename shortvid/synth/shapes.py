@@ -46,7 +46,8 @@ def inside_coverage(distance: np.ndarray, pixel: float) -> np.ndarray:
     return np.clip(0.5 - distance / pixel, 0.0, 1.0)
 
 
-def _polar(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def polar(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(radius, angle) of object-local coordinates."""
     return np.hypot(u, v), np.arctan2(v, u)
 
 
@@ -56,23 +57,23 @@ def rotated(u: np.ndarray, v: np.ndarray, angle: float) -> tuple[np.ndarray, np.
     return cos * u + sin * v, -sin * u + cos * v
 
 
-def _bar(u: np.ndarray, v: np.ndarray, angle: float, length: float, width: float, offset: float = 0.0) -> np.ndarray:
+def bar(u: np.ndarray, v: np.ndarray, angle: float, length: float, width: float, offset: float = 0.0) -> np.ndarray:
     """Distance to a rectangle of half-length `length`, half-width `width`, shifted `offset` across."""
     along, across = rotated(u, v, angle)
     return np.maximum(np.abs(along) - length, np.abs(across - offset) - width)
 
 
-def _cell_offset(coordinate: np.ndarray, period: float) -> np.ndarray:
+def cell_offset(coordinate: np.ndarray, period: float) -> np.ndarray:
     """Distance from the centre of the periodic cell the coordinate falls in."""
     return np.abs(coordinate / period - np.floor(coordinate / period) - 0.5) * period
 
 
-def _stripes(coordinate: np.ndarray, period: float, pixel: float) -> np.ndarray:
+def stripes(coordinate: np.ndarray, period: float, pixel: float) -> np.ndarray:
     """Half-duty stripes across `coordinate`."""
-    return inside_coverage(_cell_offset(coordinate, period) - 0.25 * period, pixel)
+    return inside_coverage(cell_offset(coordinate, period) - 0.25 * period, pixel)
 
 
-def _hash(values: np.ndarray, salt: float) -> np.ndarray:
+def hash_noise(values: np.ndarray, salt: float) -> np.ndarray:
     """Deterministic pseudo-random numbers in [0, 1) per integer value (per building, per column)."""
     noise = np.sin(values * 12.9898 + salt * 78.233) * 43758.5453
     return noise - np.floor(noise)
@@ -83,7 +84,7 @@ def _hash(values: np.ndarray, salt: float) -> np.ndarray:
 
 def _star(points: int, inner: float) -> DrawFunction:
     def draw(u, v, pixel, variation):
-        radius, theta = _polar(u, v)
+        radius, theta = polar(u, v)
         phase = theta * (points / TAU)
         tip = np.abs(2.0 * (phase - np.floor(phase)) - 1.0)
         depth = inner + 0.08 * (variation[0] - 0.5)
@@ -94,7 +95,7 @@ def _star(points: int, inner: float) -> DrawFunction:
 
 def _flower(petals: int) -> DrawFunction:
     def draw(u, v, pixel, variation):
-        radius, theta = _polar(u, v)
+        radius, theta = polar(u, v)
         outline = 0.35 + 0.65 * np.abs(np.cos(theta * (petals / 2.0))) ** (0.6 + 0.4 * variation[0])
         heart = inside_coverage(radius - 0.22, pixel)
         return inside_coverage((radius - outline) * 0.7, pixel), heart
@@ -103,7 +104,7 @@ def _flower(petals: int) -> DrawFunction:
 
 
 def _gear(u, v, pixel, variation):
-    radius, theta = _polar(u, v)
+    radius, theta = polar(u, v)
     teeth = np.clip(np.cos(theta * 10.0 + variation[0] * TAU) * 4.0 + 0.5, 0.0, 1.0)
     return inside_coverage(np.maximum(radius - 0.76 - 0.22 * teeth, 0.3 - radius), pixel), None
 
@@ -140,13 +141,13 @@ def _wheel(u, v, pixel, variation):
 
 
 def _broken_ring(u, v, pixel, variation):
-    radius, theta = _polar(u, v)
+    radius, theta = polar(u, v)
     gap = (0.45 + 0.3 * variation[0] - np.abs(theta)) * radius
     return inside_coverage(np.maximum(_annulus(radius, 0.75, 0.15), gap), pixel), None
 
 
 def _dotted_ring(u, v, pixel, variation):
-    _, theta = _polar(u, v)
+    _, theta = polar(u, v)
     dots = 8 + int(variation[0] * 3)
     step = TAU / dots
     nearest = np.round(theta / step) * step
@@ -159,7 +160,7 @@ def _dotted_ring(u, v, pixel, variation):
 
 def _blob(u: np.ndarray, v: np.ndarray, variation: np.ndarray) -> np.ndarray:
     aspect = 0.65 + 0.35 * variation[0]
-    radius, theta = _polar(u, v / aspect)
+    radius, theta = polar(u, v / aspect)
     edge = 0.92 + 0.08 * np.sin(3.0 * theta + variation[1] * TAU) + 0.05 * np.sin(5.0 * theta + variation[2] * TAU)
     return (radius - edge) * aspect
 
@@ -173,17 +174,17 @@ def _patterned(pattern: Callable[[np.ndarray, np.ndarray, float, float], np.ndar
 
 
 def _straight_stripes(u, v, period, pixel):
-    return _stripes(u, period, pixel)
+    return stripes(u, period, pixel)
 
 
 def _wavy_stripes(u, v, period, pixel):
-    return _stripes(u + 0.3 * period * np.sin(v * (TAU / (2.5 * period))), period, pixel)
+    return stripes(u + 0.3 * period * np.sin(v * (TAU / (2.5 * period))), period, pixel)
 
 
 def _zigzag_stripes(u, v, period, pixel):
     phase = v / (2.0 * period)
     triangle = np.abs(2.0 * (phase - np.floor(phase)) - 1.0)
-    return _stripes(u + 0.6 * period * triangle, period, pixel)
+    return stripes(u + 0.6 * period * triangle, period, pixel)
 
 
 def _checker(u, v, period, pixel):
@@ -192,11 +193,11 @@ def _checker(u, v, period, pixel):
 
 
 def _plaid(u, v, period, pixel):
-    return inside_coverage(0.34 * period - np.maximum(_cell_offset(u, period), _cell_offset(v, period)), pixel)
+    return inside_coverage(0.34 * period - np.maximum(cell_offset(u, period), cell_offset(v, period)), pixel)
 
 
 def _polka(u, v, period, pixel):
-    return inside_coverage(np.hypot(_cell_offset(u, period), _cell_offset(v, period)) - 0.28 * period, pixel)
+    return inside_coverage(np.hypot(cell_offset(u, period), cell_offset(v, period)) - 0.28 * period, pixel)
 
 
 # Group "marks": bar symbols that differ in how many bars and how they cross.
@@ -204,31 +205,31 @@ def _polka(u, v, period, pixel):
 
 def _plus(u, v, pixel, variation):
     width = 0.13 + 0.05 * variation[0]
-    return inside_coverage(np.minimum(_bar(u, v, 0.0, 0.9, width), _bar(u, v, math.pi / 2, 0.9, width)), pixel), None
+    return inside_coverage(np.minimum(bar(u, v, 0.0, 0.9, width), bar(u, v, math.pi / 2, 0.9, width)), pixel), None
 
 
 def _asterisk(u, v, pixel, variation):
     width = 0.1 + 0.04 * variation[0]
-    arms = [_bar(u, v, k * math.pi / 3, 0.9, width) for k in range(3)]
+    arms = [bar(u, v, k * math.pi / 3, 0.9, width) for k in range(3)]
     return inside_coverage(np.minimum(np.minimum(arms[0], arms[1]), arms[2]), pixel), None
 
 
 def _hash_sign(u, v, pixel, variation):
     width, offset = 0.08 + 0.03 * variation[0], 0.3 + 0.08 * variation[1]
-    vertical = np.minimum(_bar(u, v, math.pi / 2, 0.9, width, offset), _bar(u, v, math.pi / 2, 0.9, width, -offset))
-    horizontal = np.minimum(_bar(u, v, 0.0, 0.9, width, offset), _bar(u, v, 0.0, 0.9, width, -offset))
+    vertical = np.minimum(bar(u, v, math.pi / 2, 0.9, width, offset), bar(u, v, math.pi / 2, 0.9, width, -offset))
+    horizontal = np.minimum(bar(u, v, 0.0, 0.9, width, offset), bar(u, v, 0.0, 0.9, width, -offset))
     return inside_coverage(np.minimum(vertical, horizontal), pixel), None
 
 
 def _triple_bar(u, v, pixel, variation):
     width, spacing = 0.1 + 0.04 * variation[0], 0.42 + 0.06 * variation[1]
-    bars = np.minimum(np.minimum(_bar(u, v, 0.0, 0.9, width, -spacing), _bar(u, v, 0.0, 0.9, width)),
-                      _bar(u, v, 0.0, 0.9, width, spacing))
+    bars = np.minimum(np.minimum(bar(u, v, 0.0, 0.9, width, -spacing), bar(u, v, 0.0, 0.9, width)),
+                      bar(u, v, 0.0, 0.9, width, spacing))
     return inside_coverage(bars, pixel), None
 
 
 def _spiral(u, v, pixel, variation):
-    radius, theta = _polar(u, v)
+    radius, theta = polar(u, v)
     pitch = 0.26 + 0.06 * variation[0]
     phase = radius / pitch - theta / TAU
     arm = (np.abs(phase - np.floor(phase) - 0.5) - 0.22) * pitch
@@ -246,7 +247,7 @@ def _arrow(u, v, pixel, variation):
 
 def _grid(u, v, pixel, variation):
     period = 0.4 + 0.2 * variation[0]
-    lines = 0.5 * period - 0.035 - 0.02 * variation[1] - np.maximum(_cell_offset(u, period), _cell_offset(v, period))
+    lines = 0.5 * period - 0.035 - 0.02 * variation[1] - np.maximum(cell_offset(u, period), cell_offset(v, period))
     return inside_coverage(lines, pixel), None
 
 
@@ -254,14 +255,14 @@ def _bricks(u, v, pixel, variation):
     height = 0.22 + 0.1 * variation[0]
     row = np.floor(v / height)
     shifted = u + 0.5 * (2.0 * height) * (row - 2.0 * np.floor(row / 2.0))
-    mortar = 0.5 * height - 0.03 - np.maximum(_cell_offset(shifted, 2.0 * height) - height / 2.0,
-                                                _cell_offset(v, height))
+    mortar = 0.5 * height - 0.03 - np.maximum(cell_offset(shifted, 2.0 * height) - height / 2.0,
+                                                cell_offset(v, height))
     return np.ones_like(u), inside_coverage(mortar, pixel)
 
 
 def _square_dots(u, v, pixel, variation):
     period = 0.35 + 0.15 * variation[0]
-    return inside_coverage(np.hypot(_cell_offset(u, period), _cell_offset(v, period)) - 0.28 * period, pixel), None
+    return inside_coverage(np.hypot(cell_offset(u, period), cell_offset(v, period)) - 0.28 * period, pixel), None
 
 
 def _hex_dots(u, v, pixel, variation):
@@ -269,7 +270,7 @@ def _hex_dots(u, v, pixel, variation):
     row_height = period * math.sqrt(3.0) / 2.0
     row = np.floor(v / row_height)
     shifted = u + 0.5 * period * (row - 2.0 * np.floor(row / 2.0))
-    distance = np.hypot(_cell_offset(shifted, period), _cell_offset(v, row_height)) - 0.28 * period
+    distance = np.hypot(cell_offset(shifted, period), cell_offset(v, row_height)) - 0.28 * period
     return inside_coverage(distance, pixel), None
 
 
@@ -277,11 +278,11 @@ def _skyline(u, v, pixel, variation):
     width = 0.3 + 0.15 * variation[0]
     ground = 0.9 + 0.5 * variation[1]
     column = np.floor(u / width)
-    roof = ground - 0.4 - 1.5 * _hash(column, variation[2])
-    building = np.maximum(roof - v, _cell_offset(u, width) - 0.42 * width)
+    roof = ground - 0.4 - 1.5 * hash_noise(column, variation[2])
+    building = np.maximum(roof - v, cell_offset(u, width) - 0.42 * width)
     structure = np.minimum(building, ground - v)
     pane = width / 3.0
-    window = np.maximum(np.maximum(_cell_offset(u, pane), _cell_offset(v, pane)) - 0.18 * pane, v - ground + 0.1)
+    window = np.maximum(np.maximum(cell_offset(u, pane), cell_offset(v, pane)) - 0.18 * pane, v - ground + 0.1)
     return inside_coverage(structure, pixel), inside_coverage(np.maximum(window, building), pixel)
 
 

@@ -64,6 +64,7 @@ class OptimConfig:
     amp: bool = True  # mixed precision on CUDA; ignored on the CPU
     grad_clip: float | None = None
     patience: int | None = None  # stop after this many epochs without a better validation mean Jaccard
+    lr_scale: dict[str, float] = field(default_factory=dict)  # per module of the model: {"aggregator": 0.1}
 
 
 @dataclass
@@ -143,8 +144,11 @@ def resolve_config(source: str | Path) -> tuple[str, str]:
     raise ConfigError(str(path), f"no such config file, and not a shipped config ({names})")
 
 
-def load_config(source: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
-    """A config from a YAML file or shipped name, then ``key.sub=value`` overrides (values as YAML)."""
+def load_config(source: str | Path | None = None, overrides: Sequence[str] = (), *, schema: type = TrainConfig):
+    """A config from a YAML file or shipped name, then ``key.sub=value`` overrides (values as YAML).
+
+    ``schema``: the config dataclass to build (default ``TrainConfig``; ``shortvid.train.simclr``
+    passes its ``SimCLRConfig``), with the same rules: nested sections, unknown keys are errors."""
     values: dict = {}
     where = "defaults"
     if source:
@@ -164,8 +168,9 @@ def load_config(source: str | Path | None = None, overrides: Sequence[str] = ())
             if not isinstance(target, dict):
                 raise ConfigError(override, f"{part} is not a section")
         target[parts[-1]] = yaml.safe_load(raw) if raw else None
-    return _build(TrainConfig, values, where)
+    return _build(schema, values, where)
 
 
-def save_config(config: TrainConfig, path: str | Path) -> None:
+def save_config(config, path: str | Path) -> None:
+    """``config`` (any config dataclass with ``to_dict``) as YAML, atomically."""
     atomic_write(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

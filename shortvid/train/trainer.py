@@ -26,6 +26,7 @@ started without torchrun's environment takes the plain path, with no process gro
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -135,8 +136,7 @@ def _datasets(config: TrainConfig, all_train: Annotations, train_annotations: An
             raise ConfigError("data.resize", f"is {data.resize} but the cache {data.cache} holds frames of size {cache.spec.size}")
         make = lambda annotations, mode: CachedVideoDataset(  # noqa: E731
             annotations, cache, data.num_segments, mode, transform, seed=config.seed)
-        spec = FrameSpec(k=data.num_segments, sampler=cache.spec.sampler, size=cache.spec.size, fill=cache.spec.fill,
-                         skip_loop_filter=cache.spec.skip_loop_filter)  # serve as the cache was decoded
+        spec = dataclasses.replace(cache.spec, k=data.num_segments)  # serve as the cache was decoded
     else:
         spec = FrameSpec(k=data.num_segments, size=config.frame_size())
         make = lambda annotations, mode: RawVideoDataset(  # noqa: E731
@@ -144,8 +144,8 @@ def _datasets(config: TrainConfig, all_train: Annotations, train_annotations: An
     return make(train_annotations, "train"), make(val_annotations, "test"), spec
 
 
-def _schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
-    """Linear warm-up, then cosine decay to zero, stepped per batch."""
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
+    """Linear warm-up, then cosine decay to zero without restarts, stepped per batch."""
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
@@ -156,13 +156,39 @@ def _schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: 
 
 def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     optim = config.optim
-    trainable = [p for p in model.parameters() if p.requires_grad]  # frozen stages stay out
+    trainable = _parameter_groups(model, optim.lr, optim.lr_scale)  # frozen stages stay out
     if optim.name == "adamw":
         return torch.optim.AdamW(trainable, lr=optim.lr, weight_decay=optim.weight_decay)
     if optim.name == "sgd":
         return torch.optim.SGD(trainable, lr=optim.lr, momentum=optim.momentum,
                                weight_decay=optim.weight_decay, nesterov=True)
     raise ConfigError("optim.name", f"unknown optimiser {optim.name!r} (adamw, sgd)")
+
+
+def _parameter_groups(model: torch.nn.Module, lr: float, scales: dict[str, float]) -> list[dict]:
+    """The trainable parameters, grouped by learning rate: ``optim.lr_scale`` maps a module of the
+    model (``aggregator``, ``classifier``, ``backbone``...) to a multiple of ``optim.lr`` (NeXtVLAD
+    learns well at a tenth of the backbone's rate)."""
+    groups: dict[float, list] = {}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            scale = next((value for prefix, value in scales.items() if name.split(".")[0] == prefix), 1.0)
+            groups.setdefault(lr * scale, []).append(parameter)
+    return [{"params": parameters, "lr": rate} for rate, parameters in groups.items()]
+
+
+def optimizer_step(loss: torch.Tensor, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                   scaler: torch.amp.GradScaler, scheduler, grad_clip: float | None) -> None:
+    """One step: backward through the (mixed-precision) scaler, optional gradient clipping, the
+    optimiser and the per-step schedule. Under DDP the gradients arrive averaged over the ranks."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
 
 
 @dataclass
@@ -261,7 +287,8 @@ def _train(config: TrainConfig, resume: bool, ranks: Ranks) -> dict:
                          checkpoint_path=config.model.checkpoint_path, imagenet_head=config.model.imagenet_head,
                          **config.model.args).to(device)
     if config.model.init_from:  # its best checkpoint, else its last
-        load_weights(model, RunDir(config.model.init_from).load_checkpoint(map_location=device)["model"])
+        load_weights(model, RunDir(config.model.init_from).load_checkpoint(map_location=device)["model"],
+                     reset_class_head=True)
     if config.model.freeze_stages:
         freeze_stages(model, config.model.freeze_stages)
     if ranks.rank > 0:  # every rank built the same model from the seed; each draws its own dropout
@@ -290,7 +317,7 @@ def _train(config: TrainConfig, resume: bool, ranks: Ranks) -> dict:
     optimizer = _optimizer(model, config)
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * config.optim.epochs
-    scheduler = _schedule(optimizer, int(config.optim.warmup_epochs * steps_per_epoch), total_steps)
+    scheduler = warmup_cosine(optimizer, int(config.optim.warmup_epochs * steps_per_epoch), total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
     state = _State()
 
@@ -357,14 +384,7 @@ def _train(config: TrainConfig, resume: bool, ranks: Ranks) -> dict:
             if distill is not None:
                 distill_losses.append(distill.item())
                 loss = loss + config.distill.weight * distill
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()  # DDP: the gradients arrive averaged over the ranks
-            if config.optim.grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            optimizer_step(loss, model, optimizer, scaler, scheduler, config.optim.grad_clip)
             losses.append(loss.item())
             state.step += 1
             state.global_step += 1

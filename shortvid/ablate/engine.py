@@ -27,12 +27,12 @@ from typing import Any, Callable
 
 import torch
 
-from .data.annotations import dataset_videos
-from .data.cache import extract
-from .decode import FrameSpec
-from .evaluate.report import markdown_table
-from .files import atomic_write
-from .machine import describe
+from ..data.annotations import dataset_videos
+from ..data.cache import extract
+from ..decode import FrameSpec
+from ..files import atomic_write
+from ..machine import describe
+from .report import scratch_report
 
 
 @dataclass
@@ -57,6 +57,16 @@ class AblationPlan:
     hard_patience: int = 2
     workers: int | None = None  # extraction processes (default: all cores)
     progress: bool = True
+    # --- the pretrained regime (``--pretrained``; ``ablate/pretrained.py``) ---
+    pretrained: bool = False
+    pretrain_preset: str = "pretrain"  # the source corpus: many classes, none of the benchmark's
+    pretrain_data: str | None = None  # default: data/PRETRAIN_PRESET
+    pretrain_epochs: int = 10  # supervised pretraining of each backbone on the source
+    simclr_epochs: int = 20
+    finetune_lr: float = 0.003  # AdamW, every network started from a pretrained backbone
+    scratch_lr: float = 0.01  # the from-scratch control (the ``tiny`` config's rate)
+    head_lr_scale: float = 0.1  # NeXtVLAD's rate: optim.lr_scale={aggregator: this}
+    head_epochs: int | None = None  # NeXtVLAD's budget (default: epochs)
 
 
 class Ablation:
@@ -92,7 +102,7 @@ class Ablation:
     # --- the pieces -------------------------------------------------------------------------
 
     def corpus(self) -> dict:
-        from .synth.corpus import generate_corpus, preset
+        from ..synth.corpus import generate_corpus, preset
 
         summary = generate_corpus(self.data, preset(self.plan.preset, seed=self.plan.seed), workers=self.plan.workers,
                                   progress=self.plan.progress)
@@ -104,7 +114,7 @@ class Ablation:
         return extract(videos, self.out / name, spec, workers=self.plan.workers, progress=self.plan.progress).to_dict()
 
     def config(self, run: str, *overrides: str):
-        from .train.config import load_config
+        from ..train.config import load_config
 
         plan = self.plan
         return load_config("tiny", [
@@ -114,7 +124,7 @@ class Ablation:
             "model.name=tsn", f"model.args.backbone={plan.student}", *overrides])
 
     def train(self, run: str, *overrides: str) -> dict:
-        from .train.trainer import train
+        from ..train.trainer import train
 
         config = self.config(run, *overrides)
         resume = (Path(config.out) / "checkpoints" / "last.pt").exists()
@@ -123,13 +133,14 @@ class Ablation:
         return {"run": config.out, "last_epoch": record, "params": sum(v.numel() for k, v in model.items()
                                                                         if not k.startswith("imagenet_head"))}
 
-    def evaluate(self, run: str | Path, adaptive: bool = False) -> dict:
-        from .evaluate.runner import evaluate_run
+    def evaluate(self, run: str | Path, adaptive: bool = False, dataset: Path | None = None, tag: str = "") -> dict:
+        """The run on the validation split of ``dataset`` (default: the corpus); ``tag`` names its metrics file."""
+        from ..evaluate.runner import evaluate_run
 
-        name = Path(run).name + ("_adaptive" if adaptive else "")
+        name = Path(run).name + ("_adaptive" if adaptive else "") + tag
         (self.out / "metrics").mkdir(parents=True, exist_ok=True)
-        report = evaluate_run(run, self.data, "val", device="cpu", adaptive=adaptive, progress=self.plan.progress,
-                              out=self.out / "metrics" / f"{name}.json")
+        report = evaluate_run(run, dataset or self.data, "val", device="cpu", adaptive=adaptive,
+                              progress=self.plan.progress, out=self.out / "metrics" / f"{name}.json")
         timing = report["timing_ms"]
         few = [g for n, g in report["by_keyframes"].items() if int(n) < 3]
         few_videos = sum(g["videos"] for g in few)
@@ -140,14 +151,16 @@ class Ablation:
             "total_ms": timing["total"]["median"],
             "few_keyframes": {"videos": few_videos, "mean_jaccard": (sum(g["videos"] * g["mean_jaccard"] for g in few)
                                                                      / few_videos) if few_videos else None},
+            "by_keyframes": {n: {"videos": g["videos"], "mean_jaccard": g["mean_jaccard"]}
+                             for n, g in report["by_keyframes"].items()},
         }
 
     # --- the plan ---------------------------------------------------------------------------
 
     def run(self) -> dict:
-        from .data.labels import LabelMap
-        from .train.fuse import adaptive_runs, fuse_runs
-        from .train.hardset import finetune, mine_hard_set
+        from ..data.labels import LabelMap
+        from ..train.fuse import adaptive_runs, fuse_runs
+        from ..train.hardset import finetune, mine_hard_set
 
         plan, runs = self.plan, self.out / "runs"
         started = time.perf_counter()
@@ -177,7 +190,7 @@ class Ablation:
         groups = LabelMap.from_csv(self.data / "labels.csv").groups
         for group in groups:
             self.step(f"train_group_{group}", lambda group=group: self.train(f"group_{group}", f"data.group={group}"))
-        self.step("fuse", lambda: _fusion_summary(fuse_runs(runs / "student", [runs / f"group_{g}" for g in groups],
+        self.step("fuse", lambda: fusion_summary(fuse_runs(runs / "student", [runs / f"group_{g}" for g in groups],
                                                             runs / "fused", dataset=self.data,
                                                             progress=plan.progress)))
         self.step("adaptive_members", lambda: adaptive_runs([runs / "frames1", runs / "frames2", runs / "student"],
@@ -190,7 +203,11 @@ class Ablation:
         self.step("eval_hard_full", lambda: self.evaluate(runs / "hard" / "full"))
         self.step("eval_student_adaptive", lambda: self.evaluate(runs / "student", adaptive=True))
 
-        summary = {"plan": {k: v for k, v in asdict(plan).items() if k != "progress"},
+        return self.finish(started, scratch_report)
+
+    def finish(self, started: float, report: Callable[[dict], str]) -> dict:
+        """Write ``OUT/ablation.json`` (plan, machine, every result and step time) and ``OUT/ABLATION.md``."""
+        summary = {"plan": {k: v for k, v in asdict(self.plan).items() if k != "progress"},
                    "machine": describe(), "results": self.results, "seconds": self.seconds,
                    "wall_seconds": round(time.perf_counter() - started, 1)}
         atomic_write(self.out / "ablation.json", json.dumps(summary, indent=2) + "\n")
@@ -198,110 +215,6 @@ class Ablation:
         return summary
 
 
-def _fusion_summary(report: dict) -> dict:
+def fusion_summary(report: dict) -> dict:
+    """What the ablation keeps of a fusion report."""
     return {key: report[key] for key in ("rule", "groups", "general", "rules", "videos")}
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3f}"
-
-
-def report(summary: dict) -> str:
-    """ABLATION.md: the five tables, each with the seed's shape and whether this run has it."""
-    r, s, plan = summary["results"], summary["seconds"], summary["plan"]
-
-    def ev(name: str) -> dict:
-        return r[f"eval_{name}"]
-
-    def minutes(step: str) -> str:
-        return f"{s[step] / 60:.1f}"
-
-    student, frames8 = ev("student"), ev("frames8")
-    parts = [
-        "# Ablation: the seed's tables on the synthetic benchmark\n",
-        f"Command: `shortvid ablate --preset {plan['preset']} --data {plan['data']} --out {plan['out']} "
-        f"--seed {plan['seed']}`; every model trained from scratch on the CPU "
-        f"({plan['epochs']} epochs, {plan['resize']} px frames, {plan['input_size']} px crops, no augmentation), "
-        "evaluated on the validation split one video at a time through the serving path "
-        "(decode + preprocess + model, median ms/video).\n",
-        f"Machine: {summary['machine']['cpu']}, {summary['machine']['cores']} cores, torch "
-        f"{summary['machine']['torch']} ({summary['machine']['torch_threads']} threads), PyAV {summary['machine']['pyav']}. "
-        f"Corpus: {r['corpus']['videos']} videos {r['corpus']['splits']}, seed {plan['seed']}. "
-        f"Whole ablation: {summary['wall_seconds'] / 60:.1f} min (steps already done by an earlier run count 0).\n",
-        "## 1. 3 keyframes vs 8 frames\n",
-        markdown_table(["frames", "mean Jaccard", "top-1", "decode ms", "model ms", "total ms/video", "train min"], [
-            ["3 keyframes", _pct(student["mean_jaccard"]), _pct(student["top1"]), f"{student['decode_ms']:.1f}",
-             f"{student['model_ms']:.1f}", f"{student['total_ms']:.1f}", minutes("train_student")],
-            ["8 uniform frames", _pct(frames8["mean_jaccard"]), _pct(frames8["top1"]), f"{frames8['decode_ms']:.1f}",
-             f"{frames8['model_ms']:.1f}", f"{frames8['total_ms']:.1f}", minutes("train_frames8")],
-        ]),
-        f"\nSeed: 3 I-frames about as accurate as 8 frames at a fraction of the time. Here: "
-        f"{frames8['total_ms'] / student['total_ms']:.1f}x the time for "
-        f"{frames8['mean_jaccard'] - student['mean_jaccard']:+.3f} mean Jaccard.\n",
-        "## 2. Distillation (Hinton logits; no ImageNet heads exist without pretrained weights)\n",
-    ]
-    rows = []
-    for label, alone, distilled, backbone in (("student", "student", "student_distilled", plan["student"]),
-                                              ("second student", "second", "second_distilled", plan["second_student"])):
-        a, d = ev(alone), ev(distilled)
-        rows.append([f"{backbone} alone", _pct(a["mean_jaccard"]), _pct(a["top1"]), f"{a['model_ms']:.1f}",
-                     str(r[f"train_{alone}"]["params"])])
-        rows.append([f"{backbone} distilled", _pct(d["mean_jaccard"]), _pct(d["top1"]), f"{d['model_ms']:.1f}",
-                     str(r[f"train_{distilled}"]["params"])])
-    teacher = ev("teacher")
-    rows.append([f"teacher {plan['teacher']}", _pct(teacher["mean_jaccard"]), _pct(teacher["top1"]),
-                 f"{teacher['model_ms']:.1f}", str(r["train_teacher"]["params"])])
-    gains = [ev(d)["mean_jaccard"] - ev(a)["mean_jaccard"] for a, d in (("student", "student_distilled"),
-                                                                        ("second", "second_distilled"))]
-    parts += [markdown_table(["model", "mean Jaccard", "top-1", "model ms", "parameters"], rows),
-              f"\nSeed: each distilled student beats the same student trained alone. Here: "
-              f"{gains[0]:+.3f} and {gains[1]:+.3f} mean Jaccard.\n",
-              "## 3. Hard-set fine-tuning\n"]
-    hard = r["hard_mine"]
-    frozen, full = ev("hard_frozen"), ev("hard_full")
-    parts += [markdown_table(["model", "mean Jaccard", "top-1"], [
-        ["before (the student)", _pct(student["mean_jaccard"]), _pct(student["top1"])],
-        ["step 1: stem + 2 stages frozen", _pct(frozen["mean_jaccard"]), _pct(frozen["top1"])],
-        ["step 2: whole network", _pct(full["mean_jaccard"]), _pct(full["top1"])],
-    ]), f"\nHard set: {hard['hard']} of {hard['videos']} training videos. Seed: fine-tuning on the hard set "
-        f"gains accuracy. Here: {full['mean_jaccard'] - student['mean_jaccard']:+.3f} after both steps.\n",
-        "## 4. Aggregators\n"]
-    nextvlad = ev("nextvlad")
-    parts += [markdown_table(["aggregator", "mean Jaccard", "top-1", "model ms", "parameters"], [
-        ["mean (TSN)", _pct(student["mean_jaccard"]), _pct(student["top1"]), f"{student['model_ms']:.1f}",
-         str(r["train_student"]["params"])],
-        ["NeXtVLAD", _pct(nextvlad["mean_jaccard"]), _pct(nextvlad["top1"]), f"{nextvlad['model_ms']:.1f}",
-         str(r["train_nextvlad"]["params"])],
-    ]), f"\nSeed: NeXtVLAD above mean pooling. Here: {nextvlad['mean_jaccard'] - student['mean_jaccard']:+.3f}.\n",
-        "## 5. Adaptive I-frame model vs fixed 3 frames\n"]
-    adaptive, members = ev("student_adaptive"), ev("by_frame_count")
-    few = student["few_keyframes"]["videos"]
-    parts += [markdown_table(["model", "mean Jaccard", f"on videos with < 3 keyframes ({few})", "decode ms",
-                      "total ms/video"], [
-        ["fixed 3 frames (keyframes repeated)", _pct(student["mean_jaccard"]),
-         _pct(student["few_keyframes"]["mean_jaccard"]), f"{student['decode_ms']:.1f}", f"{student['total_ms']:.1f}"],
-        ["adaptive: one TSN fed the keyframes there are", _pct(adaptive["mean_jaccard"]),
-         _pct(adaptive["few_keyframes"]["mean_jaccard"]), f"{adaptive['decode_ms']:.1f}", f"{adaptive['total_ms']:.1f}"],
-        ["adaptive: separate 1/2/3-frame models", _pct(members["mean_jaccard"]),
-         _pct(members["few_keyframes"]["mean_jaccard"]), f"{members['decode_ms']:.1f}", f"{members['total_ms']:.1f}"],
-    ]), "\nSeed: the adaptive model keeps the accuracy and saves the time of frames it does not decode.\n",
-        "## 6. Per-group specialists fused with the general model\n"]
-    fusion, fused = r["fuse"], ev("fused")
-    rows = [["general (the student)", _pct(student["mean_jaccard"]), _pct(student["top1"]), f"{student['model_ms']:.1f}"]]
-    rows += [[f"fused, rule `{rule}`" + (" (kept)" if rule == fusion["rule"] else ""), _pct(result["mean_jaccard"]),
-              _pct(result["top1_hit"]), f"{fused['model_ms']:.1f}" if rule == fusion["rule"] else "–"]
-             for rule, result in fusion["rules"].items()]
-    parts += [markdown_table(["model", "mean Jaccard", "top-1", "model ms"], rows), "",
-              markdown_table(["group", "videos", "general", "fused"], [
-                  [group, str(g["videos"]), _pct(g["general"]), _pct(g["fused"])]
-                  for group, g in fusion["groups"].items()]),
-              "\nThe rule and the decision policy are chosen on this same validation split (as every run's policy "
-              "is), so the fused numbers lean optimistic by what that choice can fit.\n",
-              "## Time per step\n",
-        markdown_table(["step", "seconds"], [[name, f"{seconds:.0f}"] for name, seconds in s.items()]), ""]
-    return "\n".join(parts)
-
-
-def ablate(plan: AblationPlan) -> dict:
-    """Run (or finish) the ablation of ``plan``; returns the summary also written to ``OUT/ablation.json``."""
-    return Ablation(plan).run()

@@ -1,0 +1,14 @@
+"""``shortvid ablate``: the seed's tables, reproduced in one command on a synthetic corpus: every network
+trained from scratch (``engine``), or started from ``shortvid pretrain`` backbones (``pretrained``);
+``report`` writes ABLATION.md."""
+
+from .engine import Ablation, AblationPlan
+from .pretrained import PretrainedAblation
+
+
+def ablate(plan: AblationPlan) -> dict:
+    """Run (or finish) the ablation of ``plan``; returns the summary also written to ``OUT/ablation.json``."""
+    return (PretrainedAblation if plan.pretrained else Ablation)(plan).run()
+
+
+__all__ = ["Ablation", "AblationPlan", "PretrainedAblation", "ablate"]

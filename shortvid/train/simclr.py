@@ -1,0 +1,417 @@
+"""Self-supervised pretraining of a backbone on unlabelled videos: SimCLR (Chen et al. 2020).
+
+    pretrain_simclr(load_config("simclr.yaml", ["data.cache=cache/all", "out=runs/simclr"], schema=SimCLRConfig))
+    create_model("tsn", backbone="resnet50", num_classes=63, checkpoint_path="runs/simclr/backbone.pth")
+
+Each example is a video of a frame cache (labels are ignored). Its two views are two different
+cached keyframes of that video (two frames of distinct timestamps when it has at least 2; the same
+frame twice otherwise), each augmented independently. Keyframes of one upload show the same
+scene, objects and style at different moments, so the positives carry a video's content while
+the other videos of the batch are the negatives.
+
+Faithful to the paper (SimCLR v1, sections 2-3 and appendix A):
+
+- augmentation, per view: random resized crop (area 0.08-1, aspect 3/4-4/3) + horizontal flip
+  (p 0.5); colour distortion of strength s (ColorJitter(0.8s, 0.8s, 0.8s, 0.2s) applied with
+  p 0.8, then grayscale with p 0.2); Gaussian blur with p 0.5, kernel 10% of the crop side.
+- encoder f: a timm backbone without classifier (pooled features h, width D); projection head g:
+  Linear(D, D) - ReLU - Linear(D, 128) (the paper's W2 relu(W1 h); biases kept); the loss is taken on
+  z = g(h), the representation kept is h (the backbone alone is saved).
+- NT-Xent over the 2N views of a batch: cosine similarity / tau, cross-entropy of each view
+  against the other 2N - 1, the positive its partner; averaged over all 2N views. The 2N views go
+  through the backbone in one pass, so batch norm sees the whole batch (the paper's global BN).
+- linear warm-up then cosine decay without restarts, per step; the paper's 100 epochs with 10 of
+  warm-up and weight decay 1e-6 are the defaults.
+
+Adapted to a 2-core CPU and small frames:
+
+- optimiser: AdamW (lr 1e-3) by default, or SGD with momentum (``optim.name=sgd``), instead of LARS:
+  LARS exists to keep batches of 4096 stable; with batches of 16-64 plain AdamW is stable and
+  needs no layer-wise trust ratios. Biases and batch norms are not excluded from weight decay (at
+  1e-6 it makes no difference).
+- tau defaults to 0.5, not the ImageNet recipe's 0.1: the paper's small-image study (CIFAR-10,
+  appendix B) found 0.5 best across batch sizes, and with a few dozen negatives a low tau puts the
+  whole loss on the few hardest ones, which in a video corpus are often videos of the same class
+  (false negatives). Two keyframes are also further apart than two crops of one image; a softer
+  tau is more forgiving of that.
+- blur sigma: the paper's 0.1-2.0 px is meant for 224-px crops; it is scaled by input_size / 224
+  (so a 64-px crop is blurred as much relative to its size), like the kernel (10% of the side,
+  odd, at least 3).
+- views are normalised with the backbone's mean/std through ``VideoTransform``, as fine-tuning and
+  serving normalise frames (the paper's code feeds [0, 1] pixels).
+- small batches mean few negatives; the paper shows SimCLR improves with batch size, so expect
+  less from a CPU run than from the paper's setting.
+- one process (one CPU or GPU): no torchrun/DDP, hence no cross-device negatives or global BN
+  across devices.
+
+Seeded and resumable like the trainer: the epoch's order from (seed, epoch) (``EpochSampler``),
+each video's frame pair and augmentation from (seed, epoch, index); ``checkpoints/last.pt`` (atomic)
+holds model, optimiser, scheduler, scaler, RNG, epoch and step, written at every epoch end (and
+every ``checkpoint_every`` steps), so ``resume=True`` continues where a killed run stopped.
+
+The output folder: ``config.yaml``, ``metrics.jsonl`` (one line per epoch), ``checkpoints/last.pt``,
+and at the end ``backbone.pth`` (the backbone's state dict, keys exactly as
+``timm.create_model(backbone, num_classes=0).state_dict()``, loadable with ``create_model(...,
+checkpoint_path=...)``) and ``pretrain.json`` (method, backbone, epochs, final loss, videos, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import numpy as np
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+from ..data.annotations import load_dataset
+from ..data.cache import CachedClip, FrameCache
+from ..data.transforms import VideoTransform
+from ..errors import DatasetError
+from ..files import atomic_path, atomic_write
+from ..machine import resolve_device
+from ..models.backbones import create_backbone, feature_dim
+from ..run import RunDir
+from .config import ConfigError, save_config
+from .pretrain import BACKBONE_FILE
+from .trainer import EpochSampler, optimizer_step, rng_state, warmup_cosine
+
+log = logging.getLogger("shortvid.train.simclr")
+
+METHOD = "simclr"
+
+
+# -- configuration ---------------------------------------------------------------------------------
+
+@dataclass
+class SimCLRDataConfig:
+    cache: str = ""  # a frame cache made by `shortvid extract` (required)
+    dataset: str | None = None  # None: every video of the cache; else the videos of `splits` (labels ignored)
+    splits: list[str] = field(default_factory=lambda: ["train"])
+    input_size: int = 224  # the square crop each view is resized to
+    batch_size: int = 64  # videos per batch: 2 x batch_size views, 2 x (batch_size - 1) negatives each
+    workers: int = 2
+
+
+@dataclass
+class SimCLRAugmentConfig:
+    """SimCLR's augmentation (appendix A); the defaults are the paper's ImageNet values."""
+
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # area fraction of the frame
+    flip: float = 0.5
+    color_strength: float = 1.0  # s: jitter 0.8s brightness/contrast/saturation, 0.2s hue (CIFAR: 0.5)
+    color_p: float = 0.8
+    grayscale_p: float = 0.2
+    blur_p: float = 0.5  # 0 turns blur off (the paper's CIFAR setting)
+    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])  # px at 224, scaled to input_size
+
+
+@dataclass
+class SimCLRModelConfig:
+    backbone: str = "resnet50"  # any timm model
+    pretrained: bool = False  # start from timm's hub weights (needs network access)
+    checkpoint_path: str | None = None  # start from a local state dict
+    projection_dim: int = 128  # z; the hidden layer is as wide as the backbone's features
+
+
+@dataclass
+class SimCLROptimConfig:
+    name: str = "adamw"  # adamw | sgd (with momentum); the paper's LARS is for batches of thousands
+    lr: float = 1e-3
+    weight_decay: float = 1e-6  # the paper's
+    momentum: float = 0.9  # sgd only
+    epochs: int = 100  # the paper's default length
+    warmup_epochs: float = 10.0  # linear warm-up, then cosine decay to zero (the paper's 10 of 100)
+    temperature: float = 0.5  # tau of NT-Xent (see the module's docstring for why 0.5)
+    amp: bool = True  # mixed precision on CUDA; ignored on the CPU
+    grad_clip: float | None = None
+
+
+@dataclass
+class SimCLRConfig:
+    data: SimCLRDataConfig = field(default_factory=SimCLRDataConfig)
+    augment: SimCLRAugmentConfig = field(default_factory=SimCLRAugmentConfig)
+    model: SimCLRModelConfig = field(default_factory=SimCLRModelConfig)
+    optim: SimCLROptimConfig = field(default_factory=SimCLROptimConfig)
+    out: str = "runs/simclr"  # the output folder
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    checkpoint_every: int = 0  # also save every N steps (0: at epoch ends only)
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# -- the loss ----------------------------------------------------------------------------------------
+
+def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent (SimCLR eq. 1), averaged over the 2N views: ``z1[i]`` and ``z2[i]`` [N, d] are the
+    projections of the two views of example i. For each view, a softmax cross-entropy over its
+    cosine similarities / ``temperature`` with the 2N - 1 other views, its partner the target."""
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    n = z1.shape[0]
+    logits = z @ z.T / temperature
+    logits.fill_diagonal_(float("-inf"))  # k != i in the denominator
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(logits, targets)
+
+
+# -- the views ---------------------------------------------------------------------------------------
+
+def view_frames(times: Sequence[float], rng: np.random.Generator) -> tuple[int, int]:
+    """Indices of the two cached frames that make a video's views: two of distinct timestamps when
+    it has at least 2 (a cache filled by repeating keyframes holds duplicates), else one twice."""
+    first_at: dict[float, int] = {}
+    for index, at in enumerate(times):
+        first_at.setdefault(float(at), index)
+    distinct = sorted(first_at.values())
+    if len(distinct) < 2:
+        return distinct[0], distinct[0]
+    first, second = rng.choice(len(distinct), size=2, replace=False)
+    return distinct[int(first)], distinct[int(second)]
+
+
+class SimCLRAugment:
+    """One view: uint8 frame [3, H, W] in, normalised float [3, S, S] out (SimCLR's appendix A,
+    blur scaled to the crop; normalised like every shortvid model input, by ``VideoTransform``)."""
+
+    def __init__(self, size: int, config: SimCLRAugmentConfig | None = None, *,
+                 mean: Sequence[float], std: Sequence[float]):
+        config = config or SimCLRAugmentConfig()
+        s = config.color_strength
+        steps: list = [v2.RandomResizedCrop(size, scale=tuple(config.crop_scale), ratio=(3 / 4, 4 / 3), antialias=True),
+                       v2.RandomHorizontalFlip(config.flip)]
+        if s > 0 and config.color_p > 0:
+            steps.append(v2.RandomApply([v2.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, min(0.2 * s, 0.5))], p=config.color_p))
+        if config.grayscale_p > 0:
+            steps.append(v2.RandomGrayscale(config.grayscale_p))
+        self.blur_kernel = max(3, int(0.1 * size) // 2 * 2 + 1)  # 10% of the side, odd (23 at 224, as the paper's code)
+        self.blur_sigma = tuple(float(x) * size / 224 for x in config.blur_sigma)
+        if config.blur_p > 0:
+            steps.append(v2.RandomApply([v2.GaussianBlur(self.blur_kernel, self.blur_sigma)], p=config.blur_p))
+        self.augment = v2.Compose(steps)
+        self.normalise = VideoTransform(size, augment=False, mean=tuple(mean), std=tuple(std))
+
+    def __call__(self, frame: torch.Tensor) -> torch.Tensor:
+        view = self.augment(frame)  # uint8 [3, S, S]
+        return self.normalise(view.permute(1, 2, 0)[None], "test")[0]  # centre crop of S: the identity
+
+
+class ClipSource(Protocol):
+    """What ``SimCLRVideos`` reads: ``FrameCache`` (or anything with its ``read``)."""
+
+    def read(self, name: str) -> CachedClip: ...
+
+
+class SimCLRVideos(Dataset):
+    """Unlabelled videos of a frame cache as SimCLR examples::
+
+        {"views": float [2, 3, S, S], "picks": int64 [2] (the cached frames used), "index": int, "name": str}
+
+    Seeded like the trainer's datasets: the frame pair from ``np.random.default_rng((seed, epoch,
+    index))``, the augmentations under a torch RNG forked and seeded from (seed, epoch, index), so
+    they repeat across runs, DataLoader workers and resumes; the two views draw one after the other,
+    so they are augmented independently.
+    """
+
+    def __init__(self, cache: ClipSource, names: Sequence[str], augment: SimCLRAugment, seed: int = 0):
+        self.cache = cache
+        self.names = list(names)
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> dict:
+        clip = self.cache.read(self.names[index])
+        picks = view_frames(clip.times, np.random.default_rng((self.seed, self.epoch, index)))
+        frames = torch.from_numpy(np.ascontiguousarray(clip.frames[list(picks)])).permute(0, 3, 1, 2)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(np.random.SeedSequence((self.seed, self.epoch, index)).generate_state(1)[0]))
+            views = torch.stack([self.augment(frames[0]), self.augment(frames[1])])
+        return {"views": views, "picks": torch.tensor(picks, dtype=torch.int64), "index": index,
+                "name": self.names[index]}
+
+
+def pretraining_videos(config: SimCLRConfig, cache: FrameCache) -> list[str]:
+    """The names to pretrain on: every video of the cache, or those of ``data.splits`` of
+    ``data.dataset`` that the cache holds (the others are logged and left out)."""
+    if not config.data.dataset:
+        return sorted(cache.entries)
+    names: dict[str, None] = {}
+    for split in config.data.splits:
+        for sample in load_dataset(config.data.dataset, split, on_error="skip", check_files=False):
+            names.setdefault(sample.name)
+    kept = [name for name in names if name in cache]
+    if len(kept) < len(names):
+        log.warning("%d of %d videos of %s (%s) are not in the cache %s", len(names) - len(kept), len(names),
+                    config.data.dataset, ", ".join(config.data.splits), cache.root)
+    return kept
+
+
+# -- the model ---------------------------------------------------------------------------------------
+
+class SimCLRModel(nn.Module):
+    """Encoder f (a timm backbone, pooled features h) and projection head g (h -> z)."""
+
+    def __init__(self, backbone: nn.Module, projection_dim: int = 128):
+        super().__init__()
+        self.backbone = backbone
+        width = feature_dim(backbone)
+        self.projection = nn.Sequential(nn.Linear(width, width), nn.ReLU(inplace=True),
+                                        nn.Linear(width, projection_dim))
+
+    def forward(self, views: torch.Tensor) -> torch.Tensor:
+        """Projections z [M, projection_dim] of views [M, 3, S, S]."""
+        return self.projection(self.backbone(views))
+
+
+def build_simclr_model(config: SimCLRModelConfig) -> SimCLRModel:
+    """The backbone built as shortvid builds every backbone (``create_backbone``: timm, weights from
+    ``checkpoint_path`` or the hub, classifier removed), plus the projection head."""
+    backbone, _ = create_backbone(config.backbone, pretrained=config.pretrained,
+                                  checkpoint_path=config.checkpoint_path)
+    return SimCLRModel(backbone, config.projection_dim)
+
+
+# -- training ----------------------------------------------------------------------------------------
+
+def _optimizer(model: nn.Module, config: SimCLROptimConfig) -> torch.optim.Optimizer:
+    if config.name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay, nesterov=True)
+    raise ConfigError("optim.name", f"unknown optimiser {config.name!r} (adamw, sgd)")
+
+
+@dataclass
+class _State:
+    epoch: int = 0
+    step: int = 0  # batches done in this epoch
+    global_step: int = 0
+    epoch_losses: list[float] = field(default_factory=list)  # this epoch's so far (a resumed epoch reports them all)
+    last_loss: float | None = None
+
+
+def pretrain_simclr(config: SimCLRConfig, *, resume: bool = False) -> dict:
+    """Pretrain ``config.model.backbone`` with SimCLR on the videos of ``config.data.cache`` into the
+    folder ``config.out``; returns what ``pretrain.json`` holds.
+
+    ``resume``: continue from ``out/checkpoints/last.pt`` (same semantics as ``train``: a folder
+    with a checkpoint is never overwritten without it; one without a checkpoint starts over)."""
+    out = RunDir(config.out)
+    if resume and not out.last.exists():
+        out.require(out.config, "checkpoint or config to resume from")
+        log.warning("%s has no checkpoint (stopped before its first was written): starting it from scratch", out.root)
+        out.keep_metrics_before(0)
+        resume = False
+    elif out.last.exists() and not resume:
+        raise ConfigError(config.out, "already holds a pretraining run: resume it, or choose another out=")
+    out.root.mkdir(parents=True, exist_ok=True)
+    if not config.data.cache:
+        raise ConfigError("data.cache", "SimCLR pretrains from a frame cache (data.cache=PATH; `shortvid extract`)")
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    amp = config.optim.amp and device.type == "cuda"
+
+    cache = FrameCache(config.data.cache)
+    names = pretraining_videos(config, cache)
+    if len(names) < 2:
+        raise DatasetError(config.data.cache, f"SimCLR needs at least 2 videos (the negatives), found {len(names)}")
+    model = build_simclr_model(config.model).to(device)
+    normalise = timm.data.resolve_model_data_config(model.backbone)
+    augment = SimCLRAugment(config.data.input_size, config.augment, mean=normalise["mean"], std=normalise["std"])
+    videos = SimCLRVideos(cache, names, augment, seed=config.seed)
+    sampler = EpochSampler(len(videos), config.seed)
+    batch_size = config.data.batch_size
+    loader = DataLoader(videos, batch_size=batch_size, sampler=sampler, num_workers=config.data.workers,
+                        pin_memory=device.type == "cuda", drop_last=len(videos) > batch_size)
+    optimizer = _optimizer(model, config.optim)
+    steps_per_epoch = len(loader)
+    scheduler = warmup_cosine(optimizer, int(config.optim.warmup_epochs * steps_per_epoch),
+                              steps_per_epoch * config.optim.epochs)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    state = _State()
+
+    if resume:
+        checkpoint = out.load_checkpoint(out.last, map_location=device)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        state = _State(**checkpoint["state"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        if device.type == "cuda" and checkpoint["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], device)
+        out.keep_metrics_before(state.epoch)
+    else:
+        save_config(config, out.config)
+
+    def save_last() -> None:
+        out.save_checkpoint({
+            "method": METHOD, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "state": dataclasses.asdict(state),
+            "rng": rng_state(device), "config": config.to_dict(),
+        }, out.last)
+
+    while state.epoch < config.optim.epochs:
+        epoch_started = time.perf_counter()
+        videos.set_epoch(state.epoch)
+        sampler.set_epoch(state.epoch, start=state.step * batch_size)
+        model.train()
+        losses = state.epoch_losses
+        bar = tqdm(loader, desc=f"simclr {state.epoch + 1}/{config.optim.epochs}", unit="batch", initial=state.step,
+                   total=steps_per_epoch, disable=not config.progress, leave=False)
+        for batch in bar:
+            views = batch["views"].to(device, non_blocking=True)  # [B, 2, 3, S, S]
+            with torch.autocast(device.type, enabled=amp):
+                # Both views in one pass: batch norm normalises over all 2B (the paper's global BN).
+                z = model(torch.cat([views[:, 0], views[:, 1]]))
+            loss = nt_xent_loss(*z.float().chunk(2), config.optim.temperature)
+            optimizer_step(loss, model, optimizer, scaler, scheduler, config.optim.grad_clip)
+            losses.append(loss.item())
+            state.step += 1
+            state.global_step += 1
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if config.checkpoint_every and state.global_step % config.checkpoint_every == 0:
+                save_last()
+        record = {"epoch": state.epoch, "loss": float(np.mean(losses)) if losses else None,
+                  "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - epoch_started, 2)}
+        state.epoch += 1
+        state.step = 0
+        state.epoch_losses = []
+        state.last_loss = record["loss"]
+        out.append_metrics(record)
+        save_last()
+        if config.progress:
+            print(f"simclr epoch {record['epoch'] + 1}: loss {record['loss']:.4f}", flush=True)
+
+    metrics = out.read_metrics()
+    with atomic_path(out.root / BACKBONE_FILE) as temporary:
+        torch.save({key: value.cpu() for key, value in model.backbone.state_dict().items()}, temporary)
+    summary = {
+        "method": METHOD, "backbone": config.model.backbone, "epochs": state.epoch, "final_loss": state.last_loss,
+        "videos": len(videos), "batch_size": batch_size, "input_size": config.data.input_size,
+        "temperature": config.optim.temperature, "projection_dim": config.model.projection_dim,
+        "feature_dim": feature_dim(model.backbone), "mean": list(normalise["mean"]), "std": list(normalise["std"]),
+        "cache": str(config.data.cache), "losses": [r["loss"] for r in metrics],
+        "seconds": round(sum(r["seconds"] for r in metrics), 2),  # training epochs, all calls together
+    }
+    atomic_write(out.root / "pretrain.json", json.dumps(summary, indent=2) + "\n")
+    return summary
