@@ -77,9 +77,10 @@ def test_the_pretrained_tables_start_every_network_from_pretrain(pretrained_abla
     out = pretrained_ablation
     text = (out / "ABLATION.md").read_text()
     for heading in ("## 0. Pretraining", "## 1. 3 keyframes vs 8 frames", "## 2. Distillation through the K-way heads",
-                    "## 3. Hard-set fine-tuning", "## 4. Aggregation heads", "## 5. Adaptive", "## 6. Specialists"):
+                    "## 3. Hard-set fine-tuning", "## 4. Aggregation heads", "## 5. Frame policies", "## 6. Specialists"):
         assert heading in text
-    for row in ("| from SimCLR |", "| NetFV |", "| BiGRU |", "| mean + MoE classifier |", "hard + as many easy"):
+    for row in ("| from SimCLR |", "| NetFV |", "| BiGRU |", "| mean + MoE classifier |", "hard + as many easy",
+                "| keyframes + near frames (`fill=near`) |", "On the `cuts` corpus"):
         assert row in text
 
     def config(run):
@@ -90,6 +91,10 @@ def test_the_pretrained_tables_start_every_network_from_pretrain(pretrained_abla
     assert config("student_simclr")["model"]["checkpoint_path"] == str(out / "pretrain" / "simclr_test_resnet" /
                                                                          "backbone.pth")
     assert config("student_scratch")["model"]["checkpoint_path"] is None
+    assert config("student_near")["data"]["cache"] == str(out / "cache3_near")
+    assert json.loads((out / "cache3_near" / "cache.json").read_text())["frames"]["fill"] == "near"
+    cuts = json.loads((out / "steps" / "cuts_corpus.json").read_text())["result"]
+    assert cuts["splits"]["val"] > cuts["splits"]["train"]  # an evaluation set: nothing trains on it
     assert config("teacher")["model"]["checkpoint_path"].endswith("supervised_resnet10t/backbone.pth")
     distilled = config("student_distilled")
     assert distilled["distill"]["kind"] == "imagenet" and distilled["model"]["imagenet_head"] is True

@@ -61,7 +61,7 @@ class AblationPlan:
     pretrained: bool = False
     pretrain_preset: str = "pretrain"  # the source corpus: many classes, none of the benchmark's
     pretrain_data: str | None = None  # default: data/PRETRAIN_PRESET
-    pretrain_epochs: int = 10  # supervised pretraining of each backbone on the source
+    pretrain_epochs: int = 30  # supervised pretraining of each backbone on the source
     simclr_epochs: int = 20
     finetune_lr: float = 0.003  # AdamW, every network started from a pretrained backbone
     scratch_lr: float = 0.01  # the from-scratch control (the ``tiny`` config's rate)
@@ -186,6 +186,7 @@ class Ablation:
                                                      device="cpu", progress=plan.progress))
         self.step("hard_finetune", lambda: finetune(runs / "student", runs / "hard", hard="hard",
                                                     epochs=plan.hard_epochs, patience=plan.hard_patience,
+                                                    easy_fraction=0.0,  # the seed's table: the hard set alone
                                                     overrides=(f"progress={str(plan.progress).lower()}",)))
         groups = LabelMap.from_csv(self.data / "labels.csv").groups
         for group in groups:

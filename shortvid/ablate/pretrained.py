@@ -96,9 +96,11 @@ class PretrainedAblation(Ablation):
         as many real uploads do. Nothing trains on it; 90% of it is the validation split."""
         from ..synth.corpus import generate_corpus, preset
 
-        summary = generate_corpus(self.cuts, preset(self.plan.preset, seed=self.plan.seed + 1, gop=300,
-                                                    num_videos=360, min_videos_per_class=10, val_fraction=0.9),
-                                  workers=self.plan.workers, progress=self.plan.progress)
+        base = preset(self.plan.preset)
+        videos = max(3 * base.num_classes, round(0.18 * base.num_videos))  # bench: 360, 10 a class at least
+        spec = preset(self.plan.preset, seed=self.plan.seed + 1, gop=300, num_videos=videos, val_fraction=0.9,
+                      min_videos_per_class=max(3, videos * 2 // (3 * base.num_classes)))
+        summary = generate_corpus(self.cuts, spec, workers=self.plan.workers, progress=self.plan.progress)
         return {"videos": summary.videos, "splits": summary.split_counts,
                 "keyframes_per_video": {str(k): v for k, v in summary.keyframe_histogram.items()}}
 

@@ -124,7 +124,7 @@ def pretrained_report(summary: dict) -> str:
     pretrain_rows = []
     for name in (plan["student"], plan["second_student"], plan["teacher"]):
         p = r[f"pretrain_{name}"]["last_epoch"]
-        pretrain_rows.append([f"{name} supervised", f"{p.get('val_top1_hit', p.get('val_mean_jaccard', 0)):.3f}",
+        pretrain_rows.append([f"{name} supervised", f"{p['val_top1']:.3f}",
                               f"{s[f'pretrain_{name}'] / 60:.1f}"])
     simclr_step = f"simclr_{plan['student']}"
     pretrain_rows.append([f"{plan['student']} SimCLR", f"loss {r[simclr_step].get('final_loss', float('nan')):.3f}",
@@ -133,7 +133,8 @@ def pretrained_report(summary: dict) -> str:
     parts = [
         "# Ablation, pretrained regime: the seed's tables from `shortvid pretrain` backbones\n",
         f"Command: `shortvid ablate --pretrained --preset {plan['preset']} --data {plan['data']} --out {plan['out']} "
-        f"--seed {plan['seed']}`. Every network starts from a backbone pretrained on the "
+        f"--pretrain-data {plan['pretrain_data']} --seed {plan['seed']} --epochs {plan['epochs']} "
+        f"--pretrain-epochs {plan['pretrain_epochs']} --simclr-epochs {plan['simclr_epochs']}`. Every network starts from a backbone pretrained on the "
         f"`{plan['pretrain_preset']}` corpus ({source['videos']} videos, {source['classes']} classes, none of them "
         f"the benchmark's): supervised with a K-way head ({plan['pretrain_epochs']} epochs), or SimCLR "
         f"({plan['simclr_epochs']} epochs, labels unused). Then fine-tuned on the benchmark ({plan['epochs']} epochs, "
@@ -143,7 +144,8 @@ def pretrained_report(summary: dict) -> str:
         f"{summary['machine']['torch']}. Whole ablation: {summary['wall_seconds'] / 60:.1f} min (steps already done "
         "by an earlier run count 0).\n",
         "## 0. Pretraining\n",
-        markdown_table(["backbone", "source validation (top-1 / final loss)", "minutes"], pretrain_rows),
+        markdown_table(["backbone", f"source validation top-1 ({source['classes']} classes; SimCLR: final loss)",
+                        "minutes"], pretrain_rows),
         "",
         markdown_table(header, [row("from scratch (same recipe, lr "
                                     f"{plan['scratch_lr']})", "student_scratch"),
@@ -164,7 +166,7 @@ def pretrained_report(summary: dict) -> str:
                                 row(f"teacher {plan['teacher']} (fine-tuned first)", "teacher")]),
         f"\nSeed: each distilled student beats the same student alone. Here: {gain('student_distilled')} and "
         f"{gain('second_distilled', 'second')} mean Jaccard; the teacher is {gain('teacher')} above the student.\n",
-        "## 3. Hard-set fine-tuning of the converged student\n",
+        "## 3. Hard-set fine-tuning of the trained student\n",
     ]
     hard = r["hard_mine"]
     parts += [markdown_table(["model", "mean Jaccard", "top-1"], [

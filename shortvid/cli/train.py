@@ -204,7 +204,7 @@ def ablate_arguments(parser: argparse.ArgumentParser) -> None:
     pretrained.add_argument("--pretrain-preset", choices=list(PRESETS), default="pretrain",
                             help="the source corpus's preset (default: pretrain)")
     pretrained.add_argument("--pretrain-data", default=None, help="the source corpus folder (default: data/PRESET)")
-    pretrained.add_argument("--pretrain-epochs", type=int, default=10, help="supervised pretraining epochs (default: 10)")
+    pretrained.add_argument("--pretrain-epochs", type=int, default=30, help="supervised pretraining epochs (default: 30)")
     pretrained.add_argument("--simclr-epochs", type=int, default=20, help="SimCLR pretraining epochs (default: 20)")
     add_quiet_option(parser)
 
@@ -253,7 +253,8 @@ def finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=10, help="at most, per step")
     parser.add_argument("--patience", type=int, default=2, help="epochs without improvement before a step ends")
     parser.add_argument("--lr-scale", type=float, default=0.1, help="the run's learning rate times this")
-    parser.add_argument("--easy", type=float, default=0.0, help="mix in easy videos, as a fraction of the hard set")
+    parser.add_argument("--easy", type=float, default=1.0,
+                        help="mix in easy videos, as a fraction of the hard set (default: 1.0, as many; 0: hard only)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
 
 
