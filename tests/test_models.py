@@ -407,13 +407,15 @@ def test_checkpoint_wrapped_and_prefixed(timm_checkpoint, tmp_path):
     assert torch.equal(model.imagenet_head.weight, state["fc.weight"])
 
 
-def test_checkpoint_with_another_class_count_skips_the_head(timm_checkpoint, tmp_path):
+def test_checkpoint_with_another_class_count_keeps_its_head(timm_checkpoint, tmp_path):
+    """A `shortvid pretrain` backbone has a K-way head: it becomes the "ImageNet head", not dropped."""
     _, state = timm_checkpoint
     path = tmp_path / "finetuned.pth"
-    torch.save({**state, "fc.weight": torch.zeros(63, 96), "fc.bias": torch.zeros(63)}, path)
+    head = torch.randn(63, 96)
+    torch.save({**state, "fc.weight": head, "fc.bias": torch.zeros(63)}, path)
     model = tiny(checkpoint_path=path, imagenet_head=True)
     assert_backbone_equals(model, state)
-    assert model.imagenet_head.weight.shape == (1000, 96)
+    assert torch.equal(model.imagenet_head.weight, head)
 
 
 def test_torchvision_resnet_state_dict(tmp_path):
