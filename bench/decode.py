@@ -17,7 +17,8 @@ frames, short side 256, centre crop 224:
 `--variants` adds decoder and scaler variants, each twice: on the in-memory floor (`floor+NAME`) and
 through `read_frames` on the file (`file+NAME`, shortvid's tuning swapped for the call); see VARIANTS.
 `--peers` adds decord, torchcodec, OpenCV and the `ffmpeg` CLI (`PEERS`); a peer that is not
-installed, or fails to import or to decode, is skipped with its reason printed. Install them with
+installed, fails to import, or fails on any video (checked, then timed), is skipped with its reason
+printed and in the JSON (`skipped`); the others go on. Install them with
 `pip install -e .[bench]`. Peers resize with their own scaler to the output size shortvid computes
 for the video (short side 256, same rounding) and then take the same centre-crop slice; OpenCV,
 which has no decoder-side scaling, resizes with `cv2.resize(INTER_LINEAR)`.
@@ -392,16 +393,33 @@ def main() -> None:
     skipped: dict[str, str] = {}
     if args.variants:
         methods.update(variant_methods(prepared))
+    peers: set[str] = set()
     if args.peers:
         found, skipped = peer_methods(prepared)
         methods.update(found)
+        peers = set(found)
         for name, why in skipped.items():
             print(f"skipping {name}: {why}")
 
-    # Pixels: mean absolute difference from the keyframe path's frames (untimed pass).
+    # Pixels: mean absolute difference from the keyframe path's frames (untimed pass). It also runs
+    # every peer on every video once: a peer that fails on any of them is skipped with its reason,
+    # and the benchmark goes on without it.
     diff = {}
-    for name, method in methods.items():
-        diff[name] = float(np.mean([np.abs(method(path).astype(np.int16) - reference[path]).mean() for path in paths]))
+    for name, method in list(methods.items()):
+        differences = []
+        for path in paths:
+            try:
+                frames = method(path)
+                differences.append(np.abs(frames.astype(np.int16) - reference[path]).mean())
+            except Exception as error:  # noqa: BLE001 - any failure of a peer: skip it, say why
+                if name not in peers:
+                    raise
+                skipped[name] = f"fails on {path.name}: {type(error).__name__}: {error}"
+                print(f"skipping {name}: {skipped[name]}")
+                del methods[name]
+                break
+        else:
+            diff[name] = float(np.mean(differences))
     _DECODERS.clear()
 
     times: dict[str, list[float]] = {name: [] for name in methods}
@@ -413,12 +431,21 @@ def main() -> None:
             # a subprocess) meets cold caches; shuffling spreads that over all of them.
             shuffle(order)
             for name in order:
-                method = methods[name]
+                if name not in methods:  # a peer that failed on an earlier pass
+                    continue
                 started = time.perf_counter()
-                method(path)
+                try:
+                    methods[name](path)
+                except Exception as error:  # noqa: BLE001 - a peer failing only now: skip it, say why
+                    if name not in peers:
+                        raise
+                    skipped[name] = f"fails on {path.name}: {type(error).__name__}: {error}"
+                    print(f"skipping {name}: {skipped[name]}")
+                    del methods[name]
+                    continue
                 times[name].append((time.perf_counter() - started) * 1000)
 
-    median = {name: statistics.median(values) for name, values in times.items()}
+    median = {name: statistics.median(values) for name, values in times.items() if name in methods}
     results = {
         "machine": machine(),
         "versions": _versions(),
