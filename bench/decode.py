@@ -3,7 +3,10 @@ variants and the libraries a user would pick instead.
 
 Corpora (`--corpus`): `realistic-720` (default) and `realistic-540` are generated realistic videos
 (portrait 720x1280 or 540x960, 30 fps, a keyframe every 120 frames plus one at each cut, 10-15 s,
-H.264 High + AAC, faststart), kept in bench/.cache; `bench` samples `--videos` files (seed 0) of the
+H.264 High + AAC, faststart), kept in bench/.cache; `real-shaped` is generated like the real uploads
+issue 14 measured (mostly 480x480 square, portrait 540x954-720x1282, one 1280x720 in 25; 6-15 s, AAC
+interleaved, 2-4 keyframes mostly; half with `moov` at the end, a third without edit lists; see
+`real_shaped_corpus`); `bench` samples `--videos` files (seed 0) of the
 `bench` preset corpus (`--bench-dir`, default /work/data/bench/videos). Every way returns 3 RGB
 frames, short side 256, centre crop 224:
 
@@ -28,7 +31,7 @@ frames over the corpus (0: bit-identical; `ffmpeg_cli` returns the first 3 keyfr
 frames). Methods run round-robin on each video (in a new shuffled order for every video), repeated, so
 machine noise hits them alike; the report gives median ms/video and each method's ratio to the floor and to full decoding.
 
-    python bench/decode.py [--corpus realistic-720|realistic-540|bench] [--videos 24] [--repeats 5]
+    python bench/decode.py [--corpus realistic-720|realistic-540|real-shaped|bench] [--videos 24] [--repeats 5]
                            [--variants] [--peers] [--json results.json]
 """
 
@@ -57,8 +60,10 @@ from shortvid.decode import (
     segment_targets,
 )
 from shortvid.decode.reader import center_crop, output_size, scale_frame
+from shortvid.files import atomic_path
 from shortvid.machine import describe
 from shortvid.synth.corpus import generate_corpus, preset
+from shortvid.synth.damage import find, parse_boxes, serialise_boxes
 
 SIZE, CROP, K = 256, 224, 3
 CACHE = Path(__file__).parent / ".cache"
@@ -79,7 +84,63 @@ def realistic_corpus(videos: int, sizes: tuple[tuple[int, int], ...] = ((720, 12
     return sorted((out / "videos").glob("*.mp4"))
 
 
+# Real uploads as issue 14 measured them: 16 of 25 square 480x480, the rest portrait 540x954-720x1282
+# and one 1280x720 landscape; 6-15 s with AAC audio interleaved; 2-15 keyframes, mostly 2-4.
+REAL_SHAPED_SIZES = ((480, 480),) * 16 + ((540, 954),) * 4 + ((720, 1282),) * 4 + ((1280, 720),)
+
+
+def real_shaped_corpus(videos: int) -> list[Path]:
+    """Videos shaped like the real uploads (`REAL_SHAPED_SIZES`, a keyframe every 5 s plus one per
+    cut), generated once into bench/.cache. Every second file has its index (`moov`) moved after the
+    media data, as uploads written without faststart have it; every third has its edit lists removed
+    (x264's B-frames make the muxer write one), so both kinds are present."""
+    spec = dataclasses.replace(
+        preset("small"), name="real-shaped", num_classes=4, num_groups=2, num_videos=max(videos, 4),
+        min_videos_per_class=1, sizes=REAL_SHAPED_SIZES, legacy_share=0.0, vfr_share=0.0, rotated_share=0.0,
+        audio_first_share=0.0, clip_name_share=0.0, duration=(6.0, 15.0), fps=30.0, gop=150,
+        render_short_side=240, difficulty=0.3, seed=11,
+    )
+    out = CACHE / f"real-shaped-{videos}"
+    generate_corpus(out, spec, workers=os.cpu_count(), progress=True)
+    paths = sorted((out / "videos").glob("*.mp4"))
+    for index, path in enumerate(paths):
+        _reshape_container(path, index_last=index % 2 == 1, edit_lists=index % 3 != 2)
+    return paths
+
+
+def _reshape_container(path: Path, *, index_last: bool, edit_lists: bool) -> None:
+    """Move `moov` after `mdat` and drop the edit lists, as asked; chunk offsets follow the media data."""
+    data = path.read_bytes()
+    boxes = parse_boxes(data)
+    kinds = [box.kind for box in boxes]
+    changed = False
+    if index_last and kinds.index(b"moov") < kinds.index(b"mdat"):
+        boxes.append(boxes.pop(kinds.index(b"moov")))
+        changed = True
+    if not edit_lists:
+        for trak in find(boxes, b"trak"):
+            kept = [child for child in trak.children or () if child.kind != b"edts"]
+            changed |= len(kept) != len(trak.children or ())
+            trak.children = kept
+    if changed:
+        with atomic_path(path, suffix=".mp4") as partial:
+            Path(partial).write_bytes(serialise_boxes(boxes))
+
+
+def container_shapes(paths: list[Path]) -> dict[str, int]:
+    """How many files have their index last, and how many have edit lists."""
+    shapes = {"moov_last": 0, "edit_lists": 0}
+    for path in paths:
+        boxes = parse_boxes(path.read_bytes())
+        kinds = [box.kind for box in boxes]
+        shapes["moov_last"] += kinds.index(b"moov") > kinds.index(b"mdat")
+        shapes["edit_lists"] += bool(find(boxes, b"elst"))
+    return shapes
+
+
 def corpus(name: str, videos: int, bench_dir: Path = BENCH_DIR) -> list[Path]:
+    if name == "real-shaped":
+        return real_shaped_corpus(videos)
     if name == "realistic-720":
         return realistic_corpus(videos)
     if name == "realistic-540":
@@ -363,7 +424,8 @@ def _versions() -> dict[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", choices=("realistic-720", "realistic-540", "bench"), default="realistic-720")
+    parser.add_argument("--corpus", choices=("realistic-720", "realistic-540", "real-shaped", "bench"),
+                        default="realistic-720")
     parser.add_argument("--bench-dir", type=Path, default=BENCH_DIR, help="videos of the bench preset corpus")
     parser.add_argument("--videos", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=5)
@@ -454,6 +516,7 @@ def main() -> None:
         "repeats": args.repeats,
         "sizes": dict(sorted({f"{f.info.width}x{f.info.height}": sum((g.info.width, g.info.height) == (f.info.width, f.info.height) for g in facts)
                               for f in facts}.items())),
+        "containers": container_shapes(paths) if args.corpus == "real-shaped" else None,
         "keyframes_per_video": dict(sorted(
             {str(n): sum(f.info.keyframes == n for f in facts) for n in {f.info.keyframes for f in facts}}.items())),
         "median_ms": {name: round(value, 2) for name, value in median.items()},
