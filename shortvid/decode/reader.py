@@ -65,6 +65,7 @@ _FAST_OPEN = {"skip_frame": "all"}
 # to estimate them costs more than the rest of opening. Where a header lacks the video size
 # (e.g. MPEG-TS), `_open` probes again the usual way.
 _SHORT_PROBE = {"probesize": "32", "analyzeduration": "0", "fpsprobesize": "0"}
+_LAST_KEYFRAME_SLACK = 1.0  # seconds past the last keyframe's decode time to aim its seek at
 
 
 @dataclass(frozen=True)
@@ -829,8 +830,10 @@ class _Reader:
     def _indexed_packet(self, dts: int, following: int | None) -> av.Packet | None:
         """Seek to the keyframe with decode time ``dts`` and return its packet, reading no other frame."""
         # Aim between this keyframe and the next, so demuxers that seek on decode time and
-        # those that seek on presentation time both land on it.
-        aim = dts if following is None else (dts + following) // 2
+        # those that seek on presentation time both land on it. The last keyframe has no next: aim
+        # past it by _LAST_KEYFRAME_SLACK, since MP4 seeks on presentation time, which B-frames and
+        # edit lists put after the decode time; aiming at the decode time lands a keyframe early.
+        aim = int(dts + _LAST_KEYFRAME_SLACK / self.tb) if following is None else (dts + following) // 2
         try:
             for target in (aim, None):
                 if target is None:  # rare fallback: scan from the start
