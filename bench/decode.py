@@ -463,23 +463,28 @@ def main() -> None:
         for name, why in skipped.items():
             print(f"skipping {name}: {why}")
 
+    def run(name: str, path: Path) -> np.ndarray | None:
+        """The method's frames; None once a peer fails, which is then skipped with its reason."""
+        try:
+            return methods[name](path)
+        except Exception as error:  # noqa: BLE001 - any failure of a peer: skip it, say why
+            if name not in peers:
+                raise
+            skipped[name] = f"fails on {path.name}: {type(error).__name__}: {error}"
+            print(f"skipping {name}: {skipped[name]}")
+            del methods[name]
+            return None
+
     # Pixels: mean absolute difference from the keyframe path's frames (untimed pass). It also runs
-    # every peer on every video once: a peer that fails on any of them is skipped with its reason,
-    # and the benchmark goes on without it.
+    # every peer on every video once, so a peer that fails on any of them is dropped before timing.
     diff = {}
-    for name, method in list(methods.items()):
+    for name in list(methods):
         differences = []
         for path in paths:
-            try:
-                frames = method(path)
-                differences.append(np.abs(frames.astype(np.int16) - reference[path]).mean())
-            except Exception as error:  # noqa: BLE001 - any failure of a peer: skip it, say why
-                if name not in peers:
-                    raise
-                skipped[name] = f"fails on {path.name}: {type(error).__name__}: {error}"
-                print(f"skipping {name}: {skipped[name]}")
-                del methods[name]
+            frames = run(name, path)
+            if frames is None:
                 break
+            differences.append(np.abs(frames.astype(np.int16) - reference[path]).mean())
         else:
             diff[name] = float(np.mean(differences))
     _DECODERS.clear()
@@ -493,19 +498,11 @@ def main() -> None:
             # a subprocess) meets cold caches; shuffling spreads that over all of them.
             shuffle(order)
             for name in order:
-                if name not in methods:  # a peer that failed on an earlier pass
+                if name not in methods:  # a peer dropped on an earlier video
                     continue
                 started = time.perf_counter()
-                try:
-                    methods[name](path)
-                except Exception as error:  # noqa: BLE001 - a peer failing only now: skip it, say why
-                    if name not in peers:
-                        raise
-                    skipped[name] = f"fails on {path.name}: {type(error).__name__}: {error}"
-                    print(f"skipping {name}: {skipped[name]}")
-                    del methods[name]
-                    continue
-                times[name].append((time.perf_counter() - started) * 1000)
+                if run(name, path) is not None:
+                    times[name].append((time.perf_counter() - started) * 1000)
 
     median = {name: statistics.median(values) for name, values in times.items() if name in methods}
     results = {

@@ -767,13 +767,13 @@ class _Reader:
         Only demuxed: nothing is decoded here."""
         keyframe = self.keyframes[index]
         if keyframe.dts is not None:  # MP4/MOV: the index entry, found as _indexed_packet finds it
-            aim = keyframe.dts if keyframe.following is None else (keyframe.dts + keyframe.following) // 2
+            aim = self._aim(keyframe.dts, keyframe.following)
             is_it = lambda packet: packet.dts == keyframe.dts  # noqa: E731
             past_it = lambda packet: packet.dts is not None and packet.dts > keyframe.dts  # noqa: E731
         else:  # other containers: the keyframe's packet, read in the packet pass, and its time
             key_ts = _packet_time(keyframe.packet)
             following = self.keyframes[index + 1].time / self.tb if index + 1 < len(self.keyframes) else None
-            aim = key_ts if following is None else int((key_ts + following) // 2)
+            aim = self._aim(key_ts, None if following is None else int(following))
             is_it = lambda packet: packet.is_keyframe and _packet_time(packet) == key_ts  # noqa: E731
             past_it = lambda packet: packet.is_keyframe and _packet_time(packet) > key_ts  # noqa: E731
         found: list[av.Packet] = []
@@ -827,13 +827,18 @@ class _Reader:
         decoded[index] = (self._to_rgb(frame), t)
         return True
 
+    def _aim(self, ts: int, following: int | None) -> int:
+        """Where to seek for the keyframe at stream time ``ts``, the next one at ``following``.
+
+        Between the two, so demuxers that seek on decode time and those that seek on presentation
+        time both land on it. The last keyframe has no next: aim past it by _LAST_KEYFRAME_SLACK, since
+        MP4 seeks on presentation time, which B-frames and edit lists put after the decode time;
+        aiming at the decode time lands a keyframe early and demuxes a whole GOP to reach it."""
+        return int(ts + _LAST_KEYFRAME_SLACK / self.tb) if following is None else (ts + following) // 2
+
     def _indexed_packet(self, dts: int, following: int | None) -> av.Packet | None:
         """Seek to the keyframe with decode time ``dts`` and return its packet, reading no other frame."""
-        # Aim between this keyframe and the next, so demuxers that seek on decode time and
-        # those that seek on presentation time both land on it. The last keyframe has no next: aim
-        # past it by _LAST_KEYFRAME_SLACK, since MP4 seeks on presentation time, which B-frames and
-        # edit lists put after the decode time; aiming at the decode time lands a keyframe early.
-        aim = int(dts + _LAST_KEYFRAME_SLACK / self.tb) if following is None else (dts + following) // 2
+        aim = self._aim(dts, following)
         try:
             for target in (aim, None):
                 if target is None:  # rare fallback: scan from the start
