@@ -214,8 +214,11 @@ def _buckets(evaluation: dict) -> dict[str, tuple[int, float | None]]:
     grouped: dict[str, list[tuple[int, float]]] = {bucket: [] for bucket in _BUCKETS}
     for count, group in evaluation["by_keyframes"].items():
         grouped[count if count in ("1", "2") else ">=3"].append((group["videos"], group["mean_jaccard"]))
-    return {bucket: (sum(v for v, _ in pairs), sum(v * m for v, m in pairs) / sum(v for v, _ in pairs)
-                     if sum(v for v, _ in pairs) else None) for bucket, pairs in grouped.items()}
+    buckets = {}
+    for bucket, pairs in grouped.items():
+        videos = sum(count for count, _ in pairs)
+        buckets[bucket] = (videos, sum(count * jaccard for count, jaccard in pairs) / videos if videos else None)
+    return buckets
 
 
 def _policy_tables(r: dict) -> str:
@@ -228,7 +231,7 @@ def _policy_tables(r: dict) -> str:
         if "student" not in evaluations:
             continue
         videos = {bucket: count for bucket, (count, _) in _buckets(evaluations["student"]).items()}
-        rows = [[label, _pct(e["mean_jaccard"]), *[_pct(_buckets(e)[b][1]) for b in _BUCKETS],
+        rows = [[label, _pct(e["mean_jaccard"]), *[_pct(jaccard) for _, jaccard in _buckets(e).values()],
                  f"{e['decode_ms']:.1f}", f"{e['decode_ms'] / evaluations['student']['decode_ms']:.2f}x",
                  f"{e['total_ms']:.1f}"]
                 for label, name in _POLICIES if (e := evaluations.get(name))]
