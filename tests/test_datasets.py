@@ -89,3 +89,24 @@ def test_empty_cache_is_an_error(annotations, tmp_path):
     other = Annotations([annotations[1]], annotations.label_map, annotations.root)
     with pytest.raises(DatasetError, match="none of the 1 videos"):
         CachedVideoDataset(other, tmp_path)
+
+
+@pytest.mark.parametrize("shape", [(3, 182, 242), (2, 161, 160), (1, 200, 171), (3, 160, 160)])
+def test_cpu_centre_crop_matches_torchvision(shape):
+    """The NumPy evaluation transform (CPU) gives torchvision's v2 crop and normalisation."""
+    from shortvid.data.transforms import VideoTransform
+
+    transform = VideoTransform(160, augment=False)
+    frames = torch.randint(0, 256, shape + (3,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    fast = transform(frames, "test")
+    reference = transform.test(frames.permute(0, 3, 1, 2)).contiguous()
+    assert fast.dtype == torch.float32 and fast.shape == (shape[0], 3, 160, 160)
+    assert torch.allclose(fast, reference, atol=1e-5)
+
+
+def test_centre_crop_pads_like_torchvision_when_frames_are_smaller():
+    from shortvid.data.transforms import VideoTransform
+
+    transform = VideoTransform(64, augment=False)
+    frames = torch.randint(0, 256, (2, 40, 80, 3), dtype=torch.uint8)
+    assert transform(frames, "test").shape == (2, 3, 64, 64)

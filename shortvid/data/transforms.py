@@ -3,11 +3,14 @@
 One random draw per video, applied to all its frames alike (TSN's practice: the segments of a
 video share a crop). Training: random resized crop, horizontal flip, colour jitter. Evaluation and
 serving: centre crop. Built on torchvision's v2 transforms, which take a [T, C, H, W] batch and use
-the same parameters for every frame in it.
+the same parameters for every frame in it; on the CPU the centre crop and normalisation run in
+NumPy instead (``centre_crop``): the same floats, without waking torch's thread pool, which cost
+the serving path 4-12 ms per video after an idle gap (BENCHMARKS.md, issue 14).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torchvision.transforms import v2
 
@@ -22,6 +25,8 @@ class VideoTransform:
                  flip: bool = True, jitter: float = 0.2, mean: tuple[float, ...] = IMAGENET_MEAN,
                  std: tuple[float, ...] = IMAGENET_STD):
         self.size = size
+        self.scale = (1.0 / (255.0 * np.asarray(std, np.float32)))[:, None, None].astype(np.float32)
+        self.shift = (-np.asarray(mean, np.float32) / np.asarray(std, np.float32))[:, None, None].astype(np.float32)
         normalise = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
         self.test = v2.Compose([v2.CenterCrop(size)] + normalise)
         if not augment:
@@ -36,5 +41,18 @@ class VideoTransform:
 
     def __call__(self, frames: torch.Tensor, mode: str = "test") -> torch.Tensor:
         """``frames`` uint8 [T, H, W, 3] (as the datasets and the decoder give them)."""
+        if mode != "train" and frames.device.type == "cpu" and min(frames.shape[1:3]) >= self.size:
+            return torch.from_numpy(self.centre_crop(frames.numpy()))
         chw = frames.permute(0, 3, 1, 2)
         return (self.train if mode == "train" else self.test)(chw).contiguous()
+
+    def centre_crop(self, frames: np.ndarray) -> np.ndarray:
+        """The evaluation transform in NumPy: uint8 [T, H, W, 3] (H, W >= size) to float32
+        [T, 3, size, size], cropped where ``v2.CenterCrop`` crops and normalised as ``v2.Normalize``."""
+        height, width = frames.shape[1:3]
+        top, left = int(round((height - self.size) / 2.0)), int(round((width - self.size) / 2.0))
+        crop = frames[:, top:top + self.size, left:left + self.size].transpose(0, 3, 1, 2)
+        out = np.empty(crop.shape, np.float32)
+        np.multiply(crop, self.scale, out=out, casting="unsafe")
+        out += self.shift
+        return out
