@@ -215,7 +215,7 @@ class Processor:
 class PredictProcessor(Processor):
     """Classifies paths with a run, loaded once per actor."""
 
-    def __init__(self, run: str, device: str = "auto", backend: str = "torch", precision: str = "fp32",
+    def __init__(self, run: str, device: str = "auto", backend: str = "auto", precision: str = "fp32",
                  adaptive: bool = False, limits: dict | None = None, batch_size: int = 8, workers: int | None = None):
         from .serve.classifier import Classifier
 
@@ -292,7 +292,7 @@ def run_isolated_on_ray(items: Sequence[str], make_processor: Callable[[], Proce
 
 
 def predict_local(run: str, sources: Iterable[str], out: str | os.PathLike, *, fmt: str = "parquet",
-                  device: str = "auto", backend: str = "torch", precision: str = "fp32", adaptive: bool = False,
+                  device: str = "auto", backend: str = "auto", precision: str = "fp32", adaptive: bool = False,
                   limits: DecodeLimits | None = None, batch_size: int = 8, workers: int | None = None,
                   progress: Callable[[JobSummary], None] | None = None) -> JobSummary:
     """``predict_ray``'s job on this machine (``classify_many``: decode threads ahead of batched model
@@ -324,7 +324,7 @@ def predict_local(run: str, sources: Iterable[str], out: str | os.PathLike, *, f
 
 
 def predict_ray(run: str, sources: Iterable[str], out: str | os.PathLike, *, options: RayOptions = RayOptions(),
-                fmt: str = "parquet", device: str = "auto", backend: str = "torch", precision: str = "fp32",
+                fmt: str = "parquet", device: str = "auto", backend: str = "auto", precision: str = "fp32",
                 adaptive: bool = False, limits: DecodeLimits | None = None, batch_size: int = 8,
                 workers: int | None = None,
                 progress: Callable[[JobSummary], None] | None = None) -> JobSummary:

@@ -4,8 +4,10 @@ The kit does ``from infer.infer import ServerApi``, builds ``ServerApi(gpu_id)``
 not timed) and calls ``handle(video_path)`` per video, expecting a list of integer label ids; an
 exception or an empty list scores 0. ``shortvid.judge.ServerApi`` is exactly that (copy or import it
 as ``infer/infer.py``), serving the run named by ``SHORTVID_RUN`` (default ``runs/final``) on the
-backend named by ``SHORTVID_BACKEND`` (``torch``, the default, or ``onnx``) at the precision named by
-``SHORTVID_PRECISION`` (``fp32``, the default; ``bf16`` on torch; ``int8``, ``int8-dynamic`` on onnx).
+backend named by ``SHORTVID_BACKEND`` (``auto``, the default: ONNX Runtime on the CPU, exported on first
+use, PyTorch on a GPU or where ONNX Runtime cannot run, see ``Classifier.load``; or ``torch``, ``onnx``)
+at the precision named by ``SHORTVID_PRECISION`` (``fp32``, the default; ``bf16`` on torch; ``int8``,
+``int8-dynamic`` on onnx). The report's ``backend`` is the one that ran.
 
 ``judge(...)`` reproduces the kit's protocol for ``shortvid judge``: 10 serial passes over the
 videos, the fastest and slowest pass dropped, mean seconds per video over the rest; accuracy is the

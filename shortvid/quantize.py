@@ -17,17 +17,21 @@ file behaves the same on every x86 CPU.
 
 Files sit beside the fp32 one: ``RUN/model.int8-static.onnx``, ``RUN/model.int8-dynamic.onnx``
 (``model-last.*`` for ``checkpoint="last"``), and ``ensure_onnx`` re-makes a file that is missing or
-older than the checkpoint, as ``Classifier.load`` does for ``model.onnx``.
+older than the checkpoint, as ``Classifier.load`` does for ``model.onnx`` (in the user's cache instead
+when the run's folder is read-only: ``cache_folder``).
 
 Precision per backend (``Classifier.load(..., backend=, precision=)``): ``shortvid.backends.PRECISIONS``.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -60,22 +64,65 @@ def _stale(path: Path, weights: Path) -> bool:
     return not path.exists() or path.stat().st_mtime < weights.stat().st_mtime
 
 
+def cache_folder(weights: Path) -> Path:
+    """Where the ONNX files of a run that cannot be written to are made: ``$XDG_CACHE_HOME/shortvid/onnx/KEY``
+    (default ``~/.cache/shortvid/onnx/KEY``), KEY naming the checkpoint file by its resolved path, size
+    and modification time, so a changed or replaced checkpoint never meets another's files."""
+    stat = weights.stat()
+    key = hashlib.sha256(f"{weights.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:24]
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "shortvid" / "onnx" / key
+
+
+def _outdated(path: Path, fp32: Path, weights: Path) -> bool:
+    """Whether ``path`` (``fp32``, or an int8 file made from it) must be (re)made."""
+    if _stale(fp32, weights):
+        return True
+    return path != fp32 and (_stale(path, weights) or path.stat().st_mtime < fp32.stat().st_mtime)
+
+
+@contextmanager
+def _exclusive(folder: Path, source: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder``, so that processes loading one run at once (Ray actors,
+    service replicas) make its files one after the other; unlocked where the file system has no locks."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError as error:
+        raise ExportError(source, f"cannot write the ONNX files into {folder}: {error}") from error
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        except OSError:
+            pass  # no locks here: each process makes the files itself, published atomically
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
 def ensure_onnx(run_dir: str | os.PathLike, checkpoint: str = "best", precision: str = "fp32", *,
                 calibration_videos: int = DEFAULT_CALIBRATION_VIDEOS) -> Path:
     """The run's ONNX file of ``precision`` (``fp32``, ``int8``, ``int8-dynamic``), (re)made first when
-    missing or older than the checkpoint."""
+    missing or older than the checkpoint: in the run's folder, or in ``cache_folder`` when the run's
+    folder cannot be written to (a run shipped read-only) and holds no up-to-date file. Processes that
+    need the same file at once make it once."""
     check_precision("onnx", precision)
     run = RunDir(run_dir)
     weights = _checkpoint(run, checkpoint)
-    fp32 = onnx_path(run_dir, checkpoint)
-    if _stale(fp32, weights):
-        export_run(run_dir, fp32, checkpoint=checkpoint)
-    if precision == "fp32":
-        return fp32
-    mode = MODE_OF_PRECISION[precision]
-    path = quantized_path(run_dir, mode, checkpoint)
-    if _stale(path, weights) or path.stat().st_mtime < fp32.stat().st_mtime:
-        quantize_run(run_dir, mode, checkpoint=checkpoint, out=path, videos=calibration_videos)
+    mode = MODE_OF_PRECISION.get(precision)
+    name = (quantized_path(run_dir, mode, checkpoint) if mode else onnx_path(run_dir, checkpoint)).name
+    folder = Path(run_dir)
+    if _stale(folder / name, weights) and not os.access(folder, os.W_OK):
+        folder = cache_folder(weights)
+    fp32, path = folder / onnx_path(run_dir, checkpoint).name, folder / name
+    if not _outdated(path, fp32, weights):
+        return path
+    with _exclusive(folder, str(run_dir)):  # then look again: another process may have made them meanwhile
+        if _stale(fp32, weights):
+            export_run(run_dir, fp32, checkpoint=checkpoint)
+        if _outdated(path, fp32, weights):
+            frames = calibration_frames(run_dir, calibration_videos) if mode == "static" else None
+            quantize_onnx(fp32, path, mode, frames, source=str(run_dir))
     return path
 
 

@@ -48,7 +48,7 @@ def test_adaptive_run_from_the_cli(tiny_corpus, tiny_cache, tmp_path):
         train(tiny_config(tiny_corpus, tiny_cache, runs[-1], "optim.epochs=1", f"data.num_segments={count}"))
     out = tmp_path / "adaptive"
     assert main(["adaptive", *map(str, runs), "--out", str(out)]) == 0
-    classifier = Classifier.load(out, device="cpu")
+    classifier = Classifier.load(out, device="cpu", backend="torch")
     assert classifier.preprocess.frames.fill == "none" and classifier.preprocess.frames.k == 3
     assert isinstance(classifier.model, FrameCountSwitch) and classifier.model.counts == [1, 3]
     one = RunDir(runs[0]).load_model()

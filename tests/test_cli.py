@@ -10,6 +10,7 @@ from PIL import Image
 
 from shortvid.backends import ALL_PRECISIONS, BACKENDS
 from shortvid.cli import build_parser, main
+from shortvid.cli.options import backend_and_precision
 from shortvid.data.annotations import load_dataset
 from shortvid.data.cache import FrameCache
 from shortvid.demo import run_demo
@@ -115,6 +116,16 @@ def test_choices_are_the_tables_they_come_from(command, option, values, capsys):
 
 def test_export_opset_default_is_the_exporters():
     assert build_parser().parse_args(["export", "RUN"]).opset == DEFAULT_OPSET
+
+
+@pytest.mark.parametrize("command", [["predict", "RUN", "v.mp4"], ["evaluate", "RUN", "--data", "DATA"],
+                                     ["serve", "RUN"], ["judge", "RUN", "--videos", "V", "--labels", "L"]],
+                         ids=lambda c: c[0])
+def test_the_default_backend_is_auto(command, monkeypatch):
+    monkeypatch.delenv("SHORTVID_BACKEND", raising=False)
+    monkeypatch.delenv("SHORTVID_PRECISION", raising=False)
+    args = build_parser().parse_args(command)
+    assert backend_and_precision(args.backend, args.precision) == ("auto", "fp32")
 
 
 def test_judge_takes_backend_and_precision_from_the_environment(monkeypatch, capsys):

@@ -27,7 +27,7 @@ def test_mixed_precision_training_and_gpu_serving_agree_with_the_cpu(tiny_corpus
 
     on_gpu = Classifier.load(out, device="cuda")
     on_cpu = Classifier.load(out, device="cpu")
-    assert on_gpu.device.type == "cuda"
+    assert on_gpu.device.type == "cuda" and on_gpu.backend.name == "torch"  # auto on a GPU: PyTorch
     for sample in load_dataset(tiny_corpus, "val").samples:
         clip = on_cpu.read(sample.path)
         gpu_scores, _ = on_gpu.scores(clip)

@@ -117,7 +117,7 @@ def test_fuse_writes_a_run_every_command_serves(trained_run, specialist_runs, ti
     assert set(report["groups"]) == set(specialist_runs)
     assert sum(g["videos"] for g in report["groups"].values()) >= report["videos"]
 
-    classifier = Classifier.load(out, device="cpu")
+    classifier = Classifier.load(out, device="cpu", backend="torch")
     assert isinstance(classifier.model, FusedClassifier) and classifier.model.rule == report["rule"]
     video = next((tiny_corpus / "videos").glob("*.mp4"))
     prediction = classifier.predict(video)

@@ -1,9 +1,13 @@
-"""ONNX export (`shortvid export`) and ONNX Runtime as the serving backend (`backend="onnx"`)."""
+"""ONNX export (`shortvid export`) and ONNX Runtime as the serving backend (`backend="onnx"`, and
+`backend="auto"`, the default, which picks it on the CPU)."""
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -17,6 +21,7 @@ from shortvid.data.labels import LabelMap
 from shortvid.errors import ShortvidError
 from shortvid.evaluate.runner import evaluate_run
 from shortvid.export import ExportError, export_model, export_run
+from shortvid.extras import MissingExtraError
 from shortvid.judge import ServerApi
 from shortvid.models import create_model
 from shortvid.run import RunDir
@@ -27,8 +32,9 @@ ATOL = 1e-4
 
 @pytest.fixture
 def run_copy(trained_run, tmp_path):
-    """The trained run, copied so exports do not touch the session fixture."""
-    return shutil.copytree(trained_run, tmp_path / "run")
+    """The trained run without the ONNX files other tests' loads made, copied so exports do not touch
+    the session fixture."""
+    return shutil.copytree(trained_run, tmp_path / "run", ignore=shutil.ignore_patterns("*.onnx"))
 
 
 def _write_run(model, root, reference_run, num_classes):
@@ -66,6 +72,11 @@ def _parity(run, path):
     return worst
 
 
+def _fallback_warnings(caplog) -> list[str]:
+    """The messages of ``auto`` falling back to PyTorch."""
+    return [r.getMessage() for r in caplog.records if "ONNX Runtime not used" in r.getMessage()]
+
+
 @pytest.mark.parametrize("which", ["trained", "nextvlad"])
 def test_onnx_logits_match_pytorch(which, run_copy, nextvlad_run):
     run = run_copy if which == "trained" else nextvlad_run
@@ -99,7 +110,7 @@ def test_cli_export_writes_a_checked_file(run_copy, tmp_path, capsys):
     assert not (run_copy / "model.onnx").exists()
 
 
-def test_by_frame_count_runs_are_refused(trained_run, tmp_path, capsys):
+def test_by_frame_count_runs_are_refused(trained_run, tmp_path, capsys, caplog):
     member = create_model("tsn_tiny", num_classes=5).config
     switch = create_model("by_frame_count", num_classes=5, members={"1": member, "3": member})
     run = _write_run(switch, tmp_path / "adaptive", trained_run, 5)
@@ -111,15 +122,19 @@ def test_by_frame_count_runs_are_refused(trained_run, tmp_path, capsys):
     assert main(["export", str(run)]) == 2
     assert "by_frame_count" in capsys.readouterr().err
     assert not (run / "model.onnx").exists()
+    assert Classifier.load(run, device="cpu").backend.name == "torch"  # auto: torch, with the cause logged
+    (warning,) = _fallback_warnings(caplog)
+    assert str(run) in warning and "by_frame_count" in warning
 
 
 @pytest.mark.parametrize("adaptive", [False, True])
-def test_onnx_backend_predicts_as_torch(run_copy, tiny_corpus, adaptive):
+def test_the_default_backend_is_onnx_and_predicts_as_torch(run_copy, tiny_corpus, adaptive, caplog):
     assert not (run_copy / "model.onnx").exists()
-    on_torch = Classifier.load(run_copy, device="cpu", adaptive=adaptive)
-    on_onnx = Classifier.load(run_copy, device="cpu", adaptive=adaptive, backend="onnx")
+    on_torch = Classifier.load(run_copy, device="cpu", adaptive=adaptive, backend="torch")
+    on_onnx = Classifier.load(run_copy, device="cpu", adaptive=adaptive)  # auto
     assert (run_copy / "model.onnx").exists()  # exported on first use
     assert on_onnx.backend.name == "onnx" and on_onnx.backend.providers[-1] == "CPUExecutionProvider"
+    assert on_onnx.model is None and on_torch.backend.name == "torch" and not _fallback_warnings(caplog)
     samples = load_dataset(tiny_corpus, "val").samples[:4]
     clips = []
     for sample in samples:
@@ -160,18 +175,81 @@ def test_onnx_is_reexported_when_the_checkpoint_is_newer(run_copy):
     assert path.stat().st_mtime > stamp
 
 
-def test_evaluate_and_judge_on_onnx(run_copy, tiny_corpus, tmp_path, monkeypatch):
+def test_evaluate_and_judge_default_to_onnx(run_copy, tiny_corpus, tmp_path, monkeypatch):
     on_torch = evaluate_run(run_copy, tiny_corpus, "val", device="cpu", limit=8, out=tmp_path / "t.json",
-                            progress=False)
+                            progress=False, backend="torch")
     on_onnx = evaluate_run(run_copy, tiny_corpus, "val", device="cpu", limit=8, out=tmp_path / "o.json",
-                           progress=False, backend="onnx")
-    assert on_onnx["backend"] == "onnx"
+                           progress=False)
+    assert on_onnx["backend"] == "onnx" and on_torch["backend"] == "torch"  # what ran, not "auto"
     assert on_onnx["mean_jaccard"] == pytest.approx(on_torch["mean_jaccard"], abs=1e-9)
-    monkeypatch.setenv("SHORTVID_BACKEND", "onnx")
-    api = ServerApi(run_dir=str(run_copy))
-    assert api.classifier.backend.name == "onnx"
+    monkeypatch.delenv("SHORTVID_BACKEND", raising=False)
+    monkeypatch.delenv("SHORTVID_PRECISION", raising=False)
+    api = ServerApi(run_dir=str(run_copy))  # the kit's call: no arguments, no environment
+    assert api.classifier.backend.name == ("torch" if torch.cuda.is_available() else "onnx")
     sample = load_dataset(tiny_corpus, "val").samples[0]
-    assert api.handle(str(sample.path)) == Classifier.load(run_copy, device="cpu").predict(sample.path).ids
+    reference = Classifier.load(run_copy, device="cpu", backend="torch")
+    assert api.handle(str(sample.path)) == reference.predict(sample.path).ids
+    monkeypatch.setenv("SHORTVID_BACKEND", "torch")
+    assert ServerApi(run_dir=str(run_copy)).classifier.backend.name == "torch"
+
+
+def test_auto_falls_back_to_torch_without_onnxruntime(run_copy, tiny_corpus, monkeypatch, caplog):
+    expected = Classifier.load(run_copy, device="cpu", backend="torch")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # not importable
+    with caplog.at_level(logging.WARNING, logger="shortvid"):
+        classifier = Classifier.load(run_copy, device="cpu")
+    assert classifier.backend.name == "torch" and classifier.model is not None
+    (warning,) = _fallback_warnings(caplog)
+    assert str(run_copy) in warning and "onnxruntime not installed" in warning
+    assert "pip install 'shortvid[onnx]'" in warning and "running the PyTorch model" in warning
+    assert not (run_copy / "model.onnx").exists()  # no export tried
+    video = load_dataset(tiny_corpus, "val").samples[0].path
+    assert classifier.predict(video).ids == expected.predict(video).ids
+    with pytest.raises(MissingExtraError):
+        Classifier.load(run_copy, device="cpu", backend="onnx")  # asked for by name: an error
+    with pytest.raises(MissingExtraError):
+        Classifier.load(run_copy, device="cpu", precision="int8")  # only ONNX Runtime runs int8
+
+
+READ_ONLY_LOAD = """
+import sys
+from shortvid.serve.classifier import Classifier
+classifier = Classifier.load(sys.argv[1], device="cpu")
+print(classifier.backend.name, getattr(classifier.backend, "path", ""), *classifier.predict(sys.argv[2]).ids)
+"""
+
+
+def test_auto_on_a_read_only_run_exports_into_the_user_cache(run_copy, tiny_corpus, tmp_path):
+    """A run that cannot be written to (shipped read-only) still runs on ONNX Runtime: its model.onnx
+    is made under $XDG_CACHE_HOME/shortvid/onnx/, once, by two processes loading it at the same time.
+    Root writes anywhere, so they run without that right."""
+    video = load_dataset(tiny_corpus, "val").samples[0].path
+    expected = Classifier.load(run_copy, device="cpu", backend="torch").predict(video).ids
+    as_user = []
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv: cannot make a folder read-only")
+        as_user = ["setpriv", "--bounding-set=-dac_override"]
+    folders = [run_copy, *(path for path in run_copy.rglob("*") if path.is_dir())]
+    for folder in folders:
+        folder.chmod(0o555)
+    try:
+        loads = [subprocess.Popen([*as_user, sys.executable, "-c", READ_ONLY_LOAD, str(run_copy), str(video)],
+                                  env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")},
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        results = [(load.communicate(timeout=300), load.returncode) for load in loads]
+    finally:
+        for folder in folders:
+            folder.chmod(0o755)
+    paths = set()
+    for (out, err), code in results:
+        assert code == 0 and "ONNX Runtime not used" not in err, err
+        backend, path, *ids = out.split()
+        assert backend == "onnx" and [int(i) for i in ids] == expected
+        paths.add(path)
+    (path,) = paths
+    assert path.startswith(str(tmp_path / "cache" / "shortvid" / "onnx")) and path.endswith("model.onnx")
+    assert not (run_copy / "model.onnx").exists()
 
 
 def test_unknown_backend_is_an_error(run_copy):
@@ -190,7 +268,7 @@ def test_cli_backend_option(run_copy, tiny_corpus, tmp_path, capsys):
     video = load_dataset(tiny_corpus, "val").samples[0].path
     assert main(["predict", str(run_copy), str(video), "--backend", "onnx"]) == 0
     assert (run_copy / "model.onnx").exists()
-    assert main(["predict", str(run_copy), str(video)]) == 0
+    assert main(["predict", str(run_copy), str(video), "--backend", "torch"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     on_onnx, on_torch = (json.loads(line) for line in lines)
     assert [label["id"] for label in on_onnx["labels"]] == [label["id"] for label in on_torch["labels"]]

@@ -93,8 +93,8 @@ def judge_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--passes", type=int, default=10)
     parser.add_argument("--gpu", type=int, default=0)
     parser.add_argument("--backend", choices=BACKENDS, default=None,
-                        help="torch (default: $SHORTVID_BACKEND, else torch) or onnx (ONNX Runtime on "
-                             "RUN/model.onnx, exported when missing)")
+                        help="default: $SHORTVID_BACKEND, else auto: onnx on the CPU (exported on first use), torch "
+                             "on a GPU and for bf16, torch with a warning where onnx cannot run; torch; onnx")
     parser.add_argument("--precision", choices=ALL_PRECISIONS, default=None,
                         help="default: $SHORTVID_PRECISION, else fp32; torch: fp32, bf16; onnx: fp32, int8, "
                              "int8-dynamic")

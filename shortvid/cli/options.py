@@ -97,7 +97,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adaptive", action="store_true",
                         help="classify a video with fewer keyframes than the run's frame count from those alone")
     parser.add_argument("--backend", choices=BACKENDS, default=BACKENDS[0],
-                        help="torch (default) or onnx (ONNX Runtime on RUN/model.onnx, exported when missing)")
+                        help="auto (default): onnx on the CPU (exported on first use), torch on a GPU and for bf16, "
+                             "torch with a warning where onnx cannot run; torch: PyTorch; onnx: ONNX Runtime on "
+                             "RUN/model.onnx, exported when missing")
     parser.add_argument("--precision", choices=ALL_PRECISIONS, default=ALL_PRECISIONS[0],
                         help="fp32 (default); torch: bf16 (autocast); onnx: int8 (static, calibrated on training "
                              "frames, RUN/model.int8-static.onnx) or int8-dynamic (RUN/model.int8-dynamic.onnx), "

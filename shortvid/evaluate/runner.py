@@ -33,13 +33,14 @@ def evaluate_run(
     out: str | os.PathLike | None = None,
     progress: bool = True,
     adaptive: bool = False,
-    backend: str = "torch",
+    backend: str = "auto",
     precision: str = "fp32",
     limits: DecodeLimits | None = None,
 ) -> dict:
     """Metrics of ``run_dir`` on ``dataset``'s ``split``; written to ``out`` (default RUN/metrics.json).
-    ``backend``: ``torch`` or ``onnx`` (ONNX Runtime); ``precision``: ``fp32``, ``bf16`` (torch),
-    ``int8`` or ``int8-dynamic`` (onnx), and ``limits``, the largest frames decoded; see ``Classifier.load``."""
+    ``backend``: ``auto`` (onnx where it can run, else torch), ``torch`` or ``onnx`` (ONNX Runtime);
+    ``precision``: ``fp32``, ``bf16`` (torch), ``int8`` or ``int8-dynamic`` (onnx), and ``limits``, the
+    largest frames decoded; see ``Classifier.load``. The report names the backend and precision that ran."""
     classifier = Classifier.load(run_dir, device=device, adaptive=adaptive, backend=backend, precision=precision,
                                  limits=limits)
     annotations = load_dataset(dataset, split, labels=classifier.labels, on_error="skip")
@@ -85,8 +86,8 @@ def evaluate_run(
         "timing_ms": {stage: timing_summary(ms) for stage, ms in stages.items() if ms},
         "device": str(classifier.device),
         "adaptive": adaptive,
-        "backend": backend,
-        "precision": precision,
+        "backend": classifier.backend.name,
+        "precision": classifier.backend.precision,
         "frames_per_video": {str(n): c for n, c in sorted(Counter(frame_counts).items())},
         "by_keyframes": _by_keyframes(keyframes, jaccard(predicted, targets)),
     })

@@ -6,12 +6,16 @@ many labels to return. Each prediction carries its per-stage timings.
 
 The model runs on a backend: ``torch`` (the run's PyTorch model, on ``device``) or ``onnx`` (ONNX
 Runtime on the run's exported ``model.onnx``; docs/onnx.md). Both take the same prepared batch and
-give the same logits; decoding, preprocessing and the decision policy are shared.
+give the same logits; decoding, preprocessing and the decision policy are shared. ``auto`` (the
+default) picks ONNX Runtime on the CPU, exporting on first use, and PyTorch on a GPU, for bf16, and
+where ONNX Runtime cannot run the run (no onnxruntime, a run that does not export), the last with a
+warning naming the cause.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -20,17 +24,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..backends import check_precision
+from ..backends import AUTO, auto_candidates, check_precision
 from ..data.labels import LabelMap
 from ..decode import Clip, DecodeLimits
 from ..decode.reader import Source
-from ..extras import require
+from ..export import INPUT_NAME, OUTPUT_NAME, ExportError
+from ..extras import MissingExtraError, require
 from ..machine import resolve_device
 from ..models import ServableModel
 from ..models.adaptive import grouped_logits
 from ..models.scores import probabilities
 from ..policy import DecisionPolicy
 from ..run import Preprocess, RunDir
+
+log = logging.getLogger(__name__)
 
 
 class TorchBackend:
@@ -67,17 +74,22 @@ class OnnxBackend:
         require("onnx", "the onnx backend")
         import onnxruntime as ort
 
-        from ..export import INPUT_NAME, OUTPUT_NAME
-
         providers = ["CPUExecutionProvider"]
         if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             index = device.index if device.index is not None else 0
             providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only
+        # ORT's pool threads spin after each run by default, holding the cores that decoding needs
+        # next; without spinning the pipeline and the predict loop ran 7-15% faster (BENCHMARKS.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = Path(path)
         self.precision = precision  # fp32, int8 (static) or int8-dynamic: which file `path` is
-        self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception as error:  # onnxruntime's errors derive from Exception only
+            cause = f"ONNX Runtime cannot load {self.path.name}: {type(error).__name__}: {error}"
+            raise ExportError(str(path), cause) from error
         self.providers = tuple(self.session.get_providers())
         self.input, self.output = INPUT_NAME, OUTPUT_NAME
         self.device = torch.device("cpu")  # preprocessing stays on the CPU; ORT is fed numpy
@@ -95,6 +107,30 @@ class OnnxBackend:
             raise ValueError("a video with no valid frame cannot be classified")
         return grouped_logits(counts.tolist(),
                               lambda _, rows: self.run(torch.stack([frames[row][mask[row]] for row in rows.tolist()])))
+
+
+def _onnx_backend(run_dir: str | os.PathLike, checkpoint: str, precision: str, device: torch.device) -> OnnxBackend:
+    """ONNX Runtime on the run's file of ``precision``, (re)made first when missing or stale."""
+    from ..quantize import ensure_onnx
+
+    require("onnx", "the onnx backend")  # before exporting, which needs it too
+    return OnnxBackend(ensure_onnx(run_dir, checkpoint, precision), device, precision)
+
+
+def _auto_onnx(run_dir: str | os.PathLike, checkpoint: str, precision: str, device: torch.device) -> OnnxBackend | None:
+    """What ``auto`` means for this run, device and precision (see ``Classifier.load``): the ONNX
+    Runtime backend, or ``None`` for torch. Where both backends run ``precision``, a run ONNX Runtime
+    cannot serve falls back to torch, with the cause logged."""
+    candidates = auto_candidates(precision)
+    if candidates == ("torch",) or (device.type != "cpu" and "torch" in candidates):
+        return None  # bf16; on a GPU, PyTorch with CUDA (docs/onnx.md, "Picking the backend")
+    if candidates == ("onnx",):
+        return _onnx_backend(run_dir, checkpoint, precision, device)  # int8: raises as backend="onnx" does
+    try:
+        return _onnx_backend(run_dir, checkpoint, precision, device)
+    except (MissingExtraError, ExportError) as error:
+        log.warning("shortvid: %s: ONNX Runtime not used, running the PyTorch model: %s", run_dir, error.cause)
+        return None
 
 
 @dataclass(frozen=True)
@@ -145,14 +181,18 @@ class Classifier:
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike, device: str = "auto", checkpoint: str = "best",
-             adaptive: bool = False, backend: str = "torch", precision: str = "fp32",
+             adaptive: bool = False, backend: str = AUTO, precision: str = "fp32",
              limits: DecodeLimits | None = None) -> "Classifier":
         """``adaptive``: a video with fewer keyframes than the run's frame count is classified from
         those keyframes alone (the seed's adaptive I-frame model, with one TSN for every count).
 
-        ``backend``: ``torch`` (default) or ``onnx``: ONNX Runtime on RUN/model.onnx (model-last.onnx
-        for ``checkpoint="last"``), exported first when missing or older than the checkpoint;
-        CUDA when ``device`` is a GPU and onnxruntime has it, else the CPU.
+        ``backend``: ``onnx``: ONNX Runtime on RUN/model.onnx (model-last.onnx for
+        ``checkpoint="last"``), exported first when missing or older than the checkpoint (into the
+        user's cache when the run's folder is read-only, ``shortvid.quantize.cache_folder``); CUDA
+        when ``device`` is a GPU and onnxruntime has it, else the CPU. ``torch``: the PyTorch model.
+        ``auto`` (default): onnx on the CPU, torch on a GPU and for bf16, onnx for int8; where onnx
+        was picked and cannot run (onnxruntime missing, a run that does not export), torch, with a
+        warning naming the cause. ``self.backend.name`` says which was chosen.
 
         ``precision``: ``fp32`` (default); on torch also ``bf16`` (autocast); on onnx also ``int8``
         (RUN/model.int8-static.onnx, calibrated on training frames) and ``int8-dynamic``
@@ -168,12 +208,13 @@ class Classifier:
         if adaptive:
             preprocess = dataclasses.replace(preprocess, frames=dataclasses.replace(preprocess.frames, fill="none"))
         policy = DecisionPolicy.from_dict(policy) if policy else DecisionPolicy()
+        onnx = None
         if backend == "onnx":
-            from ..quantize import ensure_onnx
-
-            path = ensure_onnx(run_dir, checkpoint, precision)  # (re)made when missing or stale
-            return cls(None, run.label_map(), preprocess, policy, torch_device,
-                       OnnxBackend(path, torch_device, precision), limits)
+            onnx = _onnx_backend(run_dir, checkpoint, precision, torch_device)
+        elif backend == AUTO:
+            onnx = _auto_onnx(run_dir, checkpoint, precision, torch_device)
+        if onnx is not None:
+            return cls(None, run.label_map(), preprocess, policy, torch_device, onnx, limits)
         model = run.load_model(checkpoint, torch_device)
         return cls(model, run.label_map(), preprocess, policy, torch_device,
                    TorchBackend(model, torch_device, precision), limits)
@@ -203,15 +244,20 @@ class Classifier:
         gets exactly the scores ``scores`` would give it alone.
         """
         started = time.perf_counter()
-        longest = max(len(clip.frames) for clip in clips)
-        frames, mask = [], torch.zeros(len(clips), longest, dtype=torch.bool, device=self.device)
-        for row, clip in enumerate(clips):
-            video = self.transform(torch.from_numpy(clip.frames).to(self.device), "test")
+        videos = [self.transform(torch.from_numpy(clip.frames).to(self.device), "test") for clip in clips]
+        longest = max(len(video) for video in videos)
+        mask = torch.zeros(len(clips), longest, dtype=torch.bool, device=self.device)
+        if self.device.type == "cpu":  # stacked in NumPy: torch's copies would wake its thread pool
+            stacked = np.zeros((len(videos), longest) + tuple(videos[0].shape[1:]), np.float32)
+            for row, video in enumerate(videos):
+                stacked[row, :len(video)] = video.numpy()
+            batch = torch.from_numpy(stacked)
+        else:
+            batch = torch.zeros((len(videos), longest) + videos[0].shape[1:], device=self.device)
+            for row, video in enumerate(videos):
+                batch[row, :len(video)] = video
+        for row, video in enumerate(videos):
             mask[row, :len(video)] = True
-            if len(video) < longest:
-                video = torch.cat([video, video.new_zeros((longest - len(video),) + video.shape[1:])])
-            frames.append(video)
-        batch = torch.stack(frames)
         prepared = time.perf_counter()
         logits = self.backend(batch, None if bool(mask.all()) else mask)
         scores = probabilities(logits, self.preprocess.scores).float().cpu().numpy()

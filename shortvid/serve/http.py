@@ -86,7 +86,9 @@ class Service:
 
     def __init__(self, classifier: Classifier, settings: ServeSettings):
         self.classifier, self.settings = classifier, settings
-        self.metrics = Metrics(settings.max_batch)
+        self.metrics = Metrics(settings.max_batch, {"backend": classifier.backend.name,
+                                                    "precision": classifier.backend.precision,
+                                                    "device": str(classifier.device)})
         self.admission = Admission(settings.max_queue, settings.max_queue_seconds, settings.max_uploads,
                                    settings.retry_after)
         self.batcher = Batcher(classifier, settings.max_batch, settings.max_wait_ms, self.metrics)
@@ -182,7 +184,8 @@ class Service:
                 clip = self.classifier.read(named_stream(video, "<warmup>"), timeout=60)
                 self.batcher.submit(clip).result(timeout=300)
             self.ready.set()
-            log.info("warm-up done; ready")
+            log.info("warm-up done; ready (backend %s, %s, on %s)", self.classifier.backend.name,
+                     self.classifier.backend.precision, self.classifier.device)
         except Exception as error:  # noqa: BLE001
             self.warmup_error = f"{type(error).__name__}: {error}"
             log.exception("warm-up failed")

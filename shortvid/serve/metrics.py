@@ -47,8 +47,9 @@ class Metrics:
     """Request counts by status, latency and stage histograms, batch sizes; the admission gauges
     (queue depth, uploads, throughput, refusals) are read from ``Admission`` when rendered."""
 
-    def __init__(self, max_batch: int):
+    def __init__(self, max_batch: int, model: dict[str, str] | None = None):
         self.lock = threading.Lock()
+        self.model_info = dict(model or {})  # what runs the model: backend, precision, device
         self.requests: dict[tuple[str, str, int], int] = {}
         self.latency = Histogram("shortvid_request_duration_seconds",
                                  "Time to answer a classify request (all statuses).", SECONDS_BUCKETS)
@@ -103,6 +104,10 @@ class Metrics:
             lines += [f'shortvid_rejected_total{{reason="{reason}"}} {n}' for reason, n in sorted(refused.items())]
             lines += ["# HELP shortvid_ready Whether the model is loaded and warmed up.",
                       "# TYPE shortvid_ready gauge", f"shortvid_ready {int(ready)}"]
+            if self.model_info:
+                labels = ",".join(f'{key}="{value}"' for key, value in self.model_info.items())
+                lines += ["# HELP shortvid_model_info What runs the model (the backend auto resolved to).",
+                          "# TYPE shortvid_model_info gauge", f"shortvid_model_info{{{labels}}} 1"]
         return "\n".join(lines) + "\n"
 
 
