@@ -8,7 +8,7 @@ machine noise hits them alike, and the report gives videos/s, the ratio to the b
 per-stage ms/video (decode summed over threads; `wait` is the model thread idle, waiting for
 decodes).
 
-    python bench/pipeline.py [--run RUN] [--videos 48] [--repeats 3] [--backend torch|onnx] [--device cuda] [--json out.json]
+    python bench/pipeline.py [--run RUN] [--videos 48] [--repeats 3] [--backend auto|torch|onnx] [--corpus real-shaped] [--device cuda] [--json out.json]
 
 Without `--run`, a randomly initialised CPU-fast student (`tsn_mobilenetv3` at 160 px) is used:
 throughput does not depend on the weights.
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from decode import machine, realistic_corpus  # bench/decode.py
+from decode import corpus, machine  # bench/decode.py
 from predict import MODELS, make_run  # bench/predict.py
 
 from shortvid.backends import BACKENDS
@@ -65,9 +65,11 @@ def pipelined(classifier: Classifier, paths: list[Path], batch: int, workers: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, default=None, help="a trained run (default: random CPU-fast student)")
+    parser.add_argument("--corpus", choices=("realistic-720", "realistic-540", "real-shaped"), default="realistic-720",
+                        help="the videos (bench/decode.py's corpora; real-shaped: shaped like real uploads)")
     parser.add_argument("--videos", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--backend", choices=BACKENDS, default="torch")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto")
     parser.add_argument("--device", default="cpu", help="where the model runs (cpu, cuda)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--json", type=Path, default=None)
@@ -75,7 +77,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    paths = realistic_corpus(args.videos)
+    paths = corpus(args.corpus, args.videos)
     with tempfile.TemporaryDirectory() as scratch:
         run = args.run or make_run(Path(scratch) / "student", *MODELS["student tsn_mobilenetv3 @160"])
         classifier = Classifier.load(run, device=args.device, backend=args.backend)
@@ -95,9 +97,10 @@ def main() -> None:
     report = {
         "machine": machine(),
         "torch_threads": torch.get_num_threads(),
-        "backend": args.backend,
+        "backend": classifier.backend.name,
         "device": args.device,
         "run": str(args.run) if args.run else "random tsn_mobilenetv3 @160",
+        "corpus": args.corpus,
         "videos": len(paths),
         "repeats": args.repeats,
         "ways": {name: {

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from decode import machine, realistic_corpus  # bench/decode.py
+from decode import corpus, machine  # bench/decode.py
 
 from shortvid.backends import BACKENDS
 from shortvid.data.labels import LabelMap
@@ -59,7 +59,10 @@ def p95(values: list[float]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", choices=("realistic-720", "realistic-540", "real-shaped"), default="realistic-720",
+                        help="the videos (bench/decode.py's corpora; real-shaped: shaped like real uploads)")
     parser.add_argument("--videos", type=int, default=24)
+    parser.add_argument("--no-seed", action="store_true", help="time the student only, not the seed's ResNet50")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
@@ -78,9 +81,10 @@ def main() -> None:
         parser.error(f"--backends: unknown {unknown} (choose from {', '.join(BACKENDS)})")
     if args.threads:
         torch.set_num_threads(args.threads)
-    paths = realistic_corpus(args.videos)
+    paths = corpus(args.corpus, args.videos)
+    models = {label: spec for label, spec in MODELS.items() if not (args.no_seed and label == SEED)}
     with tempfile.TemporaryDirectory() as folder:
-        runs = {label: make_run(Path(folder) / str(i), *spec) for i, (label, spec) in enumerate(MODELS.items())}
+        runs = {label: make_run(Path(folder) / str(i), *spec) for i, (label, spec) in enumerate(models.items())}
         if args.student:
             runs[STUDENT] = args.student
         # Loading exports model.onnx for the onnx backend: done here, before any timing.
@@ -101,12 +105,12 @@ def main() -> None:
     median = {key: {s: round(statistics.median(v), 2) for s, v in by.items()} for key, by in times.items()}
     tail = {key: {s: round(p95(v), 2) for s, v in by.items()} for key, by in times.items()}
     ratios = {label: {s: round(median[(label, "onnx")][s] / median[(label, "torch")][s], 3) for s in STAGES}
-              for label in MODELS if {"torch", "onnx"} <= set(backends)}
+              for label in models if {"torch", "onnx"} <= set(backends)}
     ratios_p95 = {label: round(tail[(label, "onnx")]["total"] / tail[(label, "torch")]["total"], 3)
                   for label in ratios}
     vs_seed = {f"{label} / {backend}": round(median[(label, backend)]["total"] / median[(SEED, backend)]["total"], 3)
-               for label, backend in classifiers}
-    report = {"machine": machine(), "describe": describe(), "device": args.device, "student": str(args.student or "random weights"),
+               if SEED in models else None for label, backend in classifiers}
+    report = {"machine": machine(), "describe": describe(), "corpus": args.corpus, "device": args.device, "student": str(args.student or "random weights"),
               "torch_threads": torch.get_num_threads(), "videos": len(paths), "repeats": args.repeats,
               "calls_per_pair": len(paths) * args.repeats, "settle_ms": args.settle_ms, "backends": backends, "providers": providers,
               "median_ms": {f"{label} / {backend}": r for (label, backend), r in median.items()},
@@ -123,7 +127,7 @@ def main() -> None:
         t = tail[(label, backend)]
         print(f"| {label} | {backend} | {r['decode']:.1f} ({t['decode']:.1f}) | {r['preprocess']:.1f} "
               f"({t['preprocess']:.1f}) | {r['model']:.1f} ({t['model']:.1f}) | **{r['total']:.1f}** | "
-              f"{t['total']:.1f} | {vs_seed[f'{label} / {backend}']:.2f} |")
+              f"{t['total']:.1f} | {vs_seed[f'{label} / {backend}'] or float('nan'):.2f} |")
     if ratios:
         print("\n| model | onnx ÷ torch: decode | preprocess | model | total (median) | total (p95) |"
               "\n| --- | --- | --- | --- | --- | --- |")

@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
-from decode import machine, realistic_corpus  # bench/decode.py
+from decode import corpus, machine  # bench/decode.py
 from predict import MODELS, make_run  # bench/predict.py
 
 from shortvid.machine import describe
@@ -139,6 +139,8 @@ def wait_ready(base: str, server: subprocess.Popen, timeout: float = 180) -> Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", choices=("realistic-720", "realistic-540", "real-shaped"), default="realistic-720",
+                        help="the videos (bench/decode.py's corpora; real-shaped: shaped like real uploads)")
     parser.add_argument("--videos", type=int, default=24)
     parser.add_argument("--requests", type=int, default=160, help="measured requests per concurrency level")
     parser.add_argument("--concurrency", default="1,8,32")
@@ -146,13 +148,13 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--decode-workers", type=int, default=2)
-    parser.add_argument("--backend", default="torch")
+    parser.add_argument("--backend", default="auto", help="auto (the default: ONNX Runtime where it runs), torch, onnx")
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
-    paths = realistic_corpus(args.videos)
+    paths = corpus(args.corpus, args.videos)
     bodies = [path.read_bytes() for path in paths]
-    report: dict = {"machine": machine(), "describe": describe(), "videos": len(paths),
+    report: dict = {"machine": machine(), "describe": describe(), "corpus": args.corpus, "videos": len(paths),
                     "mean_video_mb": round(sum(map(len, bodies)) / len(bodies) / 1e6, 2),
                     "settings": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms,
                                  "decode_workers": args.decode_workers, "backend": args.backend},

@@ -1,0 +1,178 @@
+"""The student's backbone: timm's fast CPU nets as TSN students, ms/video and accuracy on `bench`.
+
+Two phases, each resumable:
+
+- ``--time``: every candidate (a timm backbone at an input size) becomes a 3-frame TSN with the
+  `bench` preset's classes, is exported to ONNX (``shortvid.export.export_model``) and timed in ONNX
+  Runtime with shortvid's session (``serve.classifier.OnnxBackend``), one video ``[1, 3, 3, S, S]``
+  per call. Rounds go over the candidates in a new shuffled order, one session alive at a time, so
+  the machine's noise hits them alike; ratios are to the current default student
+  (``tsn_mobilenetv3`` = mobilenetv3_large_100 at 160 px) in the same run. Weights are random:
+  time does not depend on them.
+- ``--train``: the chosen candidates are trained the same way as the default student (the
+  ``mobilenet_cpu`` config: AdamW, BCE, the same epochs, frames cached at short side
+  ``size * 182/160``) and evaluated on the `bench` validation split through the serving path
+  (``evaluate_run``, mean Jaccard). Each run is kept under ``--out``; a finished one is not redone.
+
+    python bench/students.py --time [--rounds 8 --runs 15]
+    python bench/students.py --train --data /work/data/bench --out /work/runs/students \
+        --candidates lcnet_100@160,mobilenetv3_large_075@144 [--epochs 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from shortvid.export import INPUT_NAME, export_model
+from shortvid.machine import describe
+from shortvid.models import create_model
+
+FRAMES, CLASSES = 3, 63
+BASELINE = "mobilenetv3_large_100@160"
+RESIZE_RATIO = 182 / 160  # the default student's short side over its crop
+CANDIDATES = (
+    "mobilenetv3_large_100@160", "mobilenetv3_large_100@128", "mobilenetv3_large_075@160",
+    "mobilenetv3_large_075@128", "mobilenetv3_small_100@160", "mobilenetv3_small_075@160",
+    "mobilenetv4_conv_small@160", "mobilenetv4_conv_small@128", "mobilenetv4_conv_small_050@160",
+    "lcnet_100@160", "lcnet_075@160", "lcnet_050@160", "ghostnet_100@160", "ghostnet_050@160",
+    "repghostnet_100@160", "efficientvit_m0@160", "efficientvit_m1@160", "fastvit_t8@160",
+    "mnasnet_small@160", "tinynet_e@160", "regnetx_002@160", "mobileone_s0@160",
+)
+
+
+def parse(candidate: str) -> tuple[str, int]:
+    """``name@size`` → (timm backbone, input size)."""
+    name, _, size = candidate.partition("@")
+    return name, int(size or 160)
+
+
+def onnx_session(path: str):
+    """The session shortvid serves with (``OnnxBackend``), on the CPU."""
+    from shortvid.serve.classifier import OnnxBackend
+
+    return OnnxBackend(path, torch.device("cpu")).session
+
+
+def time_candidates(candidates: list[str], rounds: int, runs: int) -> dict:
+    """Median ms per video for each candidate, rounds over them in shuffled orders."""
+    rng = np.random.default_rng(0)
+    made, params, times = {}, {}, {c: [] for c in candidates}
+    folder = tempfile.mkdtemp(prefix="students-")
+    for candidate in candidates:
+        name, size = parse(candidate)
+        torch.manual_seed(0)
+        try:
+            model = create_model("tsn", backbone=name, num_classes=CLASSES, pretrained=False).eval()
+            path = export_model(model, Path(folder) / f"{candidate}.onnx", size)
+        except Exception as error:  # a backbone that does not build or export is reported, not fatal
+            print(f"skipped {candidate}: {type(error).__name__}: {error}", flush=True)
+            times.pop(candidate)
+            continue
+        made[candidate] = (str(path), rng.standard_normal((1, FRAMES, 3, size, size)).astype(np.float32))
+        params[candidate] = sum(p.numel() for p in model.parameters()) / 1e6
+    order = list(made)
+    for _ in range(rounds):
+        random.Random(len(times[order[0]])).shuffle(order)
+        for candidate in order:
+            path, frames = made[candidate]
+            session = onnx_session(path)
+            for _ in range(3):
+                session.run(None, {INPUT_NAME: frames})
+            for _ in range(runs):
+                started = time.perf_counter()
+                session.run(None, {INPUT_NAME: frames})
+                times[candidate].append((time.perf_counter() - started) * 1000)
+            del session
+    base = statistics.median(times[BASELINE]) if BASELINE in times else None
+    rows = {}
+    for candidate, values in times.items():
+        median = statistics.median(values)
+        rows[candidate] = {"ms": median, "params_m": params[candidate],
+                           "ratio": median / base if base else None}
+    return rows
+
+
+def cache_for(data: Path, size: int, root: Path) -> Path:
+    """The frame cache of ``data`` at the short side the default student's ratio gives ``size``
+    (182/160), extracted once."""
+    resize = round(size * RESIZE_RATIO)
+    cache = root / f"cache{resize}"
+    if not (cache / "cache.json").exists():
+        subprocess.run([sys.executable, "-m", "shortvid", "extract", str(data), "--out", str(cache),
+                        "--size", str(resize), "--quiet"], check=True)
+    return cache
+
+
+def train_candidate(candidate: str, data: Path, root: Path, epochs: int) -> dict:
+    """Train one candidate with the default student's recipe, evaluate it on the validation split."""
+    from shortvid.evaluate.runner import evaluate_run
+
+    name, size = parse(candidate)
+    run = root / "runs" / candidate.replace("@", "-")
+    result_file = run / "student.json"
+    if result_file.exists():
+        return json.loads(result_file.read_text())
+    cache = cache_for(data, size, root)
+    started = time.perf_counter()
+    if not (run / "best.pt").exists():
+        subprocess.run([sys.executable, "-m", "shortvid", "train", "--config", "mobilenet_cpu",
+                        "model.name=tsn", f"model.args.backbone={name}", "model.pretrained=false",
+                        f"data.input_size={size}", f"data.resize={round(size * RESIZE_RATIO)}",
+                        f"data.dataset={data}", f"data.cache={cache}", f"optim.epochs={epochs}", f"out={run}"],
+                       check=True)
+    trained_s = time.perf_counter() - started
+    report = evaluate_run(run, data, "val", backend="onnx", progress=False)
+    result = {"candidate": candidate, "epochs": epochs, "train_s": trained_s,
+              "mean_jaccard": report["mean_jaccard"], "top1": report["top1_hit"], "map": report["mAP"]}
+    result_file.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--time", action="store_true", help="time every candidate's model stage")
+    parser.add_argument("--candidates", default=",".join(CANDIDATES))
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--train", action="store_true", help="train and evaluate each candidate on --data")
+    parser.add_argument("--data", type=Path, default=None, help="the `bench` corpus (shortvid synth --preset bench)")
+    parser.add_argument("--out", type=Path, default=Path("bench/.cache/students"))
+    parser.add_argument("--epochs", type=int, default=12, help="the default student's recipe: 12 epochs")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    candidates = [c for c in args.candidates.split(",") if c]
+    result: dict = {"machine": describe()}
+    if args.time:
+        rows = time_candidates(candidates, args.rounds, args.runs)
+        result["time"] = rows
+        print("| student backbone @ px | params (M) | model ms/video (ONNX Runtime) | × default |")
+        print("| --- | --- | --- | --- |")
+        for candidate, row in sorted(rows.items(), key=lambda item: item[1]["ms"]):
+            print(f"| {candidate} | {row['params_m']:.2f} | {row['ms']:.2f} | {row['ratio']:.2f} |")
+    if args.train:
+        if args.data is None:
+            parser.error("--train needs --data")
+        trained = {}
+        for candidate in candidates:
+            trained[candidate] = train_candidate(candidate, args.data, args.out, args.epochs)
+            row = trained[candidate]
+            print(f"{candidate}: mean Jaccard {row['mean_jaccard']:.4f}, trained in {row['train_s'] / 60:.1f} min",
+                  flush=True)
+        result["train"] = trained
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
