@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--backend", choices=BACKENDS, default="auto")
     parser.add_argument("--device", default="cpu", help="where the model runs (cpu, cuda)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--compare-spinning", action="store_true",
+                        help="onnx: also run every way with ORT's spinning pool threads (its default), interleaved")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     if args.threads:
@@ -81,19 +83,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         run = args.run or make_run(Path(scratch) / "student", *MODELS["student tsn_mobilenetv3 @160"])
         classifier = Classifier.load(run, device=args.device, backend=args.backend)
-        for path in paths[:4]:  # warm-up: page cache, allocator, thread pools
-            classifier.predict(path)
-        results: dict[str, list[dict]] = {name: [] for name in WAYS}
+        classifiers = {"": classifier}
+        if args.compare_spinning and classifier.backend.name == "onnx":
+            classifiers[", ORT threads spinning"] = Classifier.load(run, device=args.device, backend="onnx", spin=True)
+        ways = {name + suffix: (batch, workers, made) for name, (batch, workers) in WAYS.items()
+                for suffix, made in classifiers.items()}
+        for made in classifiers.values():
+            for path in paths[:4]:  # warm-up: page cache, allocator, thread pools
+                made.predict(path)
+        results: dict[str, list[dict]] = {name: [] for name in ways}
         for _ in range(args.repeats):
-            for name, (batch, workers) in WAYS.items():
-                results[name].append(one_at_a_time(classifier, paths) if batch == 0
-                                     else pipelined(classifier, paths, batch, workers))
+            for name, (batch, workers, made) in ways.items():
+                results[name].append(one_at_a_time(made, paths) if batch == 0
+                                     else pipelined(made, paths, batch, workers))
 
     def median(name: str, key: str, stage: str | None = None) -> float:
         values = [r[key][stage] if stage else r[key] for r in results[name]]
         return statistics.median(values)
 
-    base = median(BASELINE, "videos_per_s")
+    base = median(BASELINE, "videos_per_s")  # shortvid's session; the spinning rows are ratios to it too
     report = {
         "machine": machine(),
         "torch_threads": torch.get_num_threads(),
@@ -108,7 +116,7 @@ def main() -> None:
             "x_baseline": round(median(name, "videos_per_s") / base, 2),
             "ms_per_video": {stage: round(median(name, "ms_per_video", stage), 2)
                              for stage in ("decode", "wait", "preprocess", "model")},
-        } for name in WAYS},
+        } for name in ways},
     }
     print(json.dumps(report, indent=2))
     print("\n| way | videos/s | × one at a time | decode | wait | preprocess | model (ms/video) |")

@@ -88,7 +88,8 @@ def main() -> None:
         if args.student:
             runs[STUDENT] = args.student
         # Loading exports model.onnx for the onnx backend: done here, before any timing.
-        classifiers = {(label, backend): Classifier.load(run, device=args.device, backend=backend)
+        # spin=True: one video at a time, as `shortvid predict` and the competition kit load it.
+        classifiers = {(label, backend): Classifier.load(run, device=args.device, backend=backend, spin=True)
                        for label, run in runs.items() for backend in backends}
         providers = {f"{label} / {backend}": list(getattr(c.backend, "providers", ())) or str(c.device)
                      for (label, backend), c in classifiers.items()}

@@ -41,7 +41,8 @@ class ServerApi:
         run = run_dir or os.environ.get("SHORTVID_RUN", DEFAULT_RUN)
         backend, precision = from_environment(backend, precision)
         device = f"cuda:{gpu_id}" if torch.cuda.is_available() else "cpu"
-        self.classifier = Classifier.load(run, device=device, backend=backend, precision=precision)
+        # One video at a time, back to back: the case ONNX Runtime's spinning threads serve best.
+        self.classifier = Classifier.load(run, device=device, backend=backend, precision=precision, spin=True)
         self.errors: list[str] = []
 
     def handle(self, video_path: str) -> list[int]:

@@ -175,6 +175,19 @@ def test_onnx_is_reexported_when_the_checkpoint_is_newer(run_copy):
     assert path.stat().st_mtime > stamp
 
 
+def _spins(classifier: Classifier) -> str:
+    options = classifier.backend.session.get_session_options()
+    return options.get_session_config_entry("session.intra_op.allow_spinning")
+
+
+def test_onnx_threads_spin_only_for_callers_that_run_one_video_at_a_time(run_copy, monkeypatch):
+    assert _spins(Classifier.load(run_copy, device="cpu", backend="onnx")) == "0"  # service, classify_many
+    assert _spins(Classifier.load(run_copy, device="cpu", backend="onnx", spin=True)) == "1"
+    if not torch.cuda.is_available():
+        monkeypatch.delenv("SHORTVID_BACKEND", raising=False)
+        assert _spins(ServerApi(run_dir=str(run_copy)).classifier) == "1"  # the kit: one at a time
+
+
 def test_evaluate_and_judge_default_to_onnx(run_copy, tiny_corpus, tmp_path, monkeypatch):
     on_torch = evaluate_run(run_copy, tiny_corpus, "val", device="cpu", limit=8, out=tmp_path / "t.json",
                             progress=False, backend="torch")

@@ -79,7 +79,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return _predict_to_store(paths, empty, args)
     from ..serve.classifier import Classifier
 
-    classifier = Classifier.load(args.run, device=args.device, **model_options(args), limits=decode_limits(args))
+    classifier = Classifier.load(args.run, device=args.device, **model_options(args), limits=decode_limits(args),
+                                 spin=args.batch_size == 1)  # one at a time: spinning threads are fastest
     for item, error in empty:
         print(error_line(item, error), flush=True)
     if args.batch_size > 1:

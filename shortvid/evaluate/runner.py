@@ -42,7 +42,7 @@ def evaluate_run(
     ``precision``: ``fp32``, ``bf16`` (torch), ``int8`` or ``int8-dynamic`` (onnx), and ``limits``, the
     largest frames decoded; see ``Classifier.load``. The report names the backend and precision that ran."""
     classifier = Classifier.load(run_dir, device=device, adaptive=adaptive, backend=backend, precision=precision,
-                                 limits=limits)
+                                 limits=limits, spin=True)  # one video at a time
     annotations = load_dataset(dataset, split, labels=classifier.labels, on_error="skip")
     samples = annotations.samples[:limit] if limit else annotations.samples
     num_classes = len(classifier.labels)

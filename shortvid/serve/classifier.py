@@ -70,7 +70,7 @@ class OnnxBackend:
 
     name = "onnx"
 
-    def __init__(self, path: str | os.PathLike, device: torch.device, precision: str = "fp32"):
+    def __init__(self, path: str | os.PathLike, device: torch.device, precision: str = "fp32", spin: bool = False):
         require("onnx", "the onnx backend")
         import onnxruntime as ort
 
@@ -80,9 +80,11 @@ class OnnxBackend:
             providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only
-        # ORT's pool threads spin after each run by default, holding the cores that decoding needs
-        # next; without spinning the pipeline and the predict loop ran 7-15% faster (BENCHMARKS.md).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # ORT's pool threads spin by default, between operators and after each run: the fastest for
+        # one video at a time back to back, but the spinning holds the cores that decode threads and
+        # other requests need (BENCHMARKS.md, issue 14): off unless the caller runs one at a time.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        self.spin = spin
         self.path = Path(path)
         self.precision = precision  # fp32, int8 (static) or int8-dynamic: which file `path` is
         try:
@@ -109,15 +111,17 @@ class OnnxBackend:
                               lambda _, rows: self.run(torch.stack([frames[row][mask[row]] for row in rows.tolist()])))
 
 
-def _onnx_backend(run_dir: str | os.PathLike, checkpoint: str, precision: str, device: torch.device) -> OnnxBackend:
+def _onnx_backend(run_dir: str | os.PathLike, checkpoint: str, precision: str, device: torch.device,
+                  spin: bool = False) -> OnnxBackend:
     """ONNX Runtime on the run's file of ``precision``, (re)made first when missing or stale."""
     from ..quantize import ensure_onnx
 
     require("onnx", "the onnx backend")  # before exporting, which needs it too
-    return OnnxBackend(ensure_onnx(run_dir, checkpoint, precision), device, precision)
+    return OnnxBackend(ensure_onnx(run_dir, checkpoint, precision), device, precision, spin)
 
 
-def _auto_onnx(run_dir: str | os.PathLike, checkpoint: str, precision: str, device: torch.device) -> OnnxBackend | None:
+def _auto_onnx(run_dir: str | os.PathLike, checkpoint: str, precision: str, device: torch.device,
+               spin: bool = False) -> OnnxBackend | None:
     """What ``auto`` means for this run, device and precision (see ``Classifier.load``): the ONNX
     Runtime backend, or ``None`` for torch. Where both backends run ``precision``, a run ONNX Runtime
     cannot serve falls back to torch, with the cause logged."""
@@ -125,9 +129,9 @@ def _auto_onnx(run_dir: str | os.PathLike, checkpoint: str, precision: str, devi
     if candidates == ("torch",) or (device.type != "cpu" and "torch" in candidates):
         return None  # bf16; on a GPU, PyTorch with CUDA (docs/onnx.md, "Picking the backend")
     if candidates == ("onnx",):
-        return _onnx_backend(run_dir, checkpoint, precision, device)  # int8: raises as backend="onnx" does
+        return _onnx_backend(run_dir, checkpoint, precision, device, spin)  # int8: raises as backend="onnx" does
     try:
-        return _onnx_backend(run_dir, checkpoint, precision, device)
+        return _onnx_backend(run_dir, checkpoint, precision, device, spin)
     except (MissingExtraError, ExportError) as error:
         log.warning("shortvid: %s: ONNX Runtime not used, running the PyTorch model: %s", run_dir, error.cause)
         return None
@@ -182,7 +186,7 @@ class Classifier:
     @classmethod
     def load(cls, run_dir: str | os.PathLike, device: str = "auto", checkpoint: str = "best",
              adaptive: bool = False, backend: str = AUTO, precision: str = "fp32",
-             limits: DecodeLimits | None = None) -> "Classifier":
+             limits: DecodeLimits | None = None, spin: bool = False) -> "Classifier":
         """``adaptive``: a video with fewer keyframes than the run's frame count is classified from
         those keyframes alone (the seed's adaptive I-frame model, with one TSN for every count).
 
@@ -199,7 +203,13 @@ class Classifier:
         (RUN/model.int8-dynamic.onnx), made first when missing or older than the checkpoint
         (``shortvid.quantize``, docs/onnx.md). Other pairs are a ``ValueError``.
 
-        ``limits``: the largest frames decoded (``DecodeLimits()`` by default; docs/security.md)."""
+        ``limits``: the largest frames decoded (``DecodeLimits()`` by default; docs/security.md).
+
+        ``spin``: let ONNX Runtime's threads spin between operators and runs, for a caller that
+        classifies one video at a time back to back (the competition's protocol, ``shortvid predict``
+        without ``--batch-size``, ``evaluate_run``): 11.2 against 14.7 ms per video there. Off by
+        default: where decode threads or other requests share the cores (the service, ``classify_many``)
+        spinning took their time, 0.83-0.90x the throughput (BENCHMARKS.md)."""
         check_precision(backend, precision)
         run = RunDir(run_dir)
         torch_device = resolve_device(device)
@@ -210,9 +220,9 @@ class Classifier:
         policy = DecisionPolicy.from_dict(policy) if policy else DecisionPolicy()
         onnx = None
         if backend == "onnx":
-            onnx = _onnx_backend(run_dir, checkpoint, precision, torch_device)
+            onnx = _onnx_backend(run_dir, checkpoint, precision, torch_device, spin)
         elif backend == AUTO:
-            onnx = _auto_onnx(run_dir, checkpoint, precision, torch_device)
+            onnx = _auto_onnx(run_dir, checkpoint, precision, torch_device, spin)
         if onnx is not None:
             return cls(None, run.label_map(), preprocess, policy, torch_device, onnx, limits)
         model = run.load_model(checkpoint, torch_device)
