@@ -25,9 +25,16 @@ bench: install
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/decode.py --variants --peers
 	$(BIN)/python bench/decode.py --corpus realistic-540 --variants --peers
+	$(BIN)/python bench/decode.py --corpus real-shaped --videos 25
 	$(BIN)/python bench/predict.py --backends torch,onnx
-	$(BIN)/python bench/pipeline.py
-	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/predict.py --corpus real-shaped --videos 25 --repeats 4 --backends torch,onnx --no-seed
+	$(BIN)/python bench/pipeline.py --corpus real-shaped --videos 50 --compare-spinning
+	$(BIN)/python bench/serve.py --corpus real-shaped --videos 25 --concurrency 1,8,16,32
+	$(BIN)/python bench/preprocess.py
+	$(BIN)/python bench/ort_options.py
+	$(BIN)/python bench/torch_options.py
+	$(BIN)/python bench/overlap.py
+	$(BIN)/python bench/students.py --time
 	$(BIN)/python bench/fuzz.py
 	$(BIN)/python bench/soak.py
 	$(BIN)/python bench/overload.py

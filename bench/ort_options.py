@@ -3,8 +3,10 @@
 The graph is `tsn_mobilenetv3` (the `mobilenet_cpu` config's student: MobileNetV3 TSN, 160 px, 63
 classes) exported by `shortvid.export.export_model`; its weights are random, which changes no
 timing. One video is 3 frames, `[1, 3, 3, 160, 160]`, the serving path's batch. Every variant is a
-session built with one setting changed from shortvid's (`serve.classifier.OnnxBackend`: ORT's
-defaults, errors-only logging). Rounds go over the variants in a new shuffled order each time, so
+session built with one setting changed from ORT's defaults (errors-only logging), which are
+shortvid's session for callers that classify one video at a time (`OnnxBackend(spin=True)`);
+`allow_spinning=0` is its default session (the service, `classify_many`), and the `I/O binding`
+row runs the defaults' session through `run_with_iobinding` with the input bound once. Rounds go over the variants in a new shuffled order each time, so
 machine noise hits them alike; within a round each variant's session is made, warmed up, timed
 `--runs` times and dropped, one session alive at a time. The report gives each one's median ms and
 its ratio to shortvid's session; outputs are checked against it (max abs difference).
@@ -26,11 +28,12 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from shortvid.export import INPUT_NAME, export_model
+from shortvid.export import INPUT_NAME, OUTPUT_NAME, export_model
 from shortvid.machine import describe
 from shortvid.models import create_model
 
 SIZE, FRAMES = 160, 3
+IO_BINDING = "I/O binding (input bound once, output to the CPU)"
 
 
 def variants() -> dict[str, ort.SessionOptions]:
@@ -38,13 +41,16 @@ def variants() -> dict[str, ort.SessionOptions]:
     def options(**changes) -> ort.SessionOptions:
         made = ort.SessionOptions()
         made.log_severity_level = 3
+        spin = changes.pop("spin", None)
+        if spin is not None:
+            made.add_session_config_entry("session.intra_op.allow_spinning", spin)
         for name, value in changes.items():
             setattr(made, name, value)
         return made
 
     level = ort.GraphOptimizationLevel
     return {
-        "shortvid (ORT defaults)": options(),
+        "ORT defaults (shortvid's session with spin=True)": options(),
         "intra_op_num_threads=1": options(intra_op_num_threads=1),
         "intra_op_num_threads=2": options(intra_op_num_threads=2),
         "graph optimisation: basic": options(graph_optimization_level=level.ORT_ENABLE_BASIC),
@@ -52,6 +58,8 @@ def variants() -> dict[str, ort.SessionOptions]:
         "execution mode: parallel": options(execution_mode=ort.ExecutionMode.ORT_PARALLEL),
         "memory arena off": options(enable_cpu_mem_arena=False),
         "memory pattern off": options(enable_mem_pattern=False),
+        "threads sleep: allow_spinning=0 (shortvid's default session)": options(spin="0"),
+        IO_BINDING: options(),
     }
 
 
@@ -74,7 +82,7 @@ def main() -> None:
         def session(name: str) -> ort.InferenceSession:
             return ort.InferenceSession(path, sess_options=made[name], providers=["CPUExecutionProvider"])
 
-        reference = session("shortvid (ORT defaults)").run(None, {INPUT_NAME: frames})[0]
+        reference = session("ORT defaults (shortvid's session with spin=True)").run(None, {INPUT_NAME: frames})[0]
         order, shuffle = list(made), random.Random(0).shuffle
         for _ in range(args.rounds):
             shuffle(order)
@@ -82,25 +90,36 @@ def main() -> None:
                 # One session alive at a time: ORT's pool threads spin after each run, and a second
                 # session's spinning threads would take the cores from the one being timed.
                 current = session(name)
+                if name == IO_BINDING:
+                    binding = current.io_binding()
+                    binding.bind_cpu_input(INPUT_NAME, frames)
+                    binding.bind_output(OUTPUT_NAME)
+
+                    def call(current=current, binding=binding) -> np.ndarray:
+                        current.run_with_iobinding(binding)
+                        return binding.copy_outputs_to_cpu()[0]
+                else:
+                    def call(current=current) -> np.ndarray:
+                        return current.run(None, {INPUT_NAME: frames})[0]
                 for _ in range(5):
-                    output = current.run(None, {INPUT_NAME: frames})[0]
+                    output = call()
                 differences[name] = float(np.abs(output - reference).max())
                 for _ in range(args.runs):
                     started = time.perf_counter()
-                    current.run(None, {INPUT_NAME: frames})
+                    call()
                     times[name].append((time.perf_counter() - started) * 1000)
                 del current
-    base = statistics.median(times["shortvid (ORT defaults)"])
+    base = statistics.median(times["ORT defaults (shortvid's session with spin=True)"])
     machine = describe()
     results = {"machine": f"{machine['cpu']}, {machine['cores']} cores", "onnxruntime": ort.__version__,
                "input": [1, FRAMES, 3, SIZE, SIZE], "rounds": args.rounds, "runs": args.runs,
                "median_ms": {name: round(statistics.median(values), 3) for name, values in times.items()},
-               "x_shortvid": {name: round(statistics.median(values) / base, 3) for name, values in times.items()},
+               "x_defaults": {name: round(statistics.median(values) / base, 3) for name, values in times.items()},
                "max_abs_diff": differences}
     print(json.dumps(results, indent=2))
-    print("\n| session | median ms (one video) | × shortvid's | max abs diff |\n| --- | --- | --- | --- |")
+    print("\n| session | median ms (one video) | × ORT defaults | max abs diff |\n| --- | --- | --- | --- |")
     for name in made:
-        print(f"| {name} | {results['median_ms'][name]:.2f} | {results['x_shortvid'][name]:.2f} | "
+        print(f"| {name} | {results['median_ms'][name]:.2f} | {results['x_defaults'][name]:.2f} | "
               f"{differences[name]:.1e} |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

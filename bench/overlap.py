@@ -56,7 +56,7 @@ class Overlapped:
     def __init__(self, classifier: Classifier, threads: int):
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = threads  # threads spin, as in the sequential way's session
         self.session = ort.InferenceSession(str(classifier.backend.path), sess_options=options,
                                             providers=["CPUExecutionProvider"])
         self.classifier = classifier
@@ -104,7 +104,7 @@ def main() -> None:
     paths = corpus(args.corpus, args.videos)
     with tempfile.TemporaryDirectory() as scratch:
         run = make_run(Path(scratch) / "student", *MODELS["student tsn_mobilenetv3 @160"])
-        classifier = Classifier.load(run, backend="onnx")
+        classifier = Classifier.load(run, backend="onnx", spin=True)  # as `shortvid predict` loads it
         ways = {"sequential (Classifier.predict)": lambda path: classifier.predict(path).timings}
         for threads in (1, 2):
             overlapped = Overlapped(classifier, threads)

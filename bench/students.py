@@ -11,7 +11,7 @@ Two phases, each resumable:
   time does not depend on them.
 - ``--train``: the chosen candidates are trained the same way as the default student (the
   ``mobilenet_cpu`` config: AdamW, BCE, the same epochs, frames cached at short side
-  ``size * 182/160``) and evaluated on the `bench` validation split through the serving path
+  ``size * 182/160``; from scratch, or from timm's ImageNet weights with ``--pretrained``) and evaluated on the `bench` validation split through the serving path
   (``evaluate_run``, mean Jaccard). Each run is kept under ``--out``; a finished one is not redone.
 
     python bench/students.py --time [--rounds 8 --runs 15]
@@ -114,7 +114,7 @@ def cache_for(data: Path, size: int, root: Path) -> Path:
     return cache
 
 
-def train_candidate(candidate: str, data: Path, root: Path, epochs: int) -> dict:
+def train_candidate(candidate: str, data: Path, root: Path, epochs: int, pretrained: bool = False) -> dict:
     """Train one candidate with the default student's recipe, evaluate it on the validation split."""
     from shortvid.evaluate.runner import evaluate_run
 
@@ -127,16 +127,31 @@ def train_candidate(candidate: str, data: Path, root: Path, epochs: int) -> dict
     started = time.perf_counter()
     if not (run / "best.pt").exists():
         subprocess.run([sys.executable, "-m", "shortvid", "train", "--config", "mobilenet_cpu",
-                        "model.name=tsn", f"model.args.backbone={name}", "model.pretrained=false",
+                        "model.name=tsn", f"model.args.backbone={name}", f"model.pretrained={str(pretrained).lower()}",
                         f"data.input_size={size}", f"data.resize={round(size * RESIZE_RATIO)}",
                         f"data.dataset={data}", f"data.cache={cache}", f"optim.epochs={epochs}", f"out={run}"],
                        check=True)
     trained_s = time.perf_counter() - started
     report = evaluate_run(run, data, "val", backend="onnx", progress=False)
-    result = {"candidate": candidate, "epochs": epochs, "train_s": trained_s,
+    result = {"candidate": candidate, "epochs": epochs, "pretrained": pretrained, "train_s": trained_s,
               "mean_jaccard": report["mean_jaccard"], "top1": report["top1_hit"], "map": report["mAP"]}
     result_file.write_text(json.dumps(result, indent=2))
     return result
+
+
+def print_pareto(timed: dict, trained: dict) -> None:
+    """Time and accuracy of each trained candidate; a row is on the Pareto front when no other is both
+    faster and more accurate."""
+    rows = [(c, timed[c], trained[c]) for c in trained if c in timed]
+    base = trained.get(BASELINE, {}).get("mean_jaccard")
+    print("| student backbone @ px | params (M) | model ms/video | × default | mean Jaccard | Δ vs default | Pareto front |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for candidate, time_row, train_row in sorted(rows, key=lambda row: row[1]["ms"]):
+        front = not any(other[1]["ms"] < time_row["ms"] and other[2]["mean_jaccard"] > train_row["mean_jaccard"]
+                        for other in rows)
+        delta = f"{train_row['mean_jaccard'] - base:+.3f}" if base is not None else ""
+        print(f"| {candidate} | {time_row['params_m']:.2f} | {time_row['ms']:.2f} | {time_row['ratio']:.2f} | "
+              f"{train_row['mean_jaccard']:.3f} | {delta} | {'yes' if front else ''} |")
 
 
 def main() -> None:
@@ -149,6 +164,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="the `bench` corpus (shortvid synth --preset bench)")
     parser.add_argument("--out", type=Path, default=Path("bench/.cache/students"))
     parser.add_argument("--epochs", type=int, default=12, help="the default student's recipe: 12 epochs")
+    parser.add_argument("--pretrained", action="store_true",
+                        help="start from timm's ImageNet weights (needs the hub; default: from scratch)")
+    parser.add_argument("--time-json", type=Path, default=None,
+                        help="with --train: the --json of an earlier --time run, for the Pareto table")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     candidates = [c for c in args.candidates.split(",") if c]
@@ -165,11 +184,14 @@ def main() -> None:
             parser.error("--train needs --data")
         trained = {}
         for candidate in candidates:
-            trained[candidate] = train_candidate(candidate, args.data, args.out, args.epochs)
+            trained[candidate] = train_candidate(candidate, args.data, args.out, args.epochs, args.pretrained)
             row = trained[candidate]
             print(f"{candidate}: mean Jaccard {row['mean_jaccard']:.4f}, trained in {row['train_s'] / 60:.1f} min",
                   flush=True)
         result["train"] = trained
+        timed = result.get("time") or (json.loads(args.time_json.read_text())["time"] if args.time_json else None)
+        if timed:
+            print_pareto(timed, trained)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 
