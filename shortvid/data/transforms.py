@@ -41,7 +41,8 @@ class VideoTransform:
 
     def __call__(self, frames: torch.Tensor, mode: str = "test") -> torch.Tensor:
         """``frames`` uint8 [T, H, W, 3] (as the datasets and the decoder give them)."""
-        if mode != "train" and frames.device.type == "cpu" and min(frames.shape[1:3]) >= self.size:
+        if (mode != "train" and frames.device.type == "cpu" and frames.dtype == torch.uint8
+                and min(frames.shape[1:3]) >= self.size):
             return torch.from_numpy(self.centre_crop(frames.numpy()))
         chw = frames.permute(0, 3, 1, 2)
         return (self.train if mode == "train" else self.test)(chw).contiguous()
