@@ -138,6 +138,15 @@ def container_shapes(paths: list[Path]) -> dict[str, int]:
     return shapes
 
 
+GENERATED = ("realistic-720", "realistic-540", "real-shaped")  # the corpora made here, not read from disk
+
+
+def add_corpus_argument(parser, default: str = "realistic-720") -> None:
+    """``--corpus``, one of the generated corpora, for the benchmarks that time the serving path."""
+    parser.add_argument("--corpus", choices=GENERATED, default=default,
+                        help="the videos (bench/decode.py's corpora; real-shaped: shaped like real uploads)")
+
+
 def corpus(name: str, videos: int, bench_dir: Path = BENCH_DIR) -> list[Path]:
     if name == "real-shaped":
         return real_shaped_corpus(videos)
@@ -424,7 +433,7 @@ def _versions() -> dict[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", choices=("realistic-720", "realistic-540", "real-shaped", "bench"),
+    parser.add_argument("--corpus", choices=(*GENERATED, "bench"),
                         default="realistic-720")
     parser.add_argument("--bench-dir", type=Path, default=BENCH_DIR, help="videos of the bench preset corpus")
     parser.add_argument("--videos", type=int, default=24)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-from decode import corpus, machine  # bench/decode.py
+from decode import add_corpus_argument, corpus, machine  # bench/decode.py
 from predict import MODELS, make_run  # bench/predict.py
 
 from shortvid.decode import reader as reader_module
@@ -94,7 +94,7 @@ class Overlapped:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", default="real-shaped", choices=("real-shaped", "realistic-720", "realistic-540"))
+    add_corpus_argument(parser, "real-shaped")
     parser.add_argument("--videos", type=int, default=25)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None)

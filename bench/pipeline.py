@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from decode import corpus, machine  # bench/decode.py
+from decode import add_corpus_argument, corpus, machine  # bench/decode.py
 from predict import MODELS, make_run  # bench/predict.py
 
 from shortvid.backends import BACKENDS
@@ -65,8 +65,7 @@ def pipelined(classifier: Classifier, paths: list[Path], batch: int, workers: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, default=None, help="a trained run (default: random CPU-fast student)")
-    parser.add_argument("--corpus", choices=("realistic-720", "realistic-540", "real-shaped"), default="realistic-720",
-                        help="the videos (bench/decode.py's corpora; real-shaped: shaped like real uploads)")
+    add_corpus_argument(parser)
     parser.add_argument("--videos", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backend", choices=BACKENDS, default="auto")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from decode import corpus, machine  # bench/decode.py
+from decode import add_corpus_argument, corpus, machine  # bench/decode.py
 
 from shortvid.backends import BACKENDS
 from shortvid.data.labels import LabelMap
@@ -59,8 +59,7 @@ def p95(values: list[float]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", choices=("realistic-720", "realistic-540", "real-shaped"), default="realistic-720",
-                        help="the videos (bench/decode.py's corpora; real-shaped: shaped like real uploads)")
+    add_corpus_argument(parser)
     parser.add_argument("--videos", type=int, default=24)
     parser.add_argument("--no-seed", action="store_true", help="time the student only, not the seed's ResNet50")
     parser.add_argument("--repeats", type=int, default=3)

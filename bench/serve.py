@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
-from decode import corpus, machine  # bench/decode.py
+from decode import add_corpus_argument, corpus, machine  # bench/decode.py
 from predict import MODELS, make_run  # bench/predict.py
 
 from shortvid.machine import describe
@@ -139,8 +139,7 @@ def wait_ready(base: str, server: subprocess.Popen, timeout: float = 180) -> Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", choices=("realistic-720", "realistic-540", "real-shaped"), default="realistic-720",
-                        help="the videos (bench/decode.py's corpora; real-shaped: shaped like real uploads)")
+    add_corpus_argument(parser)
     parser.add_argument("--videos", type=int, default=24)
     parser.add_argument("--requests", type=int, default=160, help="measured requests per concurrency level")
     parser.add_argument("--concurrency", default="1,8,32")
