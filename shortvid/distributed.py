@@ -15,8 +15,13 @@ What a batch engine must get right here:
   is isolated: Ray restarts the actor and retries the block (at most ``max_retries`` times); the
   retried block runs one video at a time, each recorded in a small ledger actor before it starts,
   so the video that was running when the worker died is known and reported as ``WorkerCrashed``
-  instead of being tried again. A block that still fails after its retries is dropped by Ray, and
-  the driver reports its paths as ``WorkerCrashed``.
+  instead of being tried again. Isolating one such video takes two retries (``MIN_RETRIES``): the
+  first runs the block one video at a time and dies on it, the second reports it and runs the rest.
+  A block that still fails after its retries is dropped by Ray, and the driver reports its paths as
+  ``WorkerCrashed``, its healthy videos with the guilty ones.
+- **A crash is not a verdict on the video**: a rerun into the same output classifies ``WorkerCrashed``
+  rows again (every error row with ``retry_failed``), and the new row supersedes the old
+  (``shortvid.serve.store``).
 - **Actors are sized from the cluster's resources**; a request that cannot fit is refused before
   anything starts (an actor pool waiting for CPUs that never come would hang the job).
 - Without ``address`` a private local Ray starts with this machine's CPUs; with one, the job joins
@@ -45,7 +50,9 @@ from .decode import DecodeLimits, FrameSpec
 from .errors import ShortvidError, WorkerCrashed
 from .extras import require
 from .serve.batch import classify_many
-from .serve.store import PredictionStore, prediction_row
+from .serve.store import PredictionStore, prediction_row, settled
+
+MIN_RETRIES = 2  # one retry runs a crashed block one video at a time, the next reports the video that killed it
 
 
 class DistributedError(ShortvidError):
@@ -61,8 +68,16 @@ class RayOptions:
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
     block_size: int = 16  # videos per Ray Data block (one classify_many call each)
-    max_retries: int = 4  # retries of a block whose worker died
+    max_retries: int = 4  # retries of a block whose worker died: at least MIN_RETRIES, finite
     object_store_mb: int | None = None  # local Ray only: its object store (default: Ray's)
+
+    def __post_init__(self):
+        # Ray reads -1 as "retry forever", and with fewer than MIN_RETRIES a crashing video drops its
+        # whole block: refuse both before anything starts.
+        if not isinstance(self.max_retries, int) or self.max_retries < MIN_RETRIES:
+            raise DistributedError("--max-retries", f"must be a whole number of at least {MIN_RETRIES}, got "
+                                   f"{self.max_retries!r}: isolating a video that kills its worker takes one retry "
+                                   f"that runs the block one video at a time and one that reports the video")
 
 
 @dataclass
@@ -72,6 +87,7 @@ class JobSummary:
     total: int = 0
     done: int = 0  # rows written by this run
     skipped: int = 0  # already in the output (resumed)
+    retried: int = 0  # of those done, paths whose earlier row was a crash (or, with retry_failed, any error)
     failed: Counter = field(default_factory=Counter)  # error rows by type
     missing: int = 0  # paths with no row at the end (should never happen)
     seconds: float = 0.0
@@ -84,12 +100,13 @@ class JobSummary:
     def format(self) -> str:
         failed = ", ".join(f"{kind} {n}" for kind, n in sorted(self.failed.items())) or "none"
         return (f"{self.total} videos: {self.done} done ({sum(self.failed.values())} failed: {failed}), "
-                f"{self.skipped} skipped as already done, {self.missing} missing; {self.seconds:.1f} s, "
+                f"{self.skipped} skipped as already done, {self.retried} retried after a crash or failure, "
+                f"{self.missing} missing; {self.seconds:.1f} s, "
                 f"{self.videos_per_s:.1f} videos/s on {self.actors} actors")
 
     def to_dict(self) -> dict:
-        return {"total": self.total, "done": self.done, "skipped": self.skipped, "failed": dict(self.failed),
-                "missing": self.missing, "seconds": round(self.seconds, 2),
+        return {"total": self.total, "done": self.done, "skipped": self.skipped, "retried": self.retried,
+                "failed": dict(self.failed), "missing": self.missing, "seconds": round(self.seconds, 2),
                 "videos_per_s": round(self.videos_per_s, 2), "actors": self.actors}
 
 
@@ -291,18 +308,33 @@ def run_isolated_on_ray(items: Sequence[str], make_processor: Callable[[], Proce
         ray.kill(ledger)
 
 
+def _resume(store: PredictionStore, sources: Iterable[str],
+            retry_failed: bool) -> tuple[list[str], list[str], JobSummary]:
+    """A job's paths (each once), those it must classify (no row yet, a crash row, or any error row with
+    ``retry_failed``), and its summary so far."""
+    paths = list(dict.fromkeys(str(source) for source in sources))
+    latest = store.latest()
+    todo = [path for path in paths if path not in latest or not settled(latest[path], retry_failed)]
+    summary = JobSummary(total=len(paths), skipped=len(paths) - len(todo),
+                         retried=sum(path in latest for path in todo))
+    return paths, todo, summary
+
+
+def _missing(store: PredictionStore, paths: list[str]) -> int:
+    """How many of ``paths`` have no row in ``store`` (a crash row counts: it is the path's row)."""
+    return len(set(paths) - store.latest().keys())
+
+
 def predict_local(run: str, sources: Iterable[str], out: str | os.PathLike, *, fmt: str = "parquet",
                   device: str = "auto", backend: str = "auto", precision: str = "fp32", adaptive: bool = False,
                   limits: DecodeLimits | None = None, batch_size: int = 8, workers: int | None = None,
-                  progress: Callable[[JobSummary], None] | None = None) -> JobSummary:
+                  retry_failed: bool = False, progress: Callable[[JobSummary], None] | None = None) -> JobSummary:
     """``predict_ray``'s job on this machine (``classify_many``: decode threads ahead of batched model
     calls), with the same output folder, rows and resume."""
     started = time.perf_counter()
     store = PredictionStore(out, fmt)
-    paths = list(dict.fromkeys(str(source) for source in sources))
-    done = store.done()
-    todo = [path for path in paths if path not in done]
-    summary = JobSummary(total=len(paths), skipped=len(paths) - len(todo), actors=1)
+    paths, todo, summary = _resume(store, sources, retry_failed)
+    summary.actors = 1
     if todo:
         from .serve.classifier import Classifier
 
@@ -318,7 +350,7 @@ def predict_local(run: str, sources: Iterable[str], out: str | os.PathLike, *, f
                 if progress:
                     progress(summary)
         store.write(rows)
-    summary.missing = len(set(paths) - store.done())
+    summary.missing = _missing(store, paths)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -326,16 +358,14 @@ def predict_local(run: str, sources: Iterable[str], out: str | os.PathLike, *, f
 def predict_ray(run: str, sources: Iterable[str], out: str | os.PathLike, *, options: RayOptions = RayOptions(),
                 fmt: str = "parquet", device: str = "auto", backend: str = "auto", precision: str = "fp32",
                 adaptive: bool = False, limits: DecodeLimits | None = None, batch_size: int = 8,
-                workers: int | None = None,
+                workers: int | None = None, retry_failed: bool = False,
                 progress: Callable[[JobSummary], None] | None = None) -> JobSummary:
     """Classify every path or URI of ``sources`` with ``run`` on Ray; one row each in ``out``
-    (``shortvid.serve.store``). Paths already in ``out`` are skipped (resume)."""
+    (``shortvid.serve.store``). Paths already in ``out`` are skipped (resume), except crash rows and,
+    with ``retry_failed``, every error row: those are classified again."""
     started = time.perf_counter()
     store = PredictionStore(out, fmt)
-    paths = list(dict.fromkeys(str(source) for source in sources))
-    done = store.done()
-    todo = [path for path in paths if path not in done]
-    summary = JobSummary(total=len(paths), skipped=len(paths) - len(todo))
+    paths, todo, summary = _resume(store, sources, retry_failed)
     if not todo:
         summary.seconds = time.perf_counter() - started
         return summary
@@ -363,7 +393,7 @@ def predict_ray(run: str, sources: Iterable[str], out: str | os.PathLike, *, opt
                 pending.append(row)
                 _count(summary, row)
         store.write(pending)
-    summary.missing = len(set(paths) - store.done())
+    summary.missing = _missing(store, paths)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -407,5 +437,5 @@ def _count(summary: JobSummary, row: dict) -> None:
         summary.failed[row["error"]["type"]] += 1
 
 
-__all__ = ["DistributedError", "JobSummary", "RayOptions", "actor_count", "extract_ray", "predict_local", "predict_ray",
-           "ray_session", "run_isolated_on_ray"]
+__all__ = ["MIN_RETRIES", "DistributedError", "JobSummary", "RayOptions", "actor_count", "extract_ray", "predict_local",
+           "predict_ray", "ray_session", "run_isolated_on_ray"]

@@ -1,7 +1,8 @@
 """Batch jobs on Ray (shortvid.distributed): a real local Ray for the module, and a real `ray start`
 cluster for the --address path. Predictions equal the local engine's, every path gets one row (broken
-files and a worker that dies included), resume skips what is done, and the cache Ray fills is the
-local engine's cache."""
+files and a worker that dies included), resume skips what is done but retries crash rows, a block
+dropped after its retries still gives every path a row, and the cache Ray fills is the local engine's
+cache."""
 
 import json
 import os
@@ -19,6 +20,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from shortvid import distributed  # noqa: E402
+from shortvid.cli import main  # noqa: E402
 from shortvid.data.annotations import load_dataset  # noqa: E402
 from shortvid.data.cache import FrameCache, extract  # noqa: E402
 from shortvid.decode import FrameSpec  # noqa: E402
@@ -27,11 +30,13 @@ from shortvid.distributed import (  # noqa: E402
     PredictProcessor,
     RayOptions,
     actor_count,
+    crashed_prediction,
     extract_ray,
     predict_local,
     predict_ray,
     run_isolated_on_ray,
 )
+from shortvid.errors import WorkerCrashed  # noqa: E402
 from shortvid.serve.store import PredictionStore  # noqa: E402
 
 OPTIONS = RayOptions(actors=1, block_size=4, max_retries=4)
@@ -113,6 +118,81 @@ def test_a_video_that_kills_its_worker_is_its_own_error_row(local_ray, trained_r
     assert set(rows) == set(items)
     assert rows[str(marker)]["error"]["type"] == "WorkerCrashed" and str(marker) in rows[str(marker)]["error"]["message"]
     assert not [rows[item]["error"] for item in items if item != str(marker) and rows[item]["error"]]  # block-mates classified
+
+
+def test_a_dropped_block_gets_crash_rows_and_a_rerun_reclassifies_them(local_ray, trained_run, videos, tmp_path,
+                                                                      monkeypatch):
+    """Two videos that kill their worker in one block, with the fewest retries allowed: the first retry
+    isolates one, the second dies on the other, so Ray drops the block and the driver reports all four
+    paths, its healthy neighbours too; a rerun classifies them all again, one row each."""
+    markers = [tmp_path / "marker-1.mp4", tmp_path / "marker-2.mp4"]
+    for marker, video in zip(markers, videos):
+        shutil.copyfile(video, marker)
+    items = [str(marker) for marker in markers] + videos[2:4]  # one block of 4
+    options = RayOptions(actors=1, block_size=4, max_retries=2)
+    out = tmp_path / "out"
+    monkeypatch.setattr(distributed, "PredictProcessor", DiesOnMarker)
+    dropped = predict_ray(trained_run, items, out, options=options, device="cpu", fmt="jsonl")
+    assert (dropped.done, dropped.missing, dict(dropped.failed)) == (4, 0, {"WorkerCrashed": 4})
+    rows = rows_by_path(out)
+    assert set(rows) == set(items)
+    assert all("3 times on its block" in rows[item]["error"]["message"] for item in items)  # the driver's rows
+    monkeypatch.undo()
+    again = predict_ray(trained_run, items, out, options=options, device="cpu", fmt="jsonl")
+    assert (again.done, again.retried, again.skipped, again.missing, dict(again.failed)) == (4, 4, 0, 0, {})
+    rows = rows_by_path(out)
+    assert set(rows) == set(items) and not [item for item in items if rows[item]["error"]]
+
+
+def test_a_rerun_retries_crash_rows_and_retry_failed_every_error(trained_run, videos, tmp_path, capsys):
+    """predict_local and `predict --out`: a crash row is classified again without being asked, other
+    error rows with --retry-failed; the new row supersedes the old, so readers see one row per path."""
+    out = tmp_path / "out"
+    good, broken = videos[:2], videos[-2]  # a text file: InvalidVideoError
+    predict_local(trained_run, [good[1], broken], out, fmt="jsonl", device="cpu")
+    PredictionStore(out, "jsonl").write([crashed_prediction(good[0], "its worker process died on it")])
+    again = predict_local(trained_run, [*good, broken], out, fmt="jsonl", device="cpu")
+    assert (again.done, again.retried, again.skipped, again.missing) == (1, 1, 2, 0)
+    rows = rows_by_path(out)
+    assert rows[good[0]]["error"] is None and rows[broken]["error"]["type"] == "InvalidVideoError"
+    code = main(["predict", str(trained_run), *good, broken, "--out", str(out), "--format", "jsonl", "--device", "cpu",
+                 "--retry-failed"])
+    assert code == 0
+    assert "1 done (1 failed: InvalidVideoError 1), 2 skipped as already done, 1 retried" in capsys.readouterr().err
+    assert len(rows_by_path(out)) == 3
+    assert sum(len(part.read_text().splitlines()) for part in out.glob("part-*.jsonl")) == 5  # superseded, kept
+
+
+def test_extract_retries_crash_records_on_rerun(small_videos, tmp_path):
+    """The frame cache's resume agrees: a WorkerCrashed record is tried again, other failures are not."""
+    named = [("v0", small_videos["v0.mp4"]), ("text", small_videos["text.mp4"])]
+    spec = FrameSpec(k=3, size=48)
+
+    def crashes(function, jobs):
+        return [{"name": job[0], "path": job[1], "error": WorkerCrashed(job[1], "died").to_dict()} for job in jobs]
+
+    def here(function, jobs):
+        return map(function, jobs)
+
+    first = extract(named, tmp_path, spec, progress=False, run_jobs=crashes)
+    assert dict(first.errors) == {"WorkerCrashed": 2}
+    second = extract(named, tmp_path, spec, progress=False, run_jobs=here)
+    assert (second.extracted, second.skipped, dict(second.errors)) == (1, 0, {"InvalidVideoError": 1})
+    third = extract(named, tmp_path, spec, progress=False, run_jobs=here)
+    assert (third.extracted, third.failed, third.skipped) == (0, 0, 2)
+    assert FrameCache(tmp_path).read("v0").frames.shape[0] == 3
+
+
+def test_max_retries_below_two_is_refused(tmp_path, capsys):
+    """-1 is Ray's "retry forever", and under 2 a video that kills its worker drops its whole block."""
+    for retries in (-1, 0, 1):
+        with pytest.raises(DistributedError, match="--max-retries: must be a whole number of at least 2"):
+            RayOptions(max_retries=retries)
+    assert RayOptions(max_retries=2).max_retries == 2
+    code = main(["predict", str(tmp_path / "run"), "video.mp4", "--engine", "ray", "--out", str(tmp_path / "out"),
+                 "--max-retries", "-1"])
+    assert code == 2 and "--max-retries: must be a whole number of at least 2" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_ray_cache_is_the_local_cache(local_ray, tiny_corpus, tmp_path):

@@ -178,11 +178,13 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cpus-per-actor", type=float, default=1.0, metavar="C", help="CPUs per actor (default: 1)")
     group.add_argument("--gpus-per-actor", type=float, default=0.0, metavar="G", help="GPUs per actor (default: 0)")
     group.add_argument("--max-retries", type=int, default=4, metavar="R",
-                       help="retries of a block whose worker died (default: 4)")
+                       help="retries of a block whose worker died, at least 2: one runs the block a video at a "
+                            "time, the next reports the video that killed the worker and runs the rest (default: 4)")
 
 
 def ray_options(args: argparse.Namespace):
-    """The ``RayOptions`` of ``add_engine_options``' values."""
+    """The ``RayOptions`` of ``add_engine_options``' values; an impossible one (``--max-retries`` under 2) is
+    a ``DistributedError`` naming the option, before anything starts."""
     from ..distributed import RayOptions
 
     return RayOptions(address=args.address, actors=args.actors, cpus_per_actor=args.cpus_per_actor,

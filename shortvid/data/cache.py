@@ -249,7 +249,8 @@ def extract(
 ) -> ExtractSummary:
     """Decode each ``(name, path)`` once into the cache at ``out``, in parallel processes.
 
-    Resumable: videos already in the manifest are skipped (failures too, unless ``retry_failed``).
+    Resumable: videos already in the manifest are skipped, failures too unless ``retry_failed``, but
+    never a ``WorkerCrashed`` one: a crash is not a verdict on the video, so a rerun tries it again.
     A video that fails to decode is recorded with its error and the run goes on; so is one that
     crashes its worker process outright. ``limits``: the largest frames decoded (``DecodeLimits()``).
     ``run_jobs(extract_one, jobs)`` yields the jobs' records in any order (default: ``run_isolated`` in
@@ -277,7 +278,8 @@ def extract(
             continue
         seen.add(name)
         summary.total += 1
-        if name in entries or (name in failures and not retry_failed):
+        if name in entries or (name in failures and not retry_failed
+                               and failures[name].get("type") != WorkerCrashed.__name__):
             summary.skipped += 1
         else:
             todo.append((name, str(path), spec.to_dict(), fmt, quality, timeout, (limits or DecodeLimits()).to_dict()))
