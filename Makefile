@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # PyTorch builds pinned for this kind of machine (see README: other machines).
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench mutation clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,36 @@ bench: install
 	$(BIN)/python bench/overload.py --model seed
 	$(BIN)/python bench/ray_engine.py
 	$(BIN)/python bench/ddp.py
+
+# Mutation testing of the code that guards users (docs/testing.md; not part of `make test` or CI).
+# MUTANTS: mutmut names (globs) of the functions whose mutants run; `?` stands for mutmut's "ǁ".
+MUTANTS ?= shortvid.decode.reader.x?DecodeLimits?* shortvid.decode.reader.x?_Reader?_check_* \
+	shortvid.decode.reader.x?_Reader?_tune__* shortvid.data.sources.* shortvid.serve.admission.* \
+	shortvid.serve.requests.*
+# Killed / generated per module (of the functions MUTANTS picked), then each mutant a test reached and did not kill.
+define MUTATION_REPORT
+import collections, glob, json
+from mutmut.stats import status_by_exit_code
+tally, survivors = collections.defaultdict(collections.Counter), []
+for meta in sorted(glob.glob("mutants/shortvid/**/*.py.meta", recursive=True)):
+    for name, code in json.load(open(meta))["exit_code_by_key"].items():
+        status = status_by_exit_code[code]
+        if status != "not checked":
+            module = name.split(".x")[0]
+            tally[module][status] += 1
+            survivors += [f"{status}: {name}"] if status not in ("killed", "timeout", "no tests") else []
+for module, counts in sorted(tally.items()):
+    tested = sum(counts.values())
+    caught = counts["killed"] + counts["timeout"]  # a mutant that makes a test hang is caught too
+    print(f"{module}: {caught}/{tested} caught ({100 * caught / tested:.1f}%) {dict(counts)}")
+print(*survivors, sep="\n")
+endef
+export MUTATION_REPORT
+
+mutation: install
+	rm -rf mutants
+	$(BIN)/mutmut run $(foreach name,$(MUTANTS),'$(name)')
+	$(BIN)/python -c "$$MUTATION_REPORT"
 
 clean:
 	rm -rf $(VENV) runs

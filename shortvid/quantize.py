@@ -94,7 +94,10 @@ def _exclusive(folder: Path, source: str) -> Iterator[None]:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX)
         except OSError:
-            pass  # no locks here: each process makes the files itself, published atomically
+            # No locks on this file system: processes loading the run at once may write the same
+            # temporary file; a reader still never sees a torn file (publishing is a rename), and a
+            # process whose export fails that way falls back to PyTorch with a warning (auto).
+            pass
         yield
     finally:
         os.close(descriptor)  # releases the lock

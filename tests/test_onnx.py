@@ -224,43 +224,94 @@ def test_auto_falls_back_to_torch_without_onnxruntime(run_copy, tiny_corpus, mon
         Classifier.load(run_copy, device="cpu", precision="int8")  # only ONNX Runtime runs int8
 
 
-READ_ONLY_LOAD = """
-import sys
-from shortvid.serve.classifier import Classifier
-classifier = Classifier.load(sys.argv[1], device="cpu")
-print(classifier.backend.name, getattr(classifier.backend, "path", ""), *classifier.predict(sys.argv[2]).ids)
+# Root writes anywhere: a child that must meet a read-only folder as root first drops the capabilities
+# that let it (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH) from its effective and permitted sets, as
+# `setpriv --bounding-set=-dac_override` would, with no tool needed; access(2) then answers as for
+# any owner of a 0555 folder.
+DROP_DAC = """
+import ctypes, os
+if os.geteuid() == 0:
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+    class Sets(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+    libc = ctypes.CDLL(None, use_errno=True)
+    header, sets = Header(0x20080522, 0), (Sets * 2)()  # _LINUX_CAPABILITY_VERSION_3: two 32-bit words
+    if libc.capget(ctypes.byref(header), sets):
+        raise OSError(ctypes.get_errno(), "capget")
+    dac = ~(1 << 1 | 1 << 2) & 0xFFFFFFFF  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+    sets[0].effective &= dac
+    sets[0].permitted &= dac
+    if libc.capset(ctypes.byref(header), sets):
+        raise OSError(ctypes.get_errno(), "capset")
 """
+
+# Each child records when it asked for the ONNX file and each export it ran. Its exports wait SLOW
+# seconds first, so both children ask while the file is still missing: the race is certain.
+RACE_LOAD = """
+import json, os, sys, time
+import shortvid.quantize as quantize
+from shortvid.serve.classifier import Classifier
+
+run, video, barrier, slow = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+if os.access(run, os.W_OK):
+    sys.exit("the run's folder is still writable")
+record = {"exports": []}
+export_run, ensure_onnx = quantize.export_run, quantize.ensure_onnx
+
+def slow_export(*args, **kwargs):
+    record["exports"].append(time.time())
+    time.sleep(slow)
+    return export_run(*args, **kwargs)
+
+def timed_ensure(*args, **kwargs):
+    record["asked"] = time.time()
+    return ensure_onnx(*args, **kwargs)
+
+quantize.export_run, quantize.ensure_onnx = slow_export, timed_ensure
+open(os.path.join(barrier, str(os.getpid())), "w").close()
+while len(os.listdir(barrier)) < 2:  # both children imported and ready: load at once
+    time.sleep(0.005)
+classifier = Classifier.load(run, device="cpu")
+record.update(backend=classifier.backend.name, path=str(getattr(classifier.backend, "path", "")),
+              ids=[int(i) for i in classifier.predict(video).ids])
+print(json.dumps(record))
+"""
+SLOW = 1.0
 
 
 def test_auto_on_a_read_only_run_exports_into_the_user_cache(run_copy, tiny_corpus, tmp_path):
     """A run that cannot be written to (shipped read-only) still runs on ONNX Runtime: its model.onnx
-    is made under $XDG_CACHE_HOME/shortvid/onnx/, once, by two processes loading it at the same time.
-    Root writes anywhere, so they run without that right."""
+    is made under $XDG_CACHE_HOME/shortvid/onnx/. Two processes load it at the same moment (a
+    barrier), both asking while the file is missing: the lock (``quantize._exclusive``) makes one
+    export and the other wait and use its file; without it both export (in a writable run they also
+    write the same partial file, and one fails). As root, the children first drop the capabilities
+    that bypass permissions (``DROP_DAC``)."""
     video = load_dataset(tiny_corpus, "val").samples[0].path
     expected = Classifier.load(run_copy, device="cpu", backend="torch").predict(video).ids
-    as_user = []
-    if os.geteuid() == 0:
-        if not shutil.which("setpriv"):
-            pytest.skip("running as root without setpriv: cannot make a folder read-only")
-        as_user = ["setpriv", "--bounding-set=-dac_override"]
     folders = [run_copy, *(path for path in run_copy.rglob("*") if path.is_dir())]
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
     for folder in folders:
         folder.chmod(0o555)
     try:
-        loads = [subprocess.Popen([*as_user, sys.executable, "-c", READ_ONLY_LOAD, str(run_copy), str(video)],
+        loads = [subprocess.Popen([sys.executable, "-c", DROP_DAC + RACE_LOAD, str(run_copy), str(video), str(barrier),
+                                   str(SLOW)],
                                   env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")},
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
         results = [(load.communicate(timeout=300), load.returncode) for load in loads]
     finally:
         for folder in folders:
             folder.chmod(0o755)
-    paths = set()
+    records = []
     for (out, err), code in results:
         assert code == 0 and "ONNX Runtime not used" not in err, err
-        backend, path, *ids = out.split()
-        assert backend == "onnx" and [int(i) for i in ids] == expected
-        paths.add(path)
-    (path,) = paths
+        records.append(json.loads(out.splitlines()[-1]))
+    exports = [started for record in records for started in record["exports"]]
+    assert exports and max(record["asked"] for record in records) < min(exports) + SLOW, "the loads did not overlap"
+    assert len(exports) == 1, f"{len(exports)} exports of one file"
+    assert all(record["backend"] == "onnx" and record["ids"] == expected for record in records), records
+    (path,) = {record["path"] for record in records}
     assert path.startswith(str(tmp_path / "cache" / "shortvid" / "onnx")) and path.endswith("model.onnx")
     assert not (run_copy / "model.onnx").exists()
 
