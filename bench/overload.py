@@ -1,6 +1,9 @@
 """Overload: `shortvid serve` offered 1x, 2x and 4x its measured capacity, shedding load at the door
-(`--max-queue-seconds 1`, the default) against bounding the queue by count only
-(`--max-queue-seconds 0`, how the service admitted requests before issue 10), in the same run.
+(`--max-queue-seconds 1`, the default, and each budget of `--budgets`) against bounding the queue by
+count only (`--max-queue-seconds 0`, how the service admitted requests before issue 10), in the same
+run. Each row also gives what the service's capacity gauge read at its end against what was served,
+and the bound the shedding promises: the budget plus one batch (`--max-batch` clips at the measured
+capacity); admitted requests' p99 should stay within it.
 
 The server is a real `shortvid serve` subprocess, default settings otherwise, for the CPU-fast
 student (tsn_mobilenetv3 at 160 px) or, `--model seed`, the seed's ResNet50 at 224 px (random
@@ -29,22 +32,39 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 from decode import corpus  # bench/decode.py
 from predict import MODELS, make_run  # bench/predict.py
 from serve import free_port, wait_ready  # bench/serve.py
+from soak import baseline_tree  # bench/soak.py
 
 from shortvid.machine import describe
 
 STUDENT_NAME, SEED_NAME = "student tsn_mobilenetv3 @160", "seed tsn_resnet50 @224"
-POLICIES = {"shed (--max-queue-seconds 1)": "1", "count only (--max-queue-seconds 0)": "0"}
+MAX_BATCH = 8  # shortvid serve's default --max-batch
+
+
+def policies(budgets: str) -> dict[str, str]:
+    """Policy name: --max-queue-seconds, for each budget and count only."""
+    named = {f"shed (--max-queue-seconds {budget})": budget for budget in budgets.split(",")}
+    return {**named, "count only (--max-queue-seconds 0)": "0"}
+
+
+def gauge(port: int) -> float:
+    """The capacity the service measures (shortvid_throughput_requests_per_second)."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    match = re.search(r"^shortvid_throughput_requests_per_second (\S+)$", text, re.M)
+    return float(match.group(1)) if match else float("nan")
 
 
 async def post(port: int, body: bytes, index: int) -> tuple[int | str, float]:
@@ -131,10 +151,12 @@ def summarise(name: str, results: list[tuple], seconds: float, offered: float | 
     return row
 
 
-def start(run: Path, port: int, queue_seconds: str) -> subprocess.Popen:
-    command = [str(Path(sys.executable).parent / "shortvid"), "serve", str(run), "--port", str(port), "--device", "cpu",
+def start(run: Path, port: int, queue_seconds: str, tree: Path | None = None) -> subprocess.Popen:
+    """`shortvid serve` from this checkout, or from ``tree`` (a baseline revision's worktree)."""
+    command = [sys.executable, "-m", "shortvid.cli", "serve", str(run), "--port", str(port), "--device", "cpu",
                "--max-queue-seconds", queue_seconds, "--log-level", "warning"]
-    server = subprocess.Popen(command)
+    env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
+    server = subprocess.Popen(command, env=env)
     wait_ready(f"http://127.0.0.1:{port}", server)
     return server
 
@@ -155,6 +177,9 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=24)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--multiples", default="1,2,4")
+    parser.add_argument("--budgets", default="1,0.2", help="--max-queue-seconds values to shed at (default: 1,0.2)")
+    parser.add_argument("--baseline-rev", default=None, metavar="REV",
+                        help="also shed with the package at this git revision (a worktree, as bench/soak.py)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     bodies = [path.read_bytes() for path in corpus(args.corpus, args.videos)]
@@ -173,16 +198,23 @@ def main() -> None:
         capacity = summarise("capacity: closed loop, 16 clients", capacity_results, args.seconds)["served_per_s"]
         report["capacity_per_s"] = capacity
         rows = []
-        for policy, queue_seconds in POLICIES.items():
-            server = start(run, port, queue_seconds)
+        runs = [(policy, seconds, None) for policy, seconds in policies(args.budgets).items()]
+        if args.baseline_rev:
+            tree = baseline_tree(args.baseline_rev)
+            runs = [(f"{policy} at {args.baseline_rev}", seconds, tree)
+                    for policy, seconds in policies(args.budgets).items() if float(seconds)] + runs
+        for policy, queue_seconds, tree in runs:
+            server = start(run, port, queue_seconds, tree)
+            bound = float(queue_seconds) * 1000 + MAX_BATCH / capacity * 1000 if float(queue_seconds) else None
             try:
                 asyncio.run(closed_loop(port, bodies, 16, 5))  # warm-up, and a first throughput estimate
                 results = asyncio.run(closed_loop(port, bodies, 64, args.seconds))
-                rows.append({"policy": policy, **summarise(f"{policy}: closed loop, 64 clients", results, args.seconds)})
+                rows.append({"policy": policy, "bound_ms": bound, "gauge_per_s": gauge(port),
+                             **summarise(f"{policy}: closed loop, 64 clients", results, args.seconds)})
                 for multiple in multiples:
                     rate = capacity * multiple
                     results = asyncio.run(open_loop(port, bodies, rate, args.seconds, seed=int(multiple * 10)))
-                    rows.append({"policy": policy, "multiple": multiple,
+                    rows.append({"policy": policy, "multiple": multiple, "bound_ms": bound, "gauge_per_s": gauge(port),
                                  **summarise(f"{policy}: open loop, {multiple:g}x capacity", results, args.seconds, rate)})
             finally:
                 stop(server)
@@ -190,12 +222,14 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     print(f"\ncapacity {capacity:.1f} videos/s ({report['machine']['cpu']}, {report['machine']['cores']} cores)")
-    print("\n| policy | load | sent | served | p50 ms | p99 ms | 503 | other 5xx | client errors |"
-          "\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| policy | load | sent | served | served/s | gauge/s | p50 ms | p99 ms | bound ms | 503 | other 5xx | "
+          "client errors |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         load = f"{row['multiple']:g}x ({row['offered_per_s']:.0f}/s)" if "multiple" in row else "64 clients"
-        print(f"| {row['policy']} | {load} | {row['sent']} | {row['served_share']:.0%} | {row['p50_ms']} | "
-              f"{row['p99_ms']} | {row['503']} | {row['other_5xx']} | {row['client_errors']} |")
+        bound = f"{row['bound_ms']:.0f}" if row["bound_ms"] else "-"
+        print(f"| {row['policy']} | {load} | {row['sent']} | {row['served_share']:.0%} | {row['served_per_s']} | "
+              f"{row['gauge_per_s']:.1f} | {row['p50_ms']} | {row['p99_ms']} | {bound} | {row['503']} | "
+              f"{row['other_5xx']} | {row['client_errors']} |")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,24 @@ def cpu_features() -> dict[str, bool]:
     return {name: name in flags for name in CPU_FEATURES}
 
 
+def memory_bytes() -> int | None:
+    """The memory this process may use: physical memory, or the container's limit when lower (cgroup
+    v2 ``memory.max``, v1 ``memory.limit_in_bytes``); None where neither can be read."""
+    limits = []
+    try:
+        limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError):
+        pass
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            limits.append(int(text))  # "max" (no limit) and v1's huge "unlimited" value lose to physical
+    return min(limits) if limits else None
+
+
 def resolve_device(name: str = "auto") -> "torch.device":
     """``auto``: the first CUDA device when there is one, else the CPU."""
     import torch

@@ -16,6 +16,7 @@ Every file is published atomically (``shortvid.files``), so a kill never leaves 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -142,11 +143,29 @@ class RunDir:
             self.write_policy(policy)
         self.save_checkpoint({"model_config": model.config, "model": model.state_dict()}, self.best)
 
+    def checkpoint_path(self, checkpoint: str = "best") -> Path:
+        """The file ``load_model(checkpoint)`` reads: best.pt, or last.pt when there is no best (or asked)."""
+        return self.best if checkpoint == "best" and self.best.exists() else self.last
+
+    def fingerprint(self, checkpoint: str = "best") -> str:
+        """sha256 over the files that decide what the run answers (labels, preprocessing, policy,
+        weights): two runs with the same fingerprint give the same answers. Identifies the model a
+        service serves (``GET /v1/model``)."""
+        digest = hashlib.sha256()
+        for path in (self.root / "labels.csv", self.root / "preprocess.json", self.root / "policy.json",
+                     self.require(self.checkpoint_path(checkpoint), "checkpoint")):
+            digest.update(path.name.encode() + b"\0")
+            if path.exists():
+                with open(path, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+            digest.update(b"\0")
+        return digest.hexdigest()
+
     def load_model(self, checkpoint: str = "best", device: torch.device | str = "cpu") -> ServableModel:
         """The run's model with the weights of its ``best`` (or ``last``) checkpoint, in eval mode: any
         registered model, rebuilt from the checkpoint's ``model_config`` (``models.contract``)."""
-        path = self.best if checkpoint == "best" and self.best.exists() else self.last
-        state = self.load_checkpoint(path, map_location=device)
+        state = self.load_checkpoint(self.checkpoint_path(checkpoint), map_location=device)
         config = dict(state["model_config"])
         name = config.pop("name")
         for weights_source in ("pretrained", "checkpoint_path"):  # the checkpoint brings the weights

@@ -10,17 +10,19 @@ import httpx
 import uvicorn
 
 from shortvid.serve.http import ServeSettings, create_app
+from shortvid.serve.server import uvicorn_config
 
 
 @contextmanager
 def running(classifier, ready: bool = True, **settings):
-    """A uvicorn server in a thread on a free port, ready (warm-up done) unless ``ready`` is False
-    (then only answering); yields an httpx client."""
+    """A uvicorn server in a thread on a free port, configured as ``shortvid serve`` configures it
+    (``uvicorn_config``), ready (warm-up done) unless ``ready`` is False (then only answering); yields
+    an httpx client (its ``base_url`` has the port)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    app = create_app(classifier, ServeSettings(**settings))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    settings = ServeSettings(**settings)
+    server = uvicorn.Server(uvicorn_config(create_app(classifier, settings), settings, port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

@@ -24,6 +24,7 @@ LAYERS = {
     "shortvid.train": 7, "shortvid.evaluate": 7,
     "shortvid.serve.http": 8, "shortvid.serve.admission": 8, "shortvid.judge": 8,
     "shortvid.serve.metrics": 8, "shortvid.serve.batcher": 8, "shortvid.serve.requests": 8,
+    "shortvid.serve.server": 8,
     "shortvid.ablate": 9, "shortvid.demo": 9, "shortvid.distributed": 9,
     "shortvid.cli": 10,
     "shortvid.__main__": 11,
@@ -166,7 +167,8 @@ def test_no_private_name_is_imported_across_modules(graph):
 
 
 def test_inference_imports_without_the_training_code():
-    code = ("import sys; import shortvid.serve.classifier, shortvid.serve.batch, shortvid.export, shortvid.serve.http; "
+    code = ("import sys; import shortvid.serve.classifier, shortvid.serve.batch, shortvid.export, shortvid.serve.http, "
+            "shortvid.serve.server; "
             "print(sorted(m for m in sys.modules if m.startswith('shortvid.train')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", result.stdout

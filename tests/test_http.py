@@ -1,6 +1,7 @@
 """`shortvid serve`: a real uvicorn server on a free port, spoken to over HTTP."""
 
 import dataclasses
+import re
 import socket
 import subprocess
 import sys
@@ -60,7 +61,10 @@ def test_health_ready_metrics_and_docs(server):
     assert metric(text, "shortvid_ready") == 1
     assert metric(text, "shortvid_queue_depth") == 0
     assert metric(text, "shortvid_batch_size_count") >= 1  # the warm-up
-    assert metric(text, 'shortvid_model_info{backend="onnx",precision="fp32",device="cpu"}') == 1  # auto's choice
+    info = re.search(r'^shortvid_model_info\{model="(\w+)",run="[^"]*",backend="(\w+)",precision="fp32",device="cpu"\} 1$',
+                     text, re.M)
+    assert info and info.group(2) == "onnx"  # auto's choice
+    assert info.group(1) == server.get("/v1/model").json()["id"]
     assert "# TYPE shortvid_request_duration_seconds histogram" in text
     assert server.get("/openapi.json").json()["paths"]["/v1/classify"]["post"]
     assert server.get("/docs").status_code == 200
@@ -226,8 +230,8 @@ def test_a_clip_that_breaks_the_model_fails_only_its_own_request(classifier, vid
     clips = [classifier.read(path) for path in videos[:3]]
     clips[1] = dataclasses.replace(clips[1], frames=clips[1].frames[..., None])  # no model takes this shape
     metrics = Metrics(max_batch=3)
-    batcher = Batcher(classifier, max_batch=3, max_wait_ms=2000, metrics=metrics)
-    futures = [batcher.submit(clip) for clip in clips]  # queued before the thread starts: one batch
+    batcher = Batcher(max_batch=3, max_wait_ms=2000, metrics=metrics)
+    futures = [batcher.submit(clip, classifier) for clip in clips]  # queued before the thread starts: one batch
     batcher.start()
     try:
         results = [futures[i].result(timeout=60) for i in (0, 2)]

@@ -54,6 +54,9 @@ def predict_arguments(parser: argparse.ArgumentParser) -> None:
                              "default: JSON lines on stdout")
     parser.add_argument("--format", choices=list(STORE_FORMATS), default="parquet",
                         help="format of the rows in --out (default: parquet)")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="with --out: classify again the videos whose row is an error (a rerun always retries "
+                             "WorkerCrashed rows); the new row supersedes the old")
     add_device_option(parser)
     add_limit_options(parser)
     add_model_options(parser)
@@ -115,21 +118,21 @@ def _predict_to_store(paths: list[str], empty: list, args: argparse.Namespace) -
         from ..extras import require
 
         require("ray", "the Ray engine")
+        options = ray_options(args)  # a bad --max-retries is refused before anything is written
     store = PredictionStore(args.out, args.format)
+    done = store.done(args.retry_failed)
     store.write([prediction_row({"path": item, "error": error_body(item, error)}) for item, error in empty
-                 if item not in store.done()])
+                 if item not in done])
+    common = {"fmt": args.format, "device": args.device, "limits": decode_limits(args), "batch_size": args.batch_size,
+              "workers": args.workers, "retry_failed": args.retry_failed, **model_options(args)}
     if args.engine == "ray":
         from ..distributed import predict_ray
 
-        summary = predict_ray(args.run, paths, args.out, options=ray_options(args), fmt=args.format,
-                              device=args.device, limits=decode_limits(args), batch_size=args.batch_size,
-                              workers=args.workers, **model_options(args))
+        summary = predict_ray(args.run, paths, args.out, options=options, **common)
     else:
         from ..distributed import predict_local
 
-        summary = predict_local(args.run, paths, args.out, fmt=args.format, device=args.device,
-                                limits=decode_limits(args), batch_size=args.batch_size, workers=args.workers,
-                                **model_options(args))
+        summary = predict_local(args.run, paths, args.out, **common)
     summary.total += len(empty)
     print(summary.format(), file=sys.stderr)
     return 1 if summary.missing else 0
@@ -166,10 +169,29 @@ def serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="admit a request only if those ahead of it are expected to be answered within S seconds "
                              "at the measured throughput; others get 503 at once (default: 1; 0: bound by "
                              "--max-queue only)")
+    parser.add_argument("--capacity-window", type=float, default=10.0, metavar="S",
+                        help="the time constant (seconds) of the window capacity is measured over: requests answered "
+                             "per second of busy time, older seconds weighing less (default: 10)")
     parser.add_argument("--max-uploads", type=at_least_one, default=128,
                         help="request bodies received at once; more get 503 (default: 128)")
+    parser.add_argument("--upload-budget-mb", type=float, default=None, metavar="MB",
+                        help="MiB of request bodies held at once (being received, or received and not yet answered); "
+                             "a body past it gets 503 before it is read (default: the smaller of 1 GiB and a quarter "
+                             "of this process's memory, at least --max-body-mb)")
+    parser.add_argument("--admin-token-file", default=None, metavar="FILE",
+                        help="turn on model control (POST /admin/reload) for clients that send the token in FILE "
+                             "as 'Authorization: Bearer TOKEN' (also: the SHORTVID_ADMIN_TOKEN environment variable; "
+                             "default: off). SIGHUP reloads the run either way")
     parser.add_argument("--body-timeout", type=float, default=15.0, metavar="S",
                         help="seconds to receive a whole body; past it 408 (default: 15)")
+    parser.add_argument("--max-connections", type=at_least_one, default=1000,
+                        help="open connections; past it the one idle the longest (no request in progress) is closed "
+                             "(default: 1000)")
+    parser.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+                        help="seconds for a connection to send a request's line and headers, from opening or its "
+                             "previous answer; past it the connection is closed (default: 10)")
+    parser.add_argument("--max-header-kb", type=float, default=64.0, metavar="KB",
+                        help="largest request line and headers in KiB; larger get 431 (default: 64)")
     parser.add_argument("--shutdown-grace", type=float, default=10.0, metavar="S",
                         help="after SIGTERM, seconds for requests in progress to finish before they are cancelled "
                              "(default: 10)")
@@ -186,16 +208,30 @@ def serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from ..serve.classifier import Classifier
-    from ..serve.http import ServeSettings, serve
+    from ..serve.http import ServeSettings
+    from ..serve.server import serve
 
     if args.allow_root and not Path(args.allow_root).is_dir():
         print(f"shortvid serve: error: --allow-root {args.allow_root}: not a folder", file=sys.stderr)
         return 2
-    workers = {"decode_workers": args.decode_workers} if args.decode_workers else {}
-    settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
-                             max_queue_seconds=args.max_queue_seconds or None, max_body_mb=args.max_body_mb,
-                             max_uploads=args.max_uploads, body_timeout=args.body_timeout, **workers,
-                             timeout=args.timeout, allow_root=args.allow_root, shutdown_grace=args.shutdown_grace)
+    for option, value in (("--header-timeout", args.header_timeout), ("--max-header-kb", args.max_header_kb),
+                          ("--capacity-window", args.capacity_window)):
+        if not value > 0:
+            print(f"shortvid serve: error: {option} {value:g}: must be above 0", file=sys.stderr)
+            return 2
+    try:
+        token = _admin_token(args.admin_token_file)
+        workers = {"decode_workers": args.decode_workers} if args.decode_workers else {}
+        settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                                 max_queue_seconds=args.max_queue_seconds or None, max_body_mb=args.max_body_mb,
+                                 max_uploads=args.max_uploads, body_timeout=args.body_timeout, **workers,
+                                 timeout=args.timeout, allow_root=args.allow_root, shutdown_grace=args.shutdown_grace,
+                                 max_connections=args.max_connections, header_timeout=args.header_timeout,
+                                 max_header_kb=args.max_header_kb, capacity_window=args.capacity_window,
+                                 upload_budget_mb=args.upload_budget_mb, admin_token=token)
+    except (OSError, ValueError) as error:
+        print(f"shortvid serve: error: {error}", file=sys.stderr)
+        return 2
     classifier = Classifier.load(args.run, device=args.device, **model_options(args), limits=decode_limits(args))
     try:
         serve(classifier, settings, host=args.host, port=args.port, log_level=args.log_level)
@@ -203,6 +239,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"shortvid serve: error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _admin_token(path: str | None) -> str | None:
+    """The admin token: the first line of ``path``, else $SHORTVID_ADMIN_TOKEN, else None (model control
+    off). Read from a file or the environment, never the command line, which other users can list."""
+    import os
+
+    if path is not None:
+        with open(path, encoding="utf-8") as handle:
+            token = handle.readline().strip()
+        if not token:
+            raise ValueError(f"--admin-token-file {path}: the file is empty")
+        return token
+    return os.environ.get("SHORTVID_ADMIN_TOKEN") or None
 
 
 def export_arguments(parser: argparse.ArgumentParser) -> None:

@@ -3,6 +3,8 @@
 One thread owns the model. It collects clips for up to ``max_wait_ms`` after the first (or until
 ``max_batch``), scores them with ``shortvid.serve.batch.score_clips`` (one call; one by one if that
 fails, so a clip that breaks the model fails only its own request) and resolves each clip's future.
+Each clip names the classifier it is for: while a new model goes live, clips of requests admitted
+before the swap are scored by the old one, and a batch never mixes the two.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ log = logging.getLogger("shortvid.serve")
 @dataclass
 class _Job:
     clip: Clip
+    classifier: Classifier
     future: Future
     queued: float  # perf_counter when the clip was handed over
 
@@ -43,12 +46,14 @@ class BatchResult:
 
 class Batcher:
     """One thread owning the model: collects clips for up to ``max_wait_ms`` after the first (or until
-    ``max_batch``), scores them with ``score_clips`` and resolves each clip's future."""
+    ``max_batch``, or a clip for another classifier), scores them with ``score_clips`` and resolves
+    each clip's future."""
 
-    def __init__(self, classifier: Classifier, max_batch: int, max_wait_ms: float, metrics: Metrics):
-        self.classifier, self.max_batch, self.max_wait = classifier, max(1, max_batch), max_wait_ms / 1000
+    def __init__(self, max_batch: int, max_wait_ms: float, metrics: Metrics):
+        self.max_batch, self.max_wait = max(1, max_batch), max_wait_ms / 1000
         self.metrics = metrics
         self.jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._next: _Job | None = None  # a clip for another classifier, first of the next batch
         self.thread = threading.Thread(target=self._run, name="shortvid-model", daemon=True)
 
     def start(self) -> None:
@@ -65,18 +70,19 @@ class Batcher:
         if self.thread.is_alive():
             self.thread.join(timeout=30)
 
-    def submit(self, clip: Clip) -> Future:
-        """Queue a decoded clip; the future resolves to its ``BatchResult`` (or the model's error)."""
+    def submit(self, clip: Clip, classifier: Classifier) -> Future:
+        """Queue a decoded clip for ``classifier``; the future resolves to its ``BatchResult`` (or the
+        model's error)."""
         future: Future = Future()
         with self.metrics.lock:
             self.metrics.model_queue += 1
-        self.jobs.put(_Job(clip, future, time.perf_counter()))
+        self.jobs.put(_Job(clip, classifier, future, time.perf_counter()))
         return future
 
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            first = self.jobs.get()
+            first, self._next = self._next or self.jobs.get(), None
             if first is None:
                 break
             batch = [first]
@@ -89,6 +95,9 @@ class Batcher:
                     break
                 if job is None:
                     stopping = True
+                    break
+                if job.classifier is not first.classifier:
+                    self._next = job
                     break
                 batch.append(job)
             with self.metrics.lock:
@@ -105,14 +114,14 @@ class Batcher:
                         job.future.set_exception(error)
         while True:  # fail whatever is left at shutdown
             try:
-                job = self.jobs.get_nowait()
+                job, self._next = self._next or self.jobs.get_nowait(), None
             except queue.Empty:
                 break
             if job is not None and job.future.set_running_or_notify_cancel():
                 job.future.set_exception(RuntimeError("the server is shutting down"))
 
     def _classify(self, batch: list[_Job]) -> None:
-        for result in score_clips(self.classifier, [job.clip for job in batch]):
+        for result in score_clips(batch[0].classifier, [job.clip for job in batch]):
             if isinstance(result, ClipFailure):
                 batch[result.position].future.set_exception(result.error)
                 continue

@@ -182,6 +182,10 @@ class Classifier:
         self.policy = policy
         self.device = self.backend.device  # where frames are prepared
         self.transform = preprocess.transform()
+        # Set by ``load``: where the model came from, what identifies it, and how to load it again.
+        self.run: str | None = None
+        self.fingerprint: str | None = None
+        self.load_options: dict = {}
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike, device: str = "auto", checkpoint: str = "best",
@@ -223,11 +227,24 @@ class Classifier:
             onnx = _onnx_backend(run_dir, checkpoint, precision, torch_device, spin)
         elif backend == AUTO:
             onnx = _auto_onnx(run_dir, checkpoint, precision, torch_device, spin)
+        fingerprint = run.fingerprint(checkpoint)
         if onnx is not None:
-            return cls(None, run.label_map(), preprocess, policy, torch_device, onnx, limits)
-        model = run.load_model(checkpoint, torch_device)
-        return cls(model, run.label_map(), preprocess, policy, torch_device,
-                   TorchBackend(model, torch_device, precision), limits)
+            classifier = cls(None, run.label_map(), preprocess, policy, torch_device, onnx, limits)
+        else:
+            model = run.load_model(checkpoint, torch_device)
+            classifier = cls(model, run.label_map(), preprocess, policy, torch_device,
+                             TorchBackend(model, torch_device, precision), limits)
+        classifier.run, classifier.fingerprint = str(run_dir), fingerprint
+        classifier.load_options = {"device": device, "checkpoint": checkpoint, "adaptive": adaptive,
+                                   "backend": backend, "precision": precision, "limits": limits, "spin": spin}
+        return classifier
+
+    def reloaded(self, run_dir: str | os.PathLike | None = None) -> "Classifier":
+        """The classifier that this one's run (or ``run_dir``) gives now, loaded with the same options:
+        a service swaps it in for a retrained model (``POST /admin/reload``)."""
+        if run_dir is None and self.run is None:
+            raise ValueError("this classifier was not loaded from a run: name the run to load")
+        return type(self).load(run_dir if run_dir is not None else self.run, **self.load_options)
 
     def read(self, source: Source, timeout: float | None = 10.0, limits: DecodeLimits | None = None) -> Clip:
         """Decode ``source`` as this run's model expects, within ``limits`` (default: ``self.limits``);

@@ -1,4 +1,4 @@
-"""The HTTP service: ``create_app(classifier, settings)`` and ``shortvid serve RUN``.
+"""The HTTP service: ``create_app(classifier, settings)``; ``shortvid.serve.server`` runs it (``shortvid serve RUN``).
 
 A request's body is received first (size- and time-limited, in an upload slot of its own), then the
 request is admitted to the work queue only if it can be answered within the latency budget at the
@@ -15,16 +15,17 @@ it is answered with), ``admission``, ``batcher`` (the model thread) and ``metric
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import functools
+import hmac
+import json
 import logging
 import os
-import signal
 import tempfile
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..extras import require
@@ -38,15 +39,23 @@ from fastapi_offline import FastAPIOffline
 from starlette.requests import ClientDisconnect
 
 from ..decode import DecodeLimits
-from ..errors import DecodeError, DecodeTimeoutError
+from ..errors import DecodeError, DecodeTimeoutError, ShortvidError
+from ..machine import memory_bytes
 from .admission import Admission, Refusal
 from .batcher import Batcher
 from .classifier import Classifier, Prediction
+from .control import ModelSlot, ReloadInProgress, ServedModel
 from .metrics import Metrics
 from .requests import (
     CLASSIFY_OPENAPI,
+    JSON_LIMIT,
+    BodyMeter,
     HTTPProblem,
+    Upload,
+    body_limit,
+    declared_length,
     named_stream,
+    read_body,
     request_id_of,
     video_source,
 )
@@ -64,9 +73,16 @@ class ServeSettings:
     # Admit a request only if those ahead of it are expected to be answered within this many seconds
     # at the measured throughput; None: bound the queue by count only.
     max_queue_seconds: float | None = 1.0
+    # Capacity is requests answered per second of busy time over a window that decays with this time
+    # constant (seconds): longer is steadier, shorter forgets a slow spell sooner.
+    capacity_window: float = 10.0
     decode_workers: int = min(4, os.cpu_count() or 1)  # decode threads
     max_body_mb: float = 64.0  # larger bodies get 413
     max_uploads: int = 128  # bodies being received at once; more get 503
+    # Bytes of all bodies held at once (being received, or received and not yet answered); past it
+    # 503 UploadsFull before the body is read. None: the smaller of 1 GiB and a quarter of the memory
+    # this process may use, and never less than one body of max_body_mb.
+    upload_budget_mb: float | None = None
     body_timeout: float = 15.0  # seconds to receive a whole body; past it 408
     timeout: float = 10.0  # seconds per request once its body is in (decode + batching + model); past it 504
     allow_root: str | os.PathLike | None = None  # JSON {"path"} requests may read files under it
@@ -75,27 +91,55 @@ class ServeSettings:
     limits: DecodeLimits | None = None  # the largest frames decoded; None: the classifier's
     warmup: bool = True  # classify a generated video at startup before /readyz says ready
     model_thread: bool = True  # batch on a thread of the app's own; serve() batches on the main thread
+    # POST /admin/reload needs "Authorization: Bearer <admin_token>"; None: model control is off.
+    admin_token: str | None = field(default=None, repr=False)
+    # The connection layer (shortvid.serve.server; apps embedded elsewhere get their server's):
+    max_connections: int = 1000  # open connections; past it the one idle the longest is closed
+    header_timeout: float = 10.0  # seconds for a connection to send a request's head; past it closed
+    max_header_kb: float = 64.0  # a larger request line and headers get 431
 
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * 1024 * 1024)
 
+    @property
+    def upload_budget_bytes(self) -> int:
+        if self.upload_budget_mb is not None:
+            return int(self.upload_budget_mb * 1024 * 1024)
+        return max(self.max_body_bytes, min(1 << 30, (memory_bytes() or 4 << 30) // 4))
+
+    def __post_init__(self) -> None:
+        if self.upload_budget_mb is not None and self.upload_budget_bytes < self.max_body_bytes:
+            raise ValueError(f"the upload budget ({self.upload_budget_mb:g} MiB) is smaller than one body of "
+                             f"max_body_mb ({self.max_body_mb:g} MiB): such a body could never be received")
+        if self.admin_token is not None and len(self.admin_token) < 16:
+            raise ValueError("the admin token must be at least 16 characters")
+
+    @property
+    def max_header_bytes(self) -> int:
+        return int(self.max_header_kb * 1024)
+
 
 class Service:
-    """What one app holds: classifier, decode pool, batcher, metrics, readiness."""
+    """What one app holds: the live model (``ModelSlot``), decode pool, batcher, admission, metrics,
+    readiness."""
 
     def __init__(self, classifier: Classifier, settings: ServeSettings):
-        self.classifier, self.settings = classifier, settings
-        self.metrics = Metrics(settings.max_batch, {"backend": classifier.backend.name,
-                                                    "precision": classifier.backend.precision,
-                                                    "device": str(classifier.device)})
+        self.settings = settings
+        self.metrics = Metrics(settings.max_batch)
         self.admission = Admission(settings.max_queue, settings.max_queue_seconds, settings.max_uploads,
-                                   settings.retry_after)
-        self.batcher = Batcher(classifier, settings.max_batch, settings.max_wait_ms, self.metrics)
+                                   settings.upload_budget_bytes, settings.retry_after, settings.capacity_window)
+        self.batcher = Batcher(settings.max_batch, settings.max_wait_ms, self.metrics)
+        self.models = ModelSlot(classifier, self.warm, on_swap=lambda old, new: self.admission.forget_capacity())
         self.pool = ThreadPoolExecutor(max_workers=max(1, settings.decode_workers), thread_name_prefix="shortvid-decode")
         self.root = Path(settings.allow_root).resolve(strict=True) if settings.allow_root else None
         self.ready = threading.Event()
         self.warmup_error: str | None = None
+
+    @property
+    def classifier(self) -> Classifier:
+        """The classifier live now."""
+        return self.models.current.classifier
 
     def start(self) -> None:
         if self.settings.model_thread:
@@ -105,24 +149,34 @@ class Service:
         self.batcher.stop()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
-    async def receive(self, request: Request) -> tuple[object, str]:
-        """The request's video (``video_source``), received in an upload slot within ``body_timeout``.
-        A request the queue could not take now is refused before its body is read: under overload,
-        receiving the bodies of requests only to refuse them would take the CPU the model needs.
+    async def receive(self, request: Request) -> tuple[Upload, int]:
+        """The request's video (``video_source``) and the bytes it holds in the upload budget, received
+        in an upload slot within ``body_timeout``. A request the service could not take now is refused
+        before its body is read: under overload, receiving bodies only to refuse them would take the
+        CPU the model needs, and a body that would pass the upload budget would take its memory.
         (uvicorn then discards the body as it arrives, keeping the connection; a client that sends
-        ``Expect: 100-continue`` never sends it.)"""
+        ``Expect: 100-continue`` never sends it.) The caller gives the bytes back with
+        ``admission.release`` once the request is answered."""
+        limit = body_limit(request, self.settings.max_body_bytes)
+        declared = declared_length(request, limit)
         _refuse(self.admission.check())
-        _refuse(self.admission.start_upload())
+        _refuse(self.admission.start_upload(declared or 0))
+        meter = BodyMeter(limit, declared, lambda nbytes: _refuse(self.admission.reserve(nbytes)))
         try:
-            reading = video_source(request, self.settings.max_body_bytes, self.root)
-            return await asyncio.wait_for(reading, self.settings.body_timeout)
-        except asyncio.TimeoutError:
-            raise HTTPProblem(408, "RequestTimeout", f"the body was not received within {self.settings.body_timeout:g} s",
-                              {"Connection": "close"}) from None
-        except ClientDisconnect:
-            raise HTTPProblem(400, "ClientDisconnected", "the client went away before sending the whole body") from None
+            upload = await asyncio.wait_for(video_source(request, meter, self.root), self.settings.body_timeout)
+        except BaseException as error:
+            self.admission.release(meter.reserved)
+            if isinstance(error, asyncio.TimeoutError):
+                raise HTTPProblem(408, "RequestTimeout",
+                                  f"the body was not received within {self.settings.body_timeout:g} s",
+                                  {"Connection": "close"}) from None
+            if isinstance(error, ClientDisconnect):
+                raise HTTPProblem(400, "ClientDisconnected",
+                                  "the client went away before sending the whole body") from None
+            raise
         finally:
             self.admission.end_upload()
+        return upload, meter.reserved
 
     def admit(self) -> None:
         """A work slot, or 503 at once: the queue is full, or would not be answered within its budget."""
@@ -131,8 +185,11 @@ class Service:
     def release(self) -> None:
         self.admission.done()
 
-    async def classify(self, source, admitted: float, receive_ms: float = 0.0) -> tuple[Prediction, dict]:
-        """Decode in the pool, classify in the batcher; the per-request timeout covers both."""
+    async def classify(self, model: ServedModel, source, admitted: float,
+                       receive_ms: float = 0.0) -> tuple[Prediction, dict]:
+        """Decode in the pool, classify in the batcher, both with ``model`` (the one live when the
+        request was admitted); the per-request timeout covers both."""
+        classifier = model.classifier
         loop = asyncio.get_running_loop()
         deadline = admitted + self.settings.timeout
         marks: dict[str, float] = {}
@@ -143,7 +200,7 @@ class Service:
             if remaining <= 0:
                 raise asyncio.TimeoutError
             try:
-                return self.classifier.read(source, timeout=remaining, limits=self.settings.limits)
+                return classifier.read(source, timeout=remaining, limits=self.settings.limits)
             finally:
                 marks["decode_end"] = time.perf_counter()
 
@@ -154,7 +211,7 @@ class Service:
             clip = await loop.run_in_executor(self.pool, decode)
             self.metrics.observe(self.metrics.queue_wait, marks["decode_start"] - admitted)
             self.metrics.observe(self.metrics.decode, marks["decode_end"] - marks["decode_start"])
-            pending = self.batcher.submit(clip)
+            pending = self.batcher.submit(clip, classifier)
             return clip, await asyncio.wrap_future(pending)
 
         try:
@@ -163,7 +220,7 @@ class Service:
             if pending is not None:
                 pending.cancel()
             raise HTTPProblem(504, "Timeout", f"not classified within {self.settings.timeout:g} s") from None
-        labels, top = self.classifier.decide(result.scores)
+        labels, top = classifier.decide(result.scores)
         done = time.perf_counter()
         timings = {
             "receive": receive_ms,
@@ -176,16 +233,21 @@ class Service:
         }
         return Prediction(labels, top, timings, clip.times, clip.info.keyframes), {"batch_size": result.batch_size}
 
+    def warm(self, model: ServedModel) -> None:
+        """Classify a small generated video with ``model`` through decode and the batcher (first-call
+        costs paid here, not by a request); raises if it cannot."""
+        if self.settings.warmup:
+            clip = model.classifier.read(named_stream(_warmup_video(), "<warmup>"), timeout=60)
+            self.batcher.submit(clip, model.classifier).result(timeout=300)
+
     def warmup(self) -> None:
-        """Classify a small generated video through decode and the batcher (first-call costs paid here)."""
+        """Warm the first model, then say ready (or why not)."""
         try:
-            if self.settings.warmup:
-                video = _warmup_video()
-                clip = self.classifier.read(named_stream(video, "<warmup>"), timeout=60)
-                self.batcher.submit(clip).result(timeout=300)
+            self.warm(self.models.current)
             self.ready.set()
-            log.info("warm-up done; ready (backend %s, %s, on %s)", self.classifier.backend.name,
-                     self.classifier.backend.precision, self.classifier.device)
+            classifier = self.classifier
+            log.info("warm-up done; ready (model %s, backend %s, %s, on %s)", self.models.current.id,
+                     classifier.backend.name, classifier.backend.precision, classifier.device)
         except Exception as error:  # noqa: BLE001
             self.warmup_error = f"{type(error).__name__}: {error}"
             log.exception("warm-up failed")
@@ -197,6 +259,7 @@ def _refuse(refusal: Refusal | None) -> None:
         raise HTTPProblem(503, refusal.kind, refusal.message, {"Retry-After": str(refusal.retry_after)})
 
 
+@functools.lru_cache(maxsize=1)
 def _warmup_video() -> bytes:
     from ..synth.encode import EncodeSpec, encode_video
 
@@ -209,8 +272,15 @@ def _warmup_video() -> bytes:
         return path.read_bytes()
 
 
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 def create_app(classifier: Classifier, settings: ServeSettings | None = None) -> FastAPI:
-    """The FastAPI app serving ``classifier``; embed it or run it with uvicorn."""
+    """The FastAPI app serving ``classifier``; embed it or run it with uvicorn
+    (``shortvid.serve.server.serve`` does)."""
     settings = settings or ServeSettings()
     service = Service(classifier, settings)
 
@@ -229,8 +299,9 @@ def create_app(classifier: Classifier, settings: ServeSettings | None = None) ->
     app = FastAPIOffline(title="shortvid", summary="Real-time short-video classification", lifespan=lifespan)
     app.state.service = service
 
-    def problem(error: HTTPProblem | DecodeError, status: int, request_id: str | None, headers=None) -> JSONResponse:
-        body = {"error": error.to_dict()}
+    def problem(error: HTTPProblem | ShortvidError, status: int, request_id: str | None = None, headers=None,
+                **extra) -> JSONResponse:
+        body = {"error": error.to_dict(), **extra}
         if request_id:
             body["request_id"] = request_id
         return JSONResponse(body, status_code=status, headers=headers)
@@ -240,15 +311,18 @@ def create_app(classifier: Classifier, settings: ServeSettings | None = None) ->
         request_id = request_id_of(request)
         started = time.perf_counter()
         headers = {"X-Request-ID": request_id}
-        status, admitted = 500, None
+        status, admitted, upload, held, model = 500, None, None, 0, None
         try:
-            source, _ = await service.receive(request)
+            upload, held = await service.receive(request)
             received = time.perf_counter()
             service.admit()
             admitted = time.perf_counter()
-            prediction, extra = await service.classify(source, admitted, (received - started) * 1000)
+            model = service.models.current  # this request finishes on it, whatever goes live meanwhile
+            headers["X-Model"] = model.id
+            prediction, extra = await service.classify(model, upload.source, admitted, (received - started) * 1000)
             status = 200
-            return JSONResponse({"request_id": request_id, **prediction.to_dict(), **extra}, headers=headers)
+            return JSONResponse({"request_id": request_id, "model": model.id, **prediction.to_dict(), **extra},
+                                headers=headers)
         except HTTPProblem as error:
             status = error.status
             return problem(error, status, request_id, {**error.headers, **headers})
@@ -263,7 +337,52 @@ def create_app(classifier: Classifier, settings: ServeSettings | None = None) ->
         finally:
             if admitted is not None:
                 service.release()
-            service.metrics.count("POST", "/v1/classify", status, time.perf_counter() - started)
+            if upload is not None:
+                await upload.close()
+            service.admission.release(held)
+            service.metrics.count("POST", "/v1/classify", status, time.perf_counter() - started,
+                                  model.id if model is not None else None)
+
+    @app.get("/v1/model", summary="The model being served: run, classes, backend, precision, content hash")
+    async def model_info():
+        service.metrics.count("GET", "/v1/model", 200, None)
+        return service.models.describe()
+
+    @app.post("/admin/reload", summary="Load a run (default: the served run as it is now), warm it, put it live",
+              include_in_schema=settings.admin_token is not None)
+    async def reload(request: Request):
+        if settings.admin_token is None:
+            status, answer = 404, problem(HTTPProblem(404, "NotFound", "model control is off: start the service "
+                                                                       "with an admin token to use it"), 404)
+        elif not hmac.compare_digest(_bearer(request).encode(), settings.admin_token.encode()):
+            status, answer = 401, problem(HTTPProblem(401, "Unauthorized", "send the admin token as "
+                                                                           "'Authorization: Bearer TOKEN'"), 401,
+                                          headers={"WWW-Authenticate": "Bearer"})
+        else:
+            status, answer = await _reload(request)
+        service.metrics.count("POST", "/admin/reload", status, None)
+        return answer
+
+    async def _reload(request: Request) -> tuple[int, JSONResponse]:
+        try:
+            body = await read_body(request, BodyMeter(JSON_LIMIT, declared_length(request, JSON_LIMIT),
+                                                      lambda nbytes: None))
+            asked = json.loads(body) if body.strip() else {}
+            if not isinstance(asked, dict) or not isinstance(asked.get("run", ""), str):
+                raise ValueError('expected {"run": "PATH"} or no body')
+        except HTTPProblem as error:
+            return error.status, problem(error, error.status)
+        except (ValueError, RecursionError) as error:
+            return 400, problem(HTTPProblem(400, "BadRequest", f"invalid JSON: {error}"), 400)
+        previous = service.models.current.id
+        try:
+            model = await asyncio.get_running_loop().run_in_executor(None, service.models.reload, asked.get("run"))
+        except ReloadInProgress as error:
+            return 409, problem(error, 409, serving=service.models.current.id)
+        except Exception as error:  # noqa: BLE001 - the old model still serves; say why the new one does not
+            return 422, problem(HTTPProblem(422, type(error).__name__, str(error)), 422,
+                                serving=service.models.current.id)
+        return 200, JSONResponse({"model": model.describe(), "previous": previous})
 
     @app.get("/healthz", summary="The process is alive")
     async def healthz():
@@ -274,7 +393,9 @@ def create_app(classifier: Classifier, settings: ServeSettings | None = None) ->
     async def readyz():
         if service.ready.is_set():
             service.metrics.count("GET", "/readyz", 200, None)
-            return {"status": "ready"}
+            # Shedding load is not unreadiness: a replica taken out of a load balancer for it would
+            # move its load onto the others. The body says when and why it sheds.
+            return {"status": "ready", "model": service.models.current.id, "shedding": service.admission.shedding()}
         service.metrics.count("GET", "/readyz", 503, None)
         reason = f"warm-up failed: {service.warmup_error}" if service.warmup_error else "warming up"
         return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
@@ -282,47 +403,10 @@ def create_app(classifier: Classifier, settings: ServeSettings | None = None) ->
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     async def metrics():
         service.metrics.count("GET", "/metrics", 200, None)
-        return PlainTextResponse(service.metrics.render(service.ready.is_set(), service.admission),
+        return PlainTextResponse(service.metrics.render(service.ready.is_set(), service.admission, service.models),
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app
 
 
-def serve(classifier: Classifier, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000,
-          log_level: str = "info") -> None:
-    """Run the app until SIGINT/SIGTERM, in one process: uvicorn on a thread, and the batcher, which
-    runs the model for every request, on this (the main) thread."""
-    import uvicorn
-
-    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO))
-    app = create_app(classifier, dataclasses.replace(settings, model_thread=False))
-    batcher = app.state.service.batcher
-    # After SIGTERM, requests in progress get `shutdown_grace` seconds; then they are cancelled, so
-    # that clients that never finish sending cannot keep the server up.
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, workers=1,
-                                           timeout_graceful_shutdown=settings.shutdown_grace))
-
-    def http() -> None:
-        try:
-            server.run()  # off the main thread, uvicorn leaves signal handling to us
-        finally:
-            batcher.stop()  # the server stopped (or never bound its port): stop batching too
-
-    def shutdown(signum, frame) -> None:
-        server.should_exit = True
-
-    previous = {sig: signal.signal(sig, shutdown) for sig in (signal.SIGINT, signal.SIGTERM)}
-    thread = threading.Thread(target=http, name="shortvid-http")
-    thread.start()
-    try:
-        batcher.run()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=settings.shutdown_grace + 30)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if not server.started:
-        raise OSError(f"could not serve on {host}:{port} (uvicorn's log above says why)")
-
-
-__all__ = ["ServeSettings", "create_app", "serve"]
+__all__ = ["ServeSettings", "create_app"]
