@@ -33,12 +33,13 @@ bench: install
 	$(BIN)/python bench/preprocess.py
 	$(BIN)/python bench/ort_options.py
 	$(BIN)/python bench/torch_options.py
-	$(BIN)/python bench/overlap.py
 	$(BIN)/python bench/students.py --time
 	$(BIN)/python bench/fuzz.py
 	$(BIN)/python bench/soak.py
-	$(BIN)/python bench/overload.py
+	$(BIN)/python bench/overload.py --baseline-rev 02b7e70
 	$(BIN)/python bench/overload.py --model seed
+	$(BIN)/python bench/uploads.py --baseline-rev 02b7e70
+	$(BIN)/python bench/connections.py
 	$(BIN)/python bench/ray_engine.py
 	$(BIN)/python bench/ddp.py
 

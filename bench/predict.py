@@ -13,7 +13,12 @@ before any timing), and every (model, backend) pair runs round-robin on each vid
 noise hits them alike. The report gives median and p95 ms/video per stage and, per model, the
 ratio onnx / torch.
 
-    python bench/predict.py [--videos 24] [--repeats 3] [--threads N] [--backends torch,onnx] [--json out.json]
+ONNX Runtime sessions are loaded as `shortvid predict` and the competition kit load them, with
+spinning pool threads (`Classifier.load(spin=True)`); `--no-spin` loads shortvid's default session
+instead, whose threads sleep (the service's, `classify_many`'s).
+
+    python bench/predict.py [--videos 24] [--repeats 3] [--threads N] [--backends torch,onnx] [--no-spin]
+                            [--json out.json]
 """
 
 from __future__ import annotations
@@ -70,6 +75,9 @@ def main() -> None:
     parser.add_argument("--settle-ms", type=float, default=100.0,
                         help="pause before each timed call, so the previous backend's spinning thread pool "
                              "(ONNX Runtime's, OpenMP's) has gone idle and does not slow the next (default: 100)")
+    parser.add_argument("--spin", action=argparse.BooleanOptionalAction, default=True,
+                        help="onnx: ONNX Runtime's pool threads spin between runs, as `shortvid predict` loads "
+                             "them; --no-spin: they sleep, shortvid's default session (default: --spin)")
     parser.add_argument("--student", type=Path, default=None,
                         help="a trained run to time as the student (default: random tsn_mobilenetv3 weights)")
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
@@ -87,8 +95,7 @@ def main() -> None:
         if args.student:
             runs[STUDENT] = args.student
         # Loading exports model.onnx for the onnx backend: done here, before any timing.
-        # spin=True: one video at a time, as `shortvid predict` and the competition kit load it.
-        classifiers = {(label, backend): Classifier.load(run, device=args.device, backend=backend, spin=True)
+        classifiers = {(label, backend): Classifier.load(run, device=args.device, backend=backend, spin=args.spin)
                        for label, run in runs.items() for backend in backends}
         providers = {f"{label} / {backend}": list(getattr(c.backend, "providers", ())) or str(c.device)
                      for (label, backend), c in classifiers.items()}
@@ -112,7 +119,8 @@ def main() -> None:
                if SEED in models else None for label, backend in classifiers}
     report = {"machine": machine(), "describe": describe(), "corpus": args.corpus, "device": args.device, "student": str(args.student or "random weights"),
               "torch_threads": torch.get_num_threads(), "videos": len(paths), "repeats": args.repeats,
-              "calls_per_pair": len(paths) * args.repeats, "settle_ms": args.settle_ms, "backends": backends, "providers": providers,
+              "calls_per_pair": len(paths) * args.repeats, "settle_ms": args.settle_ms, "spin": args.spin,
+              "backends": backends, "providers": providers,
               "median_ms": {f"{label} / {backend}": r for (label, backend), r in median.items()},
               "p95_ms": {f"{label} / {backend}": r for (label, backend), r in tail.items()},
               "total_vs_seed_net_same_backend": vs_seed,

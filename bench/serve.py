@@ -15,7 +15,13 @@ and again after it stops (the mean of the two is the baseline); the service's th
 reported as a ratio to it. Clients and server share the machine's cores, as they would in a
 single-box load test.
 
-    python bench/serve.py [--videos 24] [--requests 160] [--concurrency 1,8,32] [--json out.json]
+`--spin` serves a classifier whose ONNX Runtime threads spin (`Classifier.load(spin=True)`, as
+`shortvid predict` loads it for one video at a time; `shortvid serve` loads one whose threads sleep
+and has no option for it): the server subprocess is then this script, running what `shortvid serve`
+runs (`shortvid.serve.server.serve`, the same settings) on that classifier. The offline baseline
+keeps shortvid's default session either way.
+
+    python bench/serve.py [--videos 24] [--requests 160] [--concurrency 1,8,32] [--spin] [--json out.json]
 """
 
 from __future__ import annotations
@@ -137,6 +143,17 @@ def wait_ready(base: str, server: subprocess.Popen, timeout: float = 180) -> Non
     raise TimeoutError("shortvid serve not ready in time")
 
 
+def serve_spinning(run: str, port: int, args: argparse.Namespace) -> None:
+    """`shortvid serve RUN --port PORT` with this script's settings, ONNX Runtime's threads spinning."""
+    from shortvid.serve.http import ServeSettings
+    from shortvid.serve.server import serve
+
+    classifier = Classifier.load(run, device="cpu", backend=args.backend, spin=True)
+    settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                             decode_workers=args.decode_workers)
+    serve(classifier, settings, port=port, log_level="warning")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_corpus_argument(parser)
@@ -148,15 +165,22 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--decode-workers", type=int, default=2)
     parser.add_argument("--backend", default="auto", help="auto (the default: ONNX Runtime where it runs), torch, onnx")
+    parser.add_argument("--spin", action="store_true",
+                        help="serve with ONNX Runtime's pool threads spinning (Classifier.load(spin=True)); "
+                             "default: threads that sleep, as `shortvid serve` loads them")
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
+    parser.add_argument("--child-serve", nargs=2, metavar=("RUN", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child_serve:
+        serve_spinning(args.child_serve[0], int(args.child_serve[1]), args)
+        return
     levels = [int(c) for c in args.concurrency.split(",")]
     paths = corpus(args.corpus, args.videos)
     bodies = [path.read_bytes() for path in paths]
     report: dict = {"machine": machine(), "describe": describe(), "corpus": args.corpus, "videos": len(paths),
                     "mean_video_mb": round(sum(map(len, bodies)) / len(bodies) / 1e6, 2),
                     "settings": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms,
-                                 "decode_workers": args.decode_workers, "backend": args.backend},
+                                 "decode_workers": args.decode_workers, "backend": args.backend, "spin": args.spin},
                     "requests_per_level": args.requests}
     with tempfile.TemporaryDirectory() as folder:
         run = make_run(Path(folder) / "student", *MODELS[STUDENT])
@@ -167,10 +191,13 @@ def main() -> None:
 
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        command = [str(Path(sys.executable).parent / "shortvid"), "serve", str(run), "--port", str(port),
-                   "--device", "cpu", "--backend", args.backend, "--max-batch", str(args.max_batch),
-                   "--max-wait-ms", str(args.max_wait_ms), "--decode-workers", str(args.decode_workers),
-                   "--log-level", "warning"]
+        settings = ["--backend", args.backend, "--max-batch", str(args.max_batch),
+                    "--max-wait-ms", str(args.max_wait_ms), "--decode-workers", str(args.decode_workers)]
+        if args.spin:
+            command = [sys.executable, __file__, "--child-serve", str(run), str(port), *settings]
+        else:
+            command = [str(Path(sys.executable).parent / "shortvid"), "serve", str(run), "--port", str(port),
+                       "--device", "cpu", *settings, "--log-level", "warning"]
         server = subprocess.Popen(command)
         try:
             wait_ready(base, server)

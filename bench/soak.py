@@ -12,7 +12,8 @@ Scenarios, in the same run:
 - `read_frames / mix`: shortvid's decoder, one thread;
 - `read_frames x4 threads / mix`: the same calls from 4 threads, as the service's decode pool makes them;
 - `... / swapped moov+mdat`: the good videos with their moov and mdat boxes swapped (offsets left as
-  they were), decoded in turn over and over: the report's case (+165 KB a call);
+  they were), decoded in turn over and over: the report's case (it grew the report's process 165 KB a call: the
+  leaked blocks are small, the heap they pin is not);
 - `baseline`: the same calls through `read_frames` as it was at `--baseline-rev` (default: the commit
   before issue 10's fix), checked out into bench/.cache/soak/baseline-REV and imported from there in
   its own process. That `read_frames` left each `container.demux()` generator it stopped early

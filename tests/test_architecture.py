@@ -24,7 +24,7 @@ LAYERS = {
     "shortvid.train": 7, "shortvid.evaluate": 7,
     "shortvid.serve.http": 8, "shortvid.serve.admission": 8, "shortvid.judge": 8,
     "shortvid.serve.metrics": 8, "shortvid.serve.batcher": 8, "shortvid.serve.requests": 8,
-    "shortvid.serve.server": 8,
+    "shortvid.serve.server": 8, "shortvid.serve.control": 8,
     "shortvid.ablate": 9, "shortvid.demo": 9, "shortvid.distributed": 9,
     "shortvid.cli": 10,
     "shortvid.__main__": 11,

@@ -210,9 +210,8 @@ def ablate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    import shutil
-
     from ..ablate import AblationPlan, ablate
+    from ..files import atomic_write
 
     suffix = "-pretrained" if args.pretrained else ""
     plan = AblationPlan(data=args.data or f"data/{args.preset}", out=args.out or f"runs/ablate-{args.preset}{suffix}",
@@ -222,7 +221,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                         simclr_epochs=args.simclr_epochs)
     summary = ablate(plan)
     if args.report:
-        shutil.copyfile(Path(plan.out) / "ABLATION.md", args.report)
+        atomic_write(args.report, (Path(plan.out) / "ABLATION.md").read_bytes())
     print(f"ablation done in {summary['wall_seconds'] / 60:.1f} min: {Path(plan.out) / 'ABLATION.md'}")
     return 0
 

@@ -996,8 +996,12 @@ def scale_frame(frame: av.VideoFrame, width: int, height: int,
 @contextlib.contextmanager
 def _demuxing(container: av.container.InputContainer, stream: av.video.stream.VideoStream):
     """``container.demux(stream)``, closed on leaving. PyAV frees the generator's read packet only
-    when the generator is closed or exhausted; one dropped after a ``break`` or ``return`` leaks it
-    (about 165 bytes a call, which also fragments the heap: docs/security.md)."""
+    when the generator is closed or exhausted; one dropped after a ``break`` or ``return`` leaks it.
+    Before they were closed, a failed decode of a file with ``moov`` and ``mdat`` swapped leaked
+    600-650 bytes of heap a call (glibc's ``mallinfo2``, tests/test_hardening.py), and those small
+    blocks pinned the decoder's freed buffers, so RSS grew far more: +58 to +69 MB over that test's
+    500 calls (about 120-140 KB a call), +116.9 MB over 9,000 calls after warm-up in
+    ``bench/soak.py``'s baseline (BENCHMARKS.md), depending on the heap's layout."""
     packets = container.demux(stream)
     try:
         yield packets
