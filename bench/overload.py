@@ -21,8 +21,10 @@ the machine's cores with the server, is not what saturates.
      Retry-After of a 503 before its next request);
    - open loops: Poisson arrivals at 1x, 2x and 4x capacity for `--seconds` each (a request is sent
      when it is due, whatever the answers so far: how uploads arrive at a platform).
-   Per row: requests sent, share answered 200, p50/p99 latency of those (client-side), 503s, other
-   5xx (goal: none), and client-side failures (connection errors).
+   Per row: requests sent, share answered 200, p50/p99 latency of those (client-side, and the p99 of
+   the server's own time for them: its answers' `receive` + `total` timings, which leave out what the
+   load generator, sharing the cores, adds), 503s, other 5xx (goal: none), and client-side failures
+   (connection errors).
 
     python bench/overload.py [--corpus realistic-540] [--seconds 20] [--json out.json]
 """
@@ -71,7 +73,8 @@ async def post(port: int, body: bytes, index: int) -> tuple[int | str, float]:
     """One request on a new connection, as a lean HTTP/1.1 client: the headers first with
     `Expect: 100-continue`, the body only once the server asks for it (what curl does for large
     uploads), so a request refused at the door costs neither side its body. Returns the status (or
-    the client-side error) and the seconds to the whole answer."""
+    the client-side error), the seconds to the whole answer, and the server's own seconds for it (its
+    answer's receive + total timings; None but for a 200)."""
     started = time.perf_counter()
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -85,12 +88,16 @@ async def post(port: int, body: bytes, index: int) -> tuple[int | str, float]:
                 writer.write(body)
                 await writer.drain()
                 status, length = await _response_head(reader)
-            await reader.readexactly(length)
+            answer = await reader.readexactly(length)
         finally:
             writer.close()
     except (OSError, asyncio.IncompleteReadError) as error:
-        return type(error).__name__, time.perf_counter() - started
-    return status, time.perf_counter() - started
+        return type(error).__name__, time.perf_counter() - started, None
+    server = None
+    if status == 200:  # the server's own time for it: receiving the body, then admission to answer
+        timings = json.loads(answer)["timings_ms"]
+        server = (timings["receive"] + timings["total"]) / 1000
+    return status, time.perf_counter() - started, server
 
 
 async def _response_head(reader: asyncio.StreamReader) -> tuple[int, int]:
@@ -112,8 +119,8 @@ async def closed_loop(port: int, bodies: list[bytes], clients: int, seconds: flo
         for index in counter:
             if time.perf_counter() >= deadline:
                 return
-            status, took = await post(port, bodies[index % len(bodies)], index)
-            results.append((status, took))
+            results.append(await post(port, bodies[index % len(bodies)], index))
+            status = results[-1][0]
             if status == 503:
                 await asyncio.sleep(1.0)
 
@@ -136,13 +143,15 @@ async def open_loop(port: int, bodies: list[bytes], rate: float, seconds: float,
 
 
 def summarise(name: str, results: list[tuple], seconds: float, offered: float | None = None) -> dict:
-    served = np.array([s for status, s in results if status == 200]) * 1000
-    statuses = [status for status, _ in results]
+    served = np.array([s for status, s, _ in results if status == 200]) * 1000
+    server = np.array([s for status, _, s in results if status == 200]) * 1000
+    statuses = [status for status, _, _ in results]
     row = {"scenario": name, "sent": len(results), "offered_per_s": round(offered or len(results) / seconds, 1),
            "served": len(served), "served_share": round(len(served) / max(1, len(results)), 3),
            "served_per_s": round(len(served) / seconds, 1),
            "p50_ms": round(float(np.percentile(served, 50)), 0) if len(served) else None,
            "p99_ms": round(float(np.percentile(served, 99)), 0) if len(served) else None,
+           "server_p99_ms": round(float(np.percentile(server, 99)), 0) if len(server) else None,
            "503": statuses.count(503),
            "other_5xx": sum(1 for s in statuses if isinstance(s, int) and s >= 500 and s != 503),
            "other_4xx": sum(1 for s in statuses if isinstance(s, int) and 400 <= s < 500),
@@ -151,10 +160,11 @@ def summarise(name: str, results: list[tuple], seconds: float, offered: float | 
     return row
 
 
-def start(run: Path, port: int, queue_seconds: str, tree: Path | None = None) -> subprocess.Popen:
-    """`shortvid serve` from this checkout, or from ``tree`` (a baseline revision's worktree)."""
+def start(run: Path, port: int, queue_seconds: str, tree: Path | None = None, extra: tuple[str, ...] = ()) -> subprocess.Popen:
+    """`shortvid serve` from this checkout, or from ``tree`` (a baseline revision's worktree), with
+    ``extra`` options."""
     command = [sys.executable, "-m", "shortvid.cli", "serve", str(run), "--port", str(port), "--device", "cpu",
-               "--max-queue-seconds", queue_seconds, "--log-level", "warning"]
+               "--max-queue-seconds", queue_seconds, "--log-level", "warning", *extra]
     env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
     server = subprocess.Popen(command, env=env)
     wait_ready(f"http://127.0.0.1:{port}", server)
@@ -178,6 +188,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--multiples", default="1,2,4")
     parser.add_argument("--budgets", default="1,0.2", help="--max-queue-seconds values to shed at (default: 1,0.2)")
+    parser.add_argument("--capacity-window", default=None, metavar="S",
+                        help="shortvid serve --capacity-window for this code's servers (default: the server's)")
     parser.add_argument("--baseline-rev", default=None, metavar="REV",
                         help="also shed with the package at this git revision (a worktree, as bench/soak.py)")
     parser.add_argument("--json", type=Path, default=None)
@@ -204,7 +216,8 @@ def main() -> None:
             runs = [(f"{policy} at {args.baseline_rev}", seconds, tree)
                     for policy, seconds in policies(args.budgets).items() if float(seconds)] + runs
         for policy, queue_seconds, tree in runs:
-            server = start(run, port, queue_seconds, tree)
+            extra = ("--capacity-window", args.capacity_window) if args.capacity_window and not tree else ()
+            server = start(run, port, queue_seconds, tree, extra)
             bound = float(queue_seconds) * 1000 + MAX_BATCH / capacity * 1000 if float(queue_seconds) else None
             try:
                 asyncio.run(closed_loop(port, bodies, 16, 5))  # warm-up, and a first throughput estimate
@@ -222,13 +235,13 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     print(f"\ncapacity {capacity:.1f} videos/s ({report['machine']['cpu']}, {report['machine']['cores']} cores)")
-    print("\n| policy | load | sent | served | served/s | gauge/s | p50 ms | p99 ms | bound ms | 503 | other 5xx | "
-          "client errors |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| policy | load | sent | served | served/s | gauge/s | p50 ms | p99 ms | server p99 ms | bound ms | 503 | "
+          "other 5xx | client errors |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         load = f"{row['multiple']:g}x ({row['offered_per_s']:.0f}/s)" if "multiple" in row else "64 clients"
         bound = f"{row['bound_ms']:.0f}" if row["bound_ms"] else "-"
         print(f"| {row['policy']} | {load} | {row['sent']} | {row['served_share']:.0%} | {row['served_per_s']} | "
-              f"{row['gauge_per_s']:.1f} | {row['p50_ms']} | {row['p99_ms']} | {bound} | {row['503']} | "
+              f"{row['gauge_per_s']:.1f} | {row['p50_ms']} | {row['p99_ms']} | {row['server_p99_ms']} | {bound} | {row['503']} | "
               f"{row['other_5xx']} | {row['client_errors']} |")
 
 

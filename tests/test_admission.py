@@ -181,15 +181,6 @@ def test_capacity_edges():
     assert exact.answered == 1.0 and exact.per_second() > 0  # exactly the evidence asked for is enough
 
 
-def test_a_new_model_is_measured_anew():
-    clock = Clock()
-    gate = admission(clock)
-    serve_one(gate, clock, 0.1)
-    assert gate.throughput() is not None
-    gate.forget_capacity()
-    assert gate.throughput() is None and (gate.capacity.answered, gate.capacity.busy) == (0.0, 0.0)
-
-
 def test_a_clock_read_late_does_not_count_time_twice():
     capacity = Capacity(window=10.0)
     capacity.advance(10.0, busy=False)

@@ -73,9 +73,6 @@ class Capacity:
             return None
         return self.answered / self.busy
 
-    def reset(self) -> None:
-        self.answered = self.busy = 0.0
-
 
 class Admission:
     """Upload slots and bytes, work slots, and the capacity estimate that bounds the work queue.
@@ -174,12 +171,6 @@ class Admission:
             self._advance()
             self.in_flight -= 1
             self.capacity.answer()
-
-    def forget_capacity(self) -> None:
-        """Measure capacity anew (another model now serves)."""
-        with self.lock:
-            self._advance()
-            self.capacity.reset()
 
     def _advance(self) -> None:
         self.capacity.advance(self.clock(), self.in_flight > 0)

@@ -64,10 +64,9 @@ class ModelSlot:
     """The model live now, and reloads of it. ``warm(model)`` classifies a video with a candidate
     model through the service's path and raises if it cannot."""
 
-    def __init__(self, classifier: Classifier, warm: Callable[[ServedModel], None],
-                 on_swap: Callable[[ServedModel, ServedModel], None] | None = None):
+    def __init__(self, classifier: Classifier, warm: Callable[[ServedModel], None]):
         self.current = ServedModel(classifier)
-        self.warm, self.on_swap = warm, on_swap
+        self.warm = warm
         self.reloading = threading.Lock()
         self.counts = {"ok": 0, "failed": 0}
         self.last_reload: dict | None = None
@@ -92,8 +91,6 @@ class ModelSlot:
             raise
         else:
             self.current = candidate
-            if self.on_swap is not None:
-                self.on_swap(previous, candidate)
             seconds = time.perf_counter() - started
             self.counts["ok"] += 1
             self.last_reload = {"ok": True, "run": candidate.classifier.run, "at": time.time(),

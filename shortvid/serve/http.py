@@ -130,7 +130,9 @@ class Service:
         self.admission = Admission(settings.max_queue, settings.max_queue_seconds, settings.max_uploads,
                                    settings.upload_budget_bytes, settings.retry_after, settings.capacity_window)
         self.batcher = Batcher(settings.max_batch, settings.max_wait_ms, self.metrics)
-        self.models = ModelSlot(classifier, self.warm, on_swap=lambda old, new: self.admission.forget_capacity())
+        # A new model inherits the capacity estimate, which follows its speed within the window:
+        # measuring from nothing would refuse requests on the first answers' noise (bench/reload.py).
+        self.models = ModelSlot(classifier, self.warm)
         self.pool = ThreadPoolExecutor(max_workers=max(1, settings.decode_workers), thread_name_prefix="shortvid-decode")
         self.root = Path(settings.allow_root).resolve(strict=True) if settings.allow_root else None
         self.ready = threading.Event()
