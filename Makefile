@@ -40,6 +40,7 @@ bench: install
 	$(BIN)/python bench/overload.py --model seed
 	$(BIN)/python bench/uploads.py --baseline-rev 02b7e70
 	$(BIN)/python bench/connections.py
+	$(BIN)/python bench/reload.py
 	$(BIN)/python bench/ray_engine.py
 	$(BIN)/python bench/ddp.py
 

@@ -160,7 +160,8 @@ def summarise(name: str, results: list[tuple], seconds: float, offered: float | 
     return row
 
 
-def start(run: Path, port: int, queue_seconds: str, tree: Path | None = None, extra: tuple[str, ...] = ()) -> subprocess.Popen:
+def start(run: Path, port: int, queue_seconds: str, tree: Path | None = None,
+          extra: tuple[str, ...] = ()) -> subprocess.Popen:
     """`shortvid serve` from this checkout, or from ``tree`` (a baseline revision's worktree), with
     ``extra`` options."""
     command = [sys.executable, "-m", "shortvid.cli", "serve", str(run), "--port", str(port), "--device", "cpu",

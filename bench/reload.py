@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from decode import corpus  # bench/decode.py
+from overload import stop  # bench/overload.py
 from predict import MODELS, STUDENT, make_run  # bench/predict.py
 from serve import free_port, wait_ready  # bench/serve.py
 
@@ -105,8 +106,7 @@ def main() -> None:
             wait_ready(base, server)
             answers, windows = asyncio.run(scenario(base, bodies, runs, args))
         finally:
-            server.terminate()
-            server.wait(timeout=60)
+            stop(server)
     during = [end - start for start, end, status, _ in answers
               if status == 200 and any(start < w_end and end > w_start for w_start, w_end, _ in windows)]
     steady = [end - start for start, end, status, _ in answers

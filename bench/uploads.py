@@ -31,6 +31,7 @@ from pathlib import Path
 
 import psutil
 from decode import corpus  # bench/decode.py
+from overload import stop  # bench/overload.py
 from predict import MODELS, STUDENT, make_run  # bench/predict.py
 from serve import free_port, wait_ready  # bench/serve.py
 from soak import baseline_tree  # bench/soak.py
@@ -114,11 +115,7 @@ def measure(run: Path, body: bytes, ordinary: bytes, clients: int, tree: Path | 
                 "answers": dict(Counter(str(status) for status in statuses)), "seconds": round(seconds, 1),
                 "then_ordinary": dict(Counter(str(status) for status in after))}
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
 
 
 def main() -> None:

@@ -35,6 +35,13 @@ def running(classifier, ready: bool = True, **settings):
         sock.close()
 
 
+def free_port() -> int:
+    """A local TCP port nothing listens on now (for a server subprocess to bind)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def metric(text: str, name: str) -> float:
     """The value of one sample (``name`` with its labels) in Prometheus text."""
     match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)

@@ -155,7 +155,8 @@ def test_upload_slots_and_bytes():
 
 def test_defaults():
     gate = Admission(max_queue=5, max_queue_seconds=1.0, max_uploads=2)
-    assert (gate.retry_after, gate.capacity.window, gate.shedding_window, gate.max_upload_bytes) == (1, 10.0, 10.0, None)
+    assert (gate.retry_after, gate.capacity.window, gate.shedding_window) == (1, 10.0, 10.0)
+    assert gate.max_upload_bytes is None
     assert (Capacity().window, Capacity().min_answers) == (10.0, 0.5)
     assert gate.start_upload() is None and gate.held_bytes == 0  # no declared length: nothing reserved yet
 

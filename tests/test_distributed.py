@@ -20,6 +20,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from serving import free_port  # noqa: E402
+
 from shortvid import distributed  # noqa: E402
 from shortvid.cli import main  # noqa: E402
 from shortvid.data.annotations import load_dataset  # noqa: E402
@@ -222,12 +224,6 @@ def test_actors_that_cannot_fit_are_refused(local_ray):
         actor_count(RayOptions(actors=3))
     with pytest.raises(DistributedError, match="GPU"):
         actor_count(RayOptions(gpus_per_actor=1))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_predict_on_a_started_cluster(trained_run, videos, tmp_path):

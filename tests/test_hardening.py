@@ -20,7 +20,7 @@ import httpx
 import psutil
 import pytest
 from conftest import pattern_frames, tiny_config
-from serving import metric, running, wait_ready
+from serving import free_port, metric, running, wait_ready
 
 from shortvid.cli import main
 from shortvid.cli.options import load_config_announced
@@ -298,9 +298,7 @@ def test_a_refused_upload_gets_its_503_not_a_reset(classifier):
 
 
 def test_sigterm_stops_the_server_whatever_the_clients_do(trained_run):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "shortvid.cli", "serve", str(trained_run), "--port", str(port),
                                 "--device", "cpu", "--body-timeout", "600", "--shutdown-grace", "1",
                                 "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

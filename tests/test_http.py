@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from serving import metric, running, wait_ready
+from serving import free_port, metric, running, wait_ready
 
 from shortvid.data.annotations import load_dataset
 from shortvid.serve.batcher import Batcher
@@ -273,9 +273,7 @@ def test_cli_has_serve():
 
 
 def test_shortvid_serve_command(trained_run, root, classifier, videos):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "shortvid.cli", "serve", str(trained_run), "--port", str(port),
                                 "--device", "cpu", "--allow-root", str(root), "--decode-workers", "1",
                                 "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -8,7 +8,6 @@ a real server, real clients.
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from serving import metric, running, wait_ready
+from serving import free_port, metric, running, wait_ready
 
 from shortvid.data.annotations import load_dataset
 from shortvid.run import RunDir
@@ -204,12 +203,6 @@ def test_a_batch_never_mixes_models(runs, videos):
     assert [result.batch_size for result in results] == [2, 2, 2, 2, 1]
     for i, (model, result) in enumerate(zip(order, results)):
         np.testing.assert_allclose(result.scores, model.scores(clips[i % 3])[0], atol=1e-5)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="needs SIGHUP")

@@ -5,7 +5,6 @@ recovers, and says when and why it shed. ``Admission`` itself is tested in tests
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from serving import metric, running, wait_ready
+from serving import free_port, metric, running, wait_ready
 
 from shortvid.serve.classifier import Classifier
 from shortvid.synth.encode import EncodeSpec, encode_video
@@ -84,12 +83,6 @@ def test_a_legal_4k_upload_beside_real_ones_at_a_small_budget(trained_run, video
         text = client.get("/metrics").text
         assert metric(text, 'shortvid_shedding{reason="Overloaded"}') == 1
         assert metric(text, 'shortvid_rejected_total{reason="Overloaded"}') >= 1
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP")

@@ -119,7 +119,8 @@ class Metrics:
             f"shortvid_expected_wait_seconds {_number(round(gauges['expected_wait'], 4))}",
             "# HELP shortvid_rejected_total Requests refused with 503, by reason.",
             "# TYPE shortvid_rejected_total counter"]
-        lines += [f'shortvid_rejected_total{{reason="{reason}"}} {n}' for reason, n in sorted(gauges["refused"].items())]
+        lines += [f'shortvid_rejected_total{{reason="{reason}"}} {n}'
+                  for reason, n in sorted(gauges["refused"].items())]
         lines += ["# HELP shortvid_shedding Whether the service refused a request with 503 recently, by reason.",
                   "# TYPE shortvid_shedding gauge"]
         lines += [f'shortvid_shedding{{reason="{reason}"}} {int(gauges["shedding"] == reason)}' for reason in REASONS]
@@ -130,7 +131,8 @@ class Metrics:
                   "shortvid_model_info{" + ",".join(f'{key}="{_label(value)}"' for key, value in info.items()) + "} 1",
                   "# HELP shortvid_model_reloads_total Reloads of the model, by result.",
                   "# TYPE shortvid_model_reloads_total counter"]
-        lines += [f'shortvid_model_reloads_total{{result="{result}"}} {n}' for result, n in sorted(models.counts.items())]
+        lines += [f'shortvid_model_reloads_total{{result="{result}"}} {n}'
+                  for result, n in sorted(models.counts.items())]
         return "\n".join(lines) + "\n"
 
 
