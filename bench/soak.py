@@ -50,17 +50,11 @@ SCENARIOS = {
 
 def swapped(good: Path) -> Path:
     """`good` with its moov and mdat boxes swapped, offsets left as they were (the report's file)."""
-    from shortvid.synth.damage import parse_boxes
+    from shortvid.synth.damage import with_boxes_swapped
 
-    data = good.read_bytes()
-    boxes = parse_boxes(data)
-    raw = [data[box.offset:box.offset + box.size] for box in boxes]
-    kinds = [box.kind for box in boxes]
-    first, second = kinds.index(b"moov"), kinds.index(b"mdat")
-    raw[first], raw[second] = raw[second], raw[first]
     target = CACHE / "swapped" / good.name
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(b"".join(raw))
+    target.write_bytes(with_boxes_swapped(good.read_bytes()))
     return target
 
 

@@ -6,7 +6,6 @@ import gc
 import io
 import json
 import logging
-import random
 import re
 import signal
 import socket
@@ -35,7 +34,7 @@ from shortvid.decode import (
 )
 from shortvid.files import partial_path
 from shortvid.serve.classifier import Classifier
-from shortvid.synth.damage import MUTATIONS, find, parse_boxes, with_coded_size
+from shortvid.synth.damage import find, parse_boxes, with_boxes_swapped, with_coded_size
 from shortvid.synth.encode import EncodeSpec, encode_video
 from shortvid.train.config import ConfigError, load_config, resolve_config
 from shortvid.train.trainer import train
@@ -57,11 +56,8 @@ def damaged(small_videos, tmp_path_factory) -> dict[str, Path]:
         "hdlr": good[:handler.offset] + b"\xff" + good[handler.offset + 1:],  # the handler box's size
         "sps_65520x16": with_coded_size(good, 65520, 16),
         "sps_16000x16000": with_coded_size(good, 16000, 16000),
+        "swapped": with_boxes_swapped(good),
     }
-    name, seed = "", 0
-    while not name.startswith("swap"):
-        name, files["swapped"] = MUTATIONS["reorder"](good, random.Random(seed))
-        seed += 1
     paths = {}
     for key, data in files.items():
         paths[key] = folder / f"{key}.mp4"
@@ -167,14 +163,8 @@ def swapped_upload(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("swapped") / "good.mp4"
     encode_video(path, pattern_frames(40, 144, 256), EncodeSpec(fps=10, gop=100, scenecut=False, audio=True),
                  keyframes=(0, 10, 20, 30))
-    data = path.read_bytes()
-    boxes = parse_boxes(data)
-    raw = [data[box.offset:box.offset + box.size] for box in boxes]
-    kinds = [box.kind for box in boxes]
-    moov, mdat = kinds.index(b"moov"), kinds.index(b"mdat")
-    raw[moov], raw[mdat] = raw[mdat], raw[moov]
     swapped = path.with_name("swapped.mp4")
-    swapped.write_bytes(b"".join(raw))
+    swapped.write_bytes(with_boxes_swapped(path.read_bytes()))
     return swapped
 
 

@@ -199,12 +199,10 @@ class Admission:
         and the state that caused it; None when the service has not refused recently."""
         with self.lock:
             self._advance()
-            if self.last_refusal is None:
+            recent = self._recent_refusal()
+            if recent is None:
                 return None
-            at, refusal = self.last_refusal
-            age = self.clock() - at
-            if age > self.shedding_window:
-                return None
+            age, refusal = recent
             rate = self.capacity.per_second()
             return {"reason": refusal.kind, "message": refusal.message, "seconds_ago": round(age, 3),
                     "refused": dict(self.refused), "in_flight": self.in_flight, "uploads": self.uploads,
@@ -215,11 +213,19 @@ class Admission:
         """The gauges /metrics shows, read at one instant."""
         with self.lock:
             self._advance()
-            recent = self.last_refusal is not None and self.clock() - self.last_refusal[0] <= self.shedding_window
+            recent = self._recent_refusal()
             return {"in_flight": self.in_flight, "uploads": self.uploads, "held_bytes": self.held_bytes,
                     "max_upload_bytes": self.max_upload_bytes, "refused": dict(self.refused),
                     "throughput": self.capacity.per_second() or 0.0, "expected_wait": self._wait(),
-                    "shedding": self.last_refusal[1].kind if recent else None}
+                    "shedding": recent[1].kind if recent else None}
+
+    def _recent_refusal(self) -> tuple[float, Refusal] | None:
+        """Seconds since the latest refusal, and the refusal, if within ``shedding_window``."""
+        if self.last_refusal is None:
+            return None
+        at, refusal = self.last_refusal
+        age = self.clock() - at
+        return (age, refusal) if age <= self.shedding_window else None
 
 
 def _mib(nbytes: int) -> str:

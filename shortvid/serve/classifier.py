@@ -182,9 +182,8 @@ class Classifier:
         self.policy = policy
         self.device = self.backend.device  # where frames are prepared
         self.transform = preprocess.transform()
-        # Set by ``load``: where the model came from, what identifies it, and how to load it again.
+        # Set by ``load``: where the model came from, and how to load it again.
         self.run: str | None = None
-        self.fingerprint: str | None = None
         self.load_options: dict = {}
 
     @classmethod
@@ -227,14 +226,13 @@ class Classifier:
             onnx = _onnx_backend(run_dir, checkpoint, precision, torch_device, spin)
         elif backend == AUTO:
             onnx = _auto_onnx(run_dir, checkpoint, precision, torch_device, spin)
-        fingerprint = run.fingerprint(checkpoint)
         if onnx is not None:
             classifier = cls(None, run.label_map(), preprocess, policy, torch_device, onnx, limits)
         else:
             model = run.load_model(checkpoint, torch_device)
             classifier = cls(model, run.label_map(), preprocess, policy, torch_device,
                              TorchBackend(model, torch_device, precision), limits)
-        classifier.run, classifier.fingerprint = str(run_dir), fingerprint
+        classifier.run = str(run_dir)
         classifier.load_options = {"device": device, "checkpoint": checkpoint, "adaptive": adaptive,
                                    "backend": backend, "precision": precision, "limits": limits, "spin": spin}
         return classifier

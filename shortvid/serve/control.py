@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import ShortvidError
+from ..run import RunDir
 from .classifier import Classifier
 
 log = logging.getLogger("shortvid.serve")
@@ -39,19 +40,27 @@ class ServedModel:
     """A classifier as a service serves it, and what identifies it in answers and ``/v1/model``."""
 
     classifier: Classifier
+    fingerprint: str | None  # RunDir.fingerprint of its run's files, read as it goes live
     loaded_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def of(cls, classifier: Classifier) -> "ServedModel":
+        """``classifier``, fingerprinted from its run (hashed here, for the service alone: other users
+        of ``Classifier.load`` do not pay for reading the weights twice)."""
+        run = classifier.run
+        checkpoint = classifier.load_options.get("checkpoint", "best")
+        return cls(classifier, RunDir(run).fingerprint(checkpoint) if run is not None else None)
 
     @property
     def id(self) -> str:
-        """The first 12 hex digits of the run's fingerprint (``RunDir.fingerprint``): the same for two
-        runs that give the same answers; "unversioned" for a classifier not loaded from a run."""
-        fingerprint = self.classifier.fingerprint
-        return fingerprint[:12] if fingerprint else "unversioned"
+        """The first 12 hex digits of the run's fingerprint: the same for two runs that give the same
+        answers; "unversioned" for a classifier not loaded from a run."""
+        return self.fingerprint[:12] if self.fingerprint else "unversioned"
 
     def describe(self) -> dict:
         classifier = self.classifier
         labels = classifier.labels
-        return {"id": self.id, "run": classifier.run, "fingerprint": classifier.fingerprint,
+        return {"id": self.id, "run": classifier.run, "fingerprint": self.fingerprint,
                 "checkpoint": classifier.load_options.get("checkpoint"),
                 "backend": classifier.backend.name, "precision": classifier.backend.precision,
                 "device": str(classifier.device), "frames": classifier.preprocess.frames.to_dict(),
@@ -65,7 +74,7 @@ class ModelSlot:
     model through the service's path and raises if it cannot."""
 
     def __init__(self, classifier: Classifier, warm: Callable[[ServedModel], None]):
-        self.current = ServedModel(classifier)
+        self.current = ServedModel.of(classifier)
         self.warm = warm
         self.reloading = threading.Lock()
         self.counts = {"ok": 0, "failed": 0}
@@ -79,7 +88,7 @@ class ModelSlot:
         started = time.perf_counter()
         previous = self.current
         try:
-            candidate = ServedModel(previous.classifier.reloaded(run))
+            candidate = ServedModel.of(previous.classifier.reloaded(run))
             self.warm(candidate)
         except Exception as error:
             self.counts["failed"] += 1

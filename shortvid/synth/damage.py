@@ -382,6 +382,17 @@ def _counts(data: bytes, rng: random.Random) -> tuple[str, bytes]:
     return f"count-{kind.decode()}", bytes(damaged)
 
 
+def with_boxes_swapped(data: bytes, first: bytes = b"moov", second: bytes = b"mdat") -> bytes:
+    """``data`` with two top-level boxes swapped and the offsets into them left as they were: by
+    default moov and mdat, a file whose index points at the wrong bytes (the hardening reports' case)."""
+    boxes = parse_boxes(data)
+    raw = [data[box.offset:box.offset + box.size] for box in boxes]
+    kinds = [box.kind for box in boxes]
+    a, b = kinds.index(first), kinds.index(second)
+    raw[a], raw[b] = raw[b], raw[a]
+    return b"".join(raw)
+
+
 def _reorder(data: bytes, rng: random.Random) -> tuple[str, bytes]:
     """Top-level boxes moved without fixing the offsets into them (swapped moov and mdat), or one
     dropped or doubled."""
@@ -393,9 +404,7 @@ def _reorder(data: bytes, rng: random.Random) -> tuple[str, bytes]:
     kinds = [box.kind for box in boxes]
     how = rng.choice(["swap", "drop", "double"])
     if how == "swap" and b"moov" in kinds and b"mdat" in kinds:
-        a, b = kinds.index(b"moov"), kinds.index(b"mdat")
-        raw[a], raw[b] = raw[b], raw[a]
-        return "swap-moov-mdat", b"".join(raw)
+        return "swap-moov-mdat", with_boxes_swapped(data)
     index = rng.randrange(len(raw))
     if how == "drop" and len(raw) > 1:
         return f"drop-{kinds[index].decode('latin-1')}", b"".join(raw[:index] + raw[index + 1:])
@@ -448,4 +457,4 @@ def damaged_copies(data: bytes, count: int, seed: int = 0,
 
 
 __all__ = ["Box", "MUTATIONS", "damaged_copies", "find", "parse_boxes", "rewrite_sps", "serialise_boxes",
-           "with_coded_size", "with_header_size"]
+           "with_boxes_swapped", "with_coded_size", "with_header_size"]
