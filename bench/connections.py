@@ -1,19 +1,21 @@
 """Idle connections (issue 19): N connections that never send a byte, against the service's HTTP layer
-as uvicorn configures it by default (how `shortvid serve` ran before issue 19), with uvicorn's own
-`limit_concurrency`, and as `shortvid serve` configures it now (`shortvid.serve.server.uvicorn_config`:
-`--max-connections 1000`, `--header-timeout 10`, the defaults), in one run.
+as `shortvid serve` configures it now (`shortvid.serve.server.uvicorn_config`: `--max-connections 1000`,
+`--header-timeout 10`, the defaults).
+
+Baseline, in the same run: uvicorn configured by default (how `shortvid serve` ran before issue 19),
+and the same with uvicorn's own `limit_concurrency`. Prints the machine, the server's limit on open
+files, then a Markdown table: per server, the idle connections still open 1 s after and after
+`--seconds`, the server's file descriptors (before / peak / 1 s / at the end), its RSS, the "Too many
+open files" errors it logged, and real requests' statuses and median latency before the flood,
+1 s after it and at the end.
 
 Each variant is a fresh server subprocess serving the CPU student (tsn_mobilenetv3 at 160 px, random
-weights written as a run, as bench/serve.py does) with the default `ServeSettings`; the app is the
-same in all three (`create_app`, batching on its own thread), only the uvicorn configuration differs.
-This process then opens `--connections` connections that send nothing, and reports:
-- how many of them are still open 1 s after they were opened and after `--seconds` (a connection
-  counts as closed once the server's FIN or reset has reached the client);
-- the server's open file descriptors (/proc/PID/fd) and RSS, before, 1 s after and after `--seconds`,
-  and the most file descriptors it held during that first second (sampled every 2 ms);
-- the "Too many open files" errors the server logged;
-- a real request (POST of one video of `--corpus`, each on a new connection) `--requests` times before,
-  meanwhile (1 s after the flood) and after `--seconds`: the statuses and the median latency.
+weights written as a run) with the default `ServeSettings`; the app is the same in all three
+(`create_app`, batching on its own thread), only the uvicorn configuration differs. This process
+then opens `--connections` connections that send nothing. A connection counts as closed once the
+server's FIN or reset has reached the client; file descriptors are read from /proc/PID/fd, the peak
+sampled every 2 ms during the first second; a real request is a POST of one video of `--corpus`,
+each on a new connection, `--requests` times at each point.
 
 Both processes raise their soft limit on open files to the hard limit first (2,000 sockets are over
 the common default of 1,024); `--server-fd-limit 1024` starts the server with that soft limit instead,
@@ -24,11 +26,8 @@ as a default Linux login would (`shortvid serve` raises it itself, `ensure_fd_li
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -40,9 +39,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from decode import add_corpus_argument, corpus, machine  # bench/decode.py
-from predict import MODELS, STUDENT, make_run  # bench/predict.py
-from serve import free_port, wait_ready  # bench/serve.py
+
+from common import add_corpus_argument, corpus, free_port, launch, machine, make_parser, make_run, stop, write_json
 
 VARIANTS = {
     "before": "uvicorn defaults (shortvid serve before issue 19)",
@@ -66,7 +64,7 @@ def run_server(variant: str, run: str, port: int, fd_limit: int) -> None:
     if fd_limit:
         resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
-    from shortvid.serve.classifier import Classifier
+    from shortvid.infer.classifier import Classifier
     from shortvid.serve.http import ServeSettings, create_app
     from shortvid.serve.server import descriptors_needed, ensure_fd_limit, uvicorn_config
 
@@ -140,13 +138,12 @@ def measure(variant: str, run: Path, body: bytes, connections: int, seconds: flo
             fd_limit: int) -> dict:
     port = free_port()
     log = run.parent / f"{variant}.log"
-    with log.open("wb") as output:
-        server = subprocess.Popen([sys.executable, __file__, "--server", variant, str(run), str(port), str(fd_limit)],
-                                  stdout=output, stderr=subprocess.STDOUT)
     socks: list[socket.socket] = []
     row: dict = {"variant": VARIANTS[variant]}
+    with log.open("wb") as output:
+        server = launch([sys.executable, __file__, "--server", variant, str(run), str(port), str(fd_limit)], port,
+                        stdout=output, stderr=subprocess.STDOUT)
     try:
-        wait_ready(f"http://127.0.0.1:{port}", server)
         row["before"] = {**process_facts(server.pid), **real_requests(port, body, requests)}
         started = time.monotonic()
         peak = PeakFds(server.pid)
@@ -171,12 +168,7 @@ def measure(variant: str, run: Path, body: bytes, connections: int, seconds: flo
     finally:
         for sock in socks:
             sock.close()
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
     with log.open("rb") as output:
         row["emfile_errors"] = sum(b"Too many open files" in line for line in output)
     return row
@@ -186,10 +178,10 @@ def report(rows: list[dict], connections: int, seconds: float) -> str:
     def statuses(part: dict) -> str:
         return " ".join(f"{n}x{status}" for status, n in sorted(part["statuses"].items()))
 
-    lines = [f"| server | open 1 s after | open after {seconds:g} s | "
-             f"server FDs: before / peak / 1 s / {seconds:g} s | "
-             f"RSS MiB: before / 1 s | EMFILE errors | real request before | 1 s after | after {seconds:g} s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    header = (f"| server | open 1 s after | open after {seconds:g} s | server FDs: before / peak / 1 s / "
+              f"{seconds:g} s | RSS MiB: before / 1 s | EMFILE errors | real request before | 1 s after | "
+              f"after {seconds:g} s |")
+    lines = [header, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         before, meanwhile, after = row["before"], row["meanwhile"], row["after"]
         answers = " | ".join(f"{statuses(part)}, {part['median_ms']} ms" for part in (before, meanwhile, after))
@@ -205,7 +197,7 @@ def main() -> None:
     if len(sys.argv) == 6 and sys.argv[1] == "--server":
         run_server(*sys.argv[2:4], int(sys.argv[4]), int(sys.argv[5]))
         return
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__)
     parser.add_argument("--connections", type=int, default=2000, help="idle connections to open (default: 2000)")
     parser.add_argument("--seconds", type=float, default=30.0, help="when to count them again (default: 30)")
     parser.add_argument("--requests", type=int, default=5, help="real requests at each point (default: 5)")
@@ -214,7 +206,6 @@ def main() -> None:
                              "limit)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"of {', '.join(VARIANTS)}")
     add_corpus_argument(parser, default="realistic-540")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
 
     limit = raise_fd_limit()
@@ -222,17 +213,15 @@ def main() -> None:
         raise SystemExit(f"open files are limited to {limit}: too few for {args.connections} connections")
     body = corpus(args.corpus, 4)[0].read_bytes()
     with tempfile.TemporaryDirectory() as folder:
-        run = make_run(Path(folder) / "model", *MODELS[STUDENT])
+        run = make_run(Path(folder) / "model")
         rows = [measure(variant, run, body, args.connections, args.seconds, args.requests, args.server_fd_limit)
                 for variant in args.variants.split(",")]
     server_limit = args.server_fd_limit or limit
     print(f"{machine()}; server's open-file limit {server_limit}; {args.connections} idle connections, "
           f"{args.requests} real requests at each point")
     print(report(rows, args.connections, args.seconds))
-    if args.json:
-        args.json.write_text(json.dumps({"machine": machine(), "server_fd_limit": server_limit,
-                                         "connections": args.connections,
-                                         "seconds": args.seconds, "rows": rows}, indent=2))
+    write_json(args.json, {"machine": machine(), "server_fd_limit": server_limit, "connections": args.connections,
+                           "seconds": args.seconds, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -1,20 +1,23 @@
 """Training throughput with one and with several processes (torchrun + DDP, gloo on the CPU).
 
-The same corpus, frame cache and config train once as one process (`python -m shortvid train`,
-no process group: the plain path) and once per process count under torchrun
-(`torchrun --nproc-per-node N -m shortvid train`); the cores are shared out (one process: all of
-them; N: cores / N threads each), each process takes batches of `--batch`, so N processes take
-N x batch videos a step. Timed: the epochs' training steps alone (`train_seconds` in metrics.jsonl,
-validation and start-up left out), the first epoch dropped as warm-up; the counts alternate repeat
-after repeat so machine noise hits them alike. Reported: the best repeat (noise only slows a run,
-so the best is the steadiest figure on a shared machine) and the median.
+Baseline: the first count of `--processes` (default: 1, the plain path: `python -m shortvid train`,
+no process group), in the same run. Prints the settings, the machine and a Markdown table: per
+process count, threads each, videos a step, steps an epoch, steps/s, videos/s and its ratio to the
+baseline (best repeat), and the median videos/s with its ratio.
+
+The same corpus (the `tiny` preset, `--videos` videos, generated once), frame cache and config train
+once as one process and once per process count under torchrun (`torchrun --nproc-per-node N -m
+shortvid train`); the cores are shared out (one process: all of them; N: cores / N threads each),
+each process takes batches of `--batch`, so N processes take N x batch videos a step. Timed: the
+epochs' training steps alone (`train_seconds` in metrics.jsonl, validation and start-up left out),
+the first epoch dropped as warm-up; the counts alternate repeat after repeat so machine noise hits
+them alike. The best repeat is the steadiest figure on a shared machine (noise only slows a run).
 
     python bench/ddp.py [--processes 1,2] [--videos 120] [--epochs 3] [--batch 8] [--repeats 2] [--json out.json]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -28,17 +31,17 @@ from shortvid.data.cache import extract
 from shortvid.decode import FrameSpec
 from shortvid.evaluate.report import markdown_table
 from shortvid.machine import describe
-from shortvid.synth.corpus import generate_corpus, preset
+from shortvid.synth.corpus import preset
 
-CACHE = Path(__file__).parent / ".cache" / "ddp"
+from common import DATA, generated, make_parser, write_json
+
 RESIZE, INPUT = 128, 112  # the tiny config's
 
 
 def corpus(videos: int) -> tuple[Path, Path]:
-    """A `tiny`-preset corpus of ``videos`` videos and its frame cache, made once under bench/.cache."""
-    root, cache = CACHE / f"tiny-{videos}", CACHE / f"tiny-{videos}-cache"
-    if not (root / "train.txt").exists():
-        generate_corpus(root, preset("tiny", seed=0, num_videos=videos), workers=os.cpu_count() or 1, progress=False)
+    """A `tiny`-preset corpus of ``videos`` videos and its frame cache, made once in the data folder."""
+    root, cache = DATA / "ddp" / f"tiny-{videos}", DATA / "ddp" / f"tiny-{videos}-cache"
+    generated(f"ddp/tiny-{videos}", preset("tiny", seed=0, num_videos=videos), progress=False)
     names = [(s.name, s.path) for split in ("train", "val") for s in load_dataset(root, split)]
     extract(names, cache, FrameSpec(k=3, size=RESIZE), workers=os.cpu_count() or 1, progress=False)  # resumable
     return root, cache
@@ -57,7 +60,7 @@ def train_once(processes: int, data: Path, cache: Path, out: Path, epochs: int, 
                    "-m", "shortvid"]
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // processes))}
     result = subprocess.run([*command, "train", "--config", "tiny", *overrides], capture_output=True, text=True,
-                            env=env, timeout=3600)
+                            env=env, timeout=3600, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"{processes} process(es): training failed:\n{result.stderr[-3000:]}")
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -66,13 +69,12 @@ def train_once(processes: int, data: Path, cache: Path, out: Path, epochs: int, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--processes", default="1,2", help="process counts to compare (default: 1,2)")
     parser.add_argument("--videos", type=int, default=120, help="corpus size, a quarter for validation (default: 120)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs a run, the first not timed (default: 3)")
     parser.add_argument("--batch", type=int, default=8, help="videos a process takes a step (default: 8)")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
     counts = [int(n) for n in args.processes.split(",")]
     data, cache = corpus(args.videos)
@@ -104,9 +106,8 @@ def main() -> None:
     print(f"machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}\n")
     print(markdown_table(["processes", "threads each", "videos a step", "steps an epoch", "steps/s", "videos/s",
                           f"vs {counts[0]}", f"median videos/s (vs {counts[0]})"], rows))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine, "train_videos": train_videos, "epochs": args.epochs,
-                                               "repeats": args.repeats, "results": results}, indent=2) + "\n")
+    write_json(args.json, {"machine": machine, "train_videos": train_videos, "epochs": args.epochs,
+                           "repeats": args.repeats, "results": results})
 
 
 if __name__ == "__main__":

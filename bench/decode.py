@@ -1,35 +1,34 @@
-"""Decoding benchmark: the keyframe path against the floor, uniform seeking, full decoding, decoder
-variants and the libraries a user would pick instead.
+"""Decoding 3 frames per video: shortvid's keyframe path against the floor (what no file-based way can
+beat), uniform seeking, full decoding, decoder variants and the libraries a user would pick instead.
 
-Corpora (`--corpus`): `realistic-720` (default) and `realistic-540` are generated realistic videos
-(portrait 720x1280 or 540x960, 30 fps, a keyframe every 120 frames plus one at each cut, 10-15 s,
-H.264 High + AAC, faststart), kept in bench/.cache; `real-shaped` is generated like the real uploads
-issue 14 measured (mostly 480x480 square, portrait 540x954-720x1282, one 1280x720 in 25; 6-15 s, AAC
-interleaved, 2-4 keyframes mostly; half with `moov` at the end, a third without edit lists; see
-`real_shaped_corpus`); `bench` samples `--videos` files (seed 0) of the
-`bench` preset corpus (`--bench-dir`, default /work/data/bench/videos). Every way returns 3 RGB
-frames, short side 256, centre crop 224:
+Baseline: the floor, and full decoding, in the same run. Prints the results as JSON (machine, versions,
+corpus shapes, median ms/video, each method's ratio to the floor and to full decoding, mean absolute
+pixel difference from the keyframe path, skipped peers with their reason), then a Markdown table.
+
+Corpora (`--corpus`, generated once and reused): `realistic-720` (default) and `realistic-540`,
+portrait 720x1280 or 540x960, 30 fps, a keyframe every 120 frames plus one at each cut, 10-15 s,
+H.264 High + AAC, faststart; `real-shaped`, like the real uploads issue 14 measured (mostly 480x480
+square, portrait 540x954-720x1282, one 1280x720 in 25; 6-15 s, AAC interleaved, 2-4 keyframes
+mostly; half with `moov` at the end, a third without edit lists); `bench`, the `bench` preset's
+shapes (`--videos` of them generated, or sampled with seed 0 from the corpus in `--bench-dir`).
+Every way returns 3 RGB frames, short side 256, centre crop 224:
 
 - keyframes:    shortvid's keyframe sampler (`read_frames`), the path training and serving use;
 - floor:        the same keyframe packets, read into memory beforehand: a fresh decoder, decode
-                them, convert and resize with shortvid's scaler: what no file-based way can beat;
+                them, convert and resize with shortvid's scaler;
 - skip_nonkey:  FFmpeg's skip_frame=NONKEY over the whole file, 3 of the keyframes picked;
 - uniform_seek: `read_frames(sampler="uniform")`: seek + decode forward to 3 segment centres;
 - full_decode:  decode every frame, pick the 3 at the segment centres.
 
 `--variants` adds decoder and scaler variants, each twice: on the in-memory floor (`floor+NAME`) and
 through `read_frames` on the file (`file+NAME`, shortvid's tuning swapped for the call); see VARIANTS.
-`--peers` adds decord, torchcodec, OpenCV and the `ffmpeg` CLI (`PEERS`); a peer that is not
-installed, fails to import, or fails on any video (checked, then timed), is skipped with its reason
-printed and in the JSON (`skipped`); the others go on. Install them with
-`pip install -e .[bench]`. Peers resize with their own scaler to the output size shortvid computes
-for the video (short side 256, same rounding) and then take the same centre-crop slice; OpenCV,
-which has no decoder-side scaling, resizes with `cv2.resize(INTER_LINEAR)`.
-
-For every method the report gives the mean absolute pixel difference from the keyframe path's
-frames over the corpus (0: bit-identical; `ffmpeg_cli` returns the first 3 keyframes, so other
-frames). Methods run round-robin on each video (in a new shuffled order for every video), repeated, so
-machine noise hits them alike; the report gives median ms/video and each method's ratio to the floor and to full decoding.
+`--peers` adds decord, torchcodec, OpenCV and the `ffmpeg` CLI (`pip install -e .[bench]`); a peer
+that is not installed, fails to import, or fails on any video (checked, then timed), is skipped with
+its reason; the others go on. Peers resize with their own scaler to the output size shortvid
+computes for the video (short side 256, same rounding) and take the same centre crop; OpenCV, which
+has no decoder-side scaling, resizes with `cv2.resize(INTER_LINEAR)`. `ffmpeg_cli` returns the first
+3 keyframes, so other frames. Methods run round-robin on each video (in a new shuffled order for
+every video), repeated, so machine noise hits them alike.
 
     python bench/decode.py [--corpus realistic-720|realistic-540|real-shaped|bench] [--videos 24] [--repeats 5]
                            [--variants] [--peers] [--json results.json]
@@ -37,16 +36,13 @@ machine noise hits them alike; the report gives median ms/video and each method'
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib
 import json
-import os
-import random
 import shutil
 import statistics
 import subprocess
-import time
+from collections import Counter
 from pathlib import Path
 
 import av
@@ -59,107 +55,21 @@ from shortvid.decode import (
     read_frames,
     segment_targets,
 )
-from shortvid.decode.reader import center_crop, output_size, scale_frame
-from shortvid.files import atomic_path
-from shortvid.machine import describe
-from shortvid.synth.corpus import generate_corpus, preset
-from shortvid.synth.damage import find, parse_boxes, serialise_boxes
+from shortvid.decode.scaling import center_crop, output_size, scale_frame
 
-SIZE, CROP, K = 256, 224, 3
-CACHE = Path(__file__).parent / ".cache"
-BENCH_DIR = Path("/work/data/bench/videos")
-
-
-def realistic_corpus(videos: int, sizes: tuple[tuple[int, int], ...] = ((720, 1280),)) -> list[Path]:
-    """Competition-like videos, generated once and kept in bench/.cache."""
-    spec = dataclasses.replace(
-        preset("small"), name="decode-bench", num_classes=4, num_groups=2, num_videos=max(videos, 4), min_videos_per_class=1,
-        sizes=sizes, legacy_share=0.0, vfr_share=0.0, rotated_share=0.0, audio_first_share=0.0,
-        clip_name_share=0.0, duration=(10.0, 15.0), fps=30.0, gop=120, render_short_side=240, difficulty=0.3,
-        seed=7,
-    )
-    tag = "" if sizes == ((720, 1280),) else "-".join(str(min(size)) for size in sizes) + "-"
-    out = CACHE / f"decode-corpus-{tag}{videos}"
-    generate_corpus(out, spec, workers=os.cpu_count(), progress=True)
-    return sorted((out / "videos").glob("*.mp4"))
-
-
-# Real uploads as issue 14 measured them: 16 of 25 square 480x480, the rest portrait 540x954-720x1282
-# and one 1280x720 landscape; 6-15 s with AAC audio interleaved; 2-15 keyframes, mostly 2-4.
-REAL_SHAPED_SIZES = ((480, 480),) * 16 + ((540, 954),) * 4 + ((720, 1282),) * 4 + ((1280, 720),)
-
-
-def real_shaped_corpus(videos: int) -> list[Path]:
-    """Videos shaped like the real uploads (`REAL_SHAPED_SIZES`, a keyframe every 5 s plus one per
-    cut), generated once into bench/.cache. Every second file has its index (`moov`) moved after the
-    media data, as uploads written without faststart have it; every third has its edit lists removed
-    (x264's B-frames make the muxer write one), so both kinds are present."""
-    spec = dataclasses.replace(
-        preset("small"), name="real-shaped", num_classes=4, num_groups=2, num_videos=max(videos, 4),
-        min_videos_per_class=1, sizes=REAL_SHAPED_SIZES, legacy_share=0.0, vfr_share=0.0, rotated_share=0.0,
-        audio_first_share=0.0, clip_name_share=0.0, duration=(6.0, 15.0), fps=30.0, gop=150,
-        render_short_side=240, difficulty=0.3, seed=11,
-    )
-    out = CACHE / f"real-shaped-{videos}"
-    generate_corpus(out, spec, workers=os.cpu_count(), progress=True)
-    paths = sorted((out / "videos").glob("*.mp4"))
-    for index, path in enumerate(paths):
-        _reshape_container(path, index_last=index % 2 == 1, edit_lists=index % 3 != 2)
-    return paths
-
-
-def _reshape_container(path: Path, *, index_last: bool, edit_lists: bool) -> None:
-    """Move `moov` after `mdat` and drop the edit lists, as asked; chunk offsets follow the media data."""
-    data = path.read_bytes()
-    boxes = parse_boxes(data)
-    kinds = [box.kind for box in boxes]
-    changed = False
-    if index_last and kinds.index(b"moov") < kinds.index(b"mdat"):
-        boxes.append(boxes.pop(kinds.index(b"moov")))
-        changed = True
-    if not edit_lists:
-        for trak in find(boxes, b"trak"):
-            kept = [child for child in trak.children or () if child.kind != b"edts"]
-            changed |= len(kept) != len(trak.children or ())
-            trak.children = kept
-    if changed:
-        with atomic_path(path, suffix=".mp4") as partial:
-            Path(partial).write_bytes(serialise_boxes(boxes))
-
-
-def container_shapes(paths: list[Path]) -> dict[str, int]:
-    """How many files have their index last, and how many have edit lists."""
-    shapes = {"moov_last": 0, "edit_lists": 0}
-    for path in paths:
-        boxes = parse_boxes(path.read_bytes())
-        kinds = [box.kind for box in boxes]
-        shapes["moov_last"] += kinds.index(b"moov") > kinds.index(b"mdat")
-        shapes["edit_lists"] += bool(find(boxes, b"elst"))
-    return shapes
-
-
-GENERATED = ("realistic-720", "realistic-540", "real-shaped")  # the corpora made here, not read from disk
-
-
-def add_corpus_argument(parser, default: str = "realistic-720") -> None:
-    """``--corpus``, one of the generated corpora, for the benchmarks that time the serving path."""
-    parser.add_argument("--corpus", choices=GENERATED, default=default,
-                        help="the videos (bench/decode.py's corpora; real-shaped: shaped like real uploads)")
-
-
-def corpus(name: str, videos: int, bench_dir: Path = BENCH_DIR) -> list[Path]:
-    if name == "real-shaped":
-        return real_shaped_corpus(videos)
-    if name == "realistic-720":
-        return realistic_corpus(videos)
-    if name == "realistic-540":
-        return realistic_corpus(videos, sizes=((540, 960),))
-    if name == "bench":
-        every = sorted(bench_dir.glob("*.mp4"))
-        if not every:
-            raise SystemExit(f"no .mp4 files in {bench_dir}: generate the bench preset corpus or pass --bench-dir")
-        return sorted(random.Random(0).sample(every, min(videos, len(every))))
-    raise SystemExit(f"unknown corpus {name!r}")
+from common import (
+    CROP,
+    GENERATED,
+    SIZE,
+    K,
+    add_corpus_argument,
+    container_shapes,
+    corpus,
+    interleaved,
+    machine,
+    make_parser,
+    write_json,
+)
 
 
 def _output(frame: av.VideoFrame) -> tuple[int, int, int]:
@@ -416,11 +326,6 @@ def peer_methods(prepared: dict[Path, Prepared]) -> tuple[dict, dict[str, str]]:
     return methods, skipped
 
 
-def machine() -> str:
-    m = describe()
-    return f"{m['arch']}, {m['cores']} cores, {m['cpu']}; Python {m['python']}, PyAV {m['pyav']}"
-
-
 def _versions() -> dict[str, str]:
     found = {}
     for module in ("av", "decord", "torchcodec", "cv2"):
@@ -432,15 +337,15 @@ def _versions() -> dict[str, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", choices=(*GENERATED, "bench"),
-                        default="realistic-720")
-    parser.add_argument("--bench-dir", type=Path, default=BENCH_DIR, help="videos of the bench preset corpus")
+    parser = make_parser(__doc__)
+    add_corpus_argument(parser, choices=(*GENERATED, "bench"))
+    parser.add_argument("--bench-dir", type=Path, default=None,
+                        help="--corpus bench: sample the videos from this folder of a `bench` preset corpus "
+                             "(default: generate --videos of the preset's shapes)")
     parser.add_argument("--videos", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--variants", action="store_true", help="add decoder and scaler variants")
     parser.add_argument("--peers", action="store_true", help="add decord, torchcodec, OpenCV and the ffmpeg CLI")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
 
     paths = corpus(args.corpus, args.videos, args.bench_dir)
@@ -474,9 +379,11 @@ def main() -> None:
 
     def run(name: str, path: Path) -> np.ndarray | None:
         """The method's frames; None once a peer fails, which is then skipped with its reason."""
+        if name not in methods:  # a peer dropped on an earlier video
+            return None
         try:
             return methods[name](path)
-        except Exception as error:  # noqa: BLE001 - any failure of a peer: skip it, say why
+        except Exception as error:  # any failure of a peer: skip it, say why (others are raised)
             if name not in peers:
                 raise
             skipped[name] = f"fails on {path.name}: {type(error).__name__}: {error}"
@@ -498,20 +405,9 @@ def main() -> None:
             diff[name] = float(np.mean(differences))
     _DECODERS.clear()
 
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    order = list(methods)
-    shuffle = random.Random(0).shuffle
-    for _ in range(args.repeats):
-        for path in paths:
-            # A new order on every video: whichever method runs after a heavy one (full decoding,
-            # a subprocess) meets cold caches; shuffling spreads that over all of them.
-            shuffle(order)
-            for name in order:
-                if name not in methods:  # a peer dropped on an earlier video
-                    continue
-                started = time.perf_counter()
-                if run(name, path) is not None:
-                    times[name].append((time.perf_counter() - started) * 1000)
+    calls = {name: lambda path, name=name: run(name, path) for name in methods}
+    times = {name: [ms for by_video in per_video.values() for ms in by_video]
+             for name, per_video in interleaved(calls, paths, args.repeats).items()}
 
     median = {name: statistics.median(values) for name, values in times.items() if name in methods}
     results = {
@@ -520,11 +416,9 @@ def main() -> None:
         "corpus": args.corpus,
         "videos": len(paths),
         "repeats": args.repeats,
-        "sizes": dict(sorted({f"{f.info.width}x{f.info.height}": sum((g.info.width, g.info.height) == (f.info.width, f.info.height) for g in facts)
-                              for f in facts}.items())),
+        "sizes": dict(sorted(Counter(f"{f.info.width}x{f.info.height}" for f in facts).items())),
         "containers": container_shapes(paths) if args.corpus == "real-shaped" else None,
-        "keyframes_per_video": dict(sorted(
-            {str(n): sum(f.info.keyframes == n for f in facts) for n in {f.info.keyframes for f in facts}}.items())),
+        "keyframes_per_video": dict(sorted(Counter(str(f.info.keyframes) for f in facts).items())),
         "median_ms": {name: round(value, 2) for name, value in median.items()},
         "x_floor": {name: round(value / median["floor"], 2) for name, value in median.items()},
         "full_decode_x": {name: round(median["full_decode"] / value, 1) for name, value in median.items()},
@@ -532,12 +426,12 @@ def main() -> None:
         "skipped": skipped,
     }
     print(json.dumps(results, indent=2))
-    print("\n| method | median ms/video | × floor | full decode ÷ method | mean abs diff |\n| --- | --- | --- | --- | --- |")
+    print("\n| method | median ms/video | × floor | full decode ÷ method | mean abs diff |\n"
+          "| --- | --- | --- | --- | --- |")
     for name in methods:
         print(f"| {name} | {results['median_ms'][name]:.1f} | {results['x_floor'][name]:.2f} | "
               f"{results['full_decode_x'][name]:.1f} | {results['mean_abs_diff'][name]:.3f} |")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

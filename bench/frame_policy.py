@@ -1,22 +1,25 @@
 """Frame policies for videos with fewer keyframes than segments: what each costs, by keyframe count.
 
-`read_frames(..., fill=POLICY)` with K segments (default 3), short side 256, centre crop 224, as
-bench/decode.py reads: `repeat` (the keyframes only, repeated: the baseline), `near` at several caps
-(`--caps`, frames decoded past a keyframe per filled segment, at most) and `seek` (a decode from the
-keyframe before each empty segment's centre to the frame on screen there). Corpora (`--corpus`):
+Baseline: `repeat` (the keyframes only, a keyframe repeated to fill a segment), in the same run.
+Prints the results as JSON, then a Markdown table: per keyframe count (1, 2, >=3) and over all
+videos, each policy's median ms/video and its ratio to `repeat` (the issue's budget: at most 1.5x),
+the mean frames decoded, the mean distinct frames and the mean distance of the frames from their
+segment centres (seconds; test mode). The 1-minute load average before and after is in the JSON.
 
+`read_frames(..., fill=POLICY)` with K segments (default 3), short side 256, centre crop 224, as
+bench/decode.py reads: `repeat`, `near` at several caps (`--caps`, frames decoded past a keyframe per
+filled segment, at most) and `seek` (a decode from the keyframe before each empty segment's centre to
+the frame on screen there). Corpora (`--corpus`, generated once):
+
+- `bench` (default): the `bench` preset's shapes (270x480 and 360x640 portrait, 240x240 legacy,
+  4-10 s, VFR, rotated, ...) in a small corpus of `--videos` (default 48), `--gop` frames between
+  forced keyframes (default: the preset's 120; a GOP longer than the videos leaves the keyframes at
+  the cuts, as many uploads have them);
 - `realistic-540`: bench/decode.py's realistic videos (540x960, 10-15 s, a keyframe every 120
-  frames plus one at each cut), kept in bench/.cache;
-- `bench`: the `bench` preset's shapes (270x480 and 360x640 portrait, 240x240 legacy, 4-10 s,
-  VFR, rotated, ...) in a small corpus of `--videos` (default 48) generated into bench/.cache,
-  `--gop` frames between forced keyframes (default: the preset's 120; a GOP longer than the
-  videos leaves the keyframes at the cuts, as many uploads have them).
+  frames plus one at each cut).
 
 Policies run round-robin on each video (a new shuffled order for every video), repeated, so machine
-noise hits them alike. The report gives, per keyframe count (1, 2, >=3) and over all videos, the
-median ms/video of each policy and its ratio to `repeat` (the issue's budget: at most 1.5x), the
-mean frames decoded, the mean distinct frames and the mean distance of the frames from their
-segment centres (seconds; test mode).
+noise hits them alike.
 
     python bench/frame_policy.py [--corpus realistic-540|bench] [--videos 24] [--k 3]
                                  [--caps 4 8 16] [--repeats 5] [--gop 120] [--json out.json]
@@ -24,29 +27,18 @@ segment centres (seconds; test mode).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import random
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
-from decode import CACHE, CROP, SIZE, corpus, machine  # bench/decode.py
 
 from shortvid.decode import DEFAULT_MAX_DECODE, read_frames, segment_targets
-from shortvid.synth.corpus import generate_corpus, preset
+
+from common import CROP, SIZE, add_corpus_argument, bench_corpus, corpus, interleaved, machine, make_parser, write_json
 
 BUCKETS = ("1", "2", ">=3")
-
-
-def bench_corpus(videos: int, gop: int) -> list[Path]:
-    """The `bench` preset's shapes in a small corpus, generated once into bench/.cache."""
-    spec = preset("bench", num_videos=videos, min_videos_per_class=max(1, videos // 24), gop=gop)
-    out = CACHE / f"frame-policy-bench-{videos}-gop{gop}"
-    generate_corpus(out, spec, workers=os.cpu_count(), progress=True)
-    return sorted((out / "videos").glob("*.mp4"))
 
 
 def bucket(keyframes: int) -> str:
@@ -61,15 +53,14 @@ def policies(k: int, caps: list[int]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", choices=("realistic-540", "bench"), default="bench")
+    parser = make_parser(__doc__)
+    add_corpus_argument(parser, "bench", choices=("realistic-540", "bench"))
     parser.add_argument("--videos", type=int, default=None, help="default: 24 realistic, 48 bench")
     parser.add_argument("--gop", type=int, default=120, help="bench corpus: frames between forced keyframes")
     parser.add_argument("--k", type=int, default=3, help="segments (default: 3)")
     parser.add_argument("--caps", type=int, nargs="+", default=[4, DEFAULT_MAX_DECODE, 16],
                         help=f"near's max_decode values (default: 4 {DEFAULT_MAX_DECODE} 16)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
 
     if args.corpus == "bench":
@@ -93,16 +84,7 @@ def main() -> None:
             groups[path] = bucket(clip.info.keyframes)
 
     load_before = os.getloadavg()[0]  # other work on the machine shows in the medians: reported with them
-    times: dict[str, dict[Path, list[float]]] = {name: {path: [] for path in paths} for name in methods}
-    order = list(methods)
-    shuffle = random.Random(0).shuffle
-    for _ in range(args.repeats):
-        for path in paths:
-            shuffle(order)
-            for name in order:
-                started = time.perf_counter()
-                methods[name](path)
-                times[name][path].append((time.perf_counter() - started) * 1000)
+    times = interleaved(methods, paths, args.repeats)
 
     def summary(members: list[Path]) -> dict:
         if not members:
@@ -112,7 +94,8 @@ def main() -> None:
             "videos": len(members),
             "median_ms": {name: round(value, 2) for name, value in median.items()},
             "x_repeat": {name: round(value / median["repeat"], 2) for name, value in median.items()},
-            "decoded": {name: round(statistics.mean(facts[name][p]["decoded"] for p in members), 1) for name in methods},
+            "decoded": {name: round(statistics.mean(facts[name][p]["decoded"] for p in members), 1)
+                        for name in methods},
             "distinct": {name: round(statistics.mean(facts[name][p]["distinct"] for p in members), 2)
                          for name in methods},
             "distance_s": {name: round(statistics.mean(facts[name][p]["distance"] for p in members), 3)
@@ -132,7 +115,8 @@ def main() -> None:
         "all": summary(paths),
     }
     print(json.dumps(results, indent=2))
-    print(f"\n{args.corpus}, k={args.k}, load average {load_before:.1f}: median ms/video (x repeat); frames decoded; distinct frames; distance from centres (s)")
+    print(f"\n{args.corpus}, k={args.k}, load average {load_before:.1f}: median ms/video (x repeat); frames decoded; "
+          "distinct frames; distance from centres (s)")
     print("| keyframes | videos | " + " | ".join(methods) + " |\n| --- | --- |" + " --- |" * len(methods))
     for group, row in (*by_count.items(), ("all", results["all"])):
         if not row:
@@ -140,8 +124,7 @@ def main() -> None:
         cells = [f"{row['median_ms'][n]:.1f} ({row['x_repeat'][n]:.2f}x); {row['decoded'][n]:g}; "
                  f"{row['distinct'][n]:g}; {row['distance_s'][n]:.2f}" for n in methods]
         print(f"| {group} | {row['videos']} | " + " | ".join(cells) + " |")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

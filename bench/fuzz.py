@@ -1,23 +1,23 @@
 """Fuzzing the decoder at scale: many damaged copies of real-shaped videos, every outcome typed.
 
+Baseline: none to compare with; the goal is that every failure is a typed `DecodeError` (the exit
+status is 1 otherwise). Prints the files by kind of damage, each pass's outcomes by type with its
+seconds, the in-process pass's RSS growth, the five slowest files, and any untyped failure.
+
 The suite's fuzz test (tests/test_fuzz.py) runs ~100 files; this runs `--files` of them (default
 2,000): damaged copies (`shortvid.synth.damage`, every kind in turn, seeded) of the soak benchmark's
-good videos (the `bench` preset's shapes, bench/soak.py). Two passes:
+good videos (the `bench` preset's shapes, bench/soak.py), kept in the data folder. Two passes:
 
 1. isolated: `shortvid.data.cache.extract` over all of them, in worker processes with a hard time
    limit, so a file that crashed or hung its worker would be reported (`WorkerCrashed`) instead of
    ending the run;
 2. in-process: `read_frames` on each file in this one process, timed, with RSS before and after.
 
-The report: outcomes by type in each pass, any error that is not a `DecodeError` subclass (then the
-exit status is 1), the slowest files, and RSS growth. Damaged files are kept in bench/.cache/fuzz.
-
     python bench/fuzz.py [--files 2000] [--seed 0] [--json out.json]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -26,38 +26,29 @@ from collections import Counter
 from pathlib import Path
 
 import psutil
-from soak import CACHE, corpus  # bench/soak.py
 
 from shortvid import errors
 from shortvid.data.cache import extract
 from shortvid.decode import DecodeError, FrameSpec, read_frames
 from shortvid.machine import describe
-from shortvid.synth.damage import MUTATIONS, damaged_copies
+from shortvid.synth.damage import MUTATIONS
+
+from common import DATA, damaged, make_parser, originals, write_json
 
 TYPED = {name for name, value in vars(errors).items() if isinstance(value, type) and issubclass(value, DecodeError)}
 TYPED.add("WorkerCrashed")  # extract's report of a worker that died or hung on a file
 
 
 def make_files(count: int, seed: int) -> list[Path]:
-    good, _ = corpus()
-    folder = CACHE.parent / "fuzz" / f"seed{seed}"
-    folder.mkdir(parents=True, exist_ok=True)
-    files = []
-    per_video = -(-count // len(good))
-    for index, path in enumerate(good):
-        for name, data in damaged_copies(path.read_bytes(), per_video, seed=seed * 1000 + index):
-            target = folder / f"{path.stem}-{name}.mp4"
-            if not target.exists():
-                target.write_bytes(data)
-            files.append(target)
-    return files[:count]
+    """``count`` damaged copies of the good videos, every kind in turn, made once."""
+    good = originals()
+    return damaged(good, DATA / "fuzz" / f"seed{seed}", -(-count // len(good)), seed=seed * 1000)[:count]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", default=None)
     args = parser.parse_args()
     files = make_files(args.files, args.seed)
     kinds = Counter(path.stem.split("-", 2)[-1].split("-")[0].split("@")[0] for path in files)
@@ -101,13 +92,12 @@ def main() -> int:
         print(f"{len(untyped)} untyped failures:\n  " + "\n  ".join(untyped[:20]))
     else:
         print("every failure was a typed DecodeError")
-    if args.json:
-        Path(args.json).write_text(json.dumps({
-            "machine": describe(), "files": len(files), "mutations": dict(kinds), "isolated": dict(isolated),
-            "isolated_seconds": round(isolated_s, 1), "in_process": dict(inprocess),
-            "in_process_seconds": round(inprocess_s, 1), "rss_growth_mb": round(growth, 1),
-            "slowest_ms": [(name, round(seconds * 1000, 1)) for seconds, name in slowest], "untyped": untyped,
-            "extract_summary": summary.to_dict()}, indent=2))
+    write_json(args.json, {
+        "machine": describe(), "files": len(files), "mutations": dict(kinds), "isolated": dict(isolated),
+        "isolated_seconds": round(isolated_s, 1), "in_process": dict(inprocess),
+        "in_process_seconds": round(inprocess_s, 1), "rss_growth_mb": round(growth, 1),
+        "slowest_ms": [(name, round(seconds * 1000, 1)) for seconds, name in slowest], "untyped": untyped,
+        "extract_summary": summary.to_dict()})
     return 1 if untyped else 0
 
 

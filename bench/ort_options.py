@@ -1,22 +1,24 @@
 """ONNX Runtime session options for the CPU student: what each setting does to one video's model time.
 
+Baseline: ORT's defaults (errors-only logging), shortvid's session for callers that classify one video
+at a time (`OnnxBackend(spin=True)`), in the same run. Prints the results as JSON, then a Markdown
+table: per session, the median ms for one video, its ratio to the defaults, and the largest
+difference of its output from theirs.
+
 The graph is `tsn_mobilenetv3` (the `mobilenet_cpu` config's student: MobileNetV3 TSN, 160 px, 63
 classes) exported by `shortvid.export.export_model`; its weights are random, which changes no
 timing. One video is 3 frames, `[1, 3, 3, 160, 160]`, the serving path's batch. Every variant is a
-session built with one setting changed from ORT's defaults (errors-only logging), which are
-shortvid's session for callers that classify one video at a time (`OnnxBackend(spin=True)`);
-`allow_spinning=0` is its default session (the service, `classify_many`), and the `I/O binding`
-row runs the defaults' session through `run_with_iobinding` with the input bound once. Rounds go over the variants in a new shuffled order each time, so
-machine noise hits them alike; within a round each variant's session is made, warmed up, timed
-`--runs` times and dropped, one session alive at a time. The report gives each one's median ms and
-its ratio to shortvid's session; outputs are checked against it (max abs difference).
+session built with one setting changed from the defaults; `allow_spinning=0` is shortvid's default
+session (the service, `classify_many`), and the `I/O binding` row runs the defaults' session through
+`run_with_iobinding` with the input bound once. Rounds go over the variants in a new shuffled order
+each time, so machine noise hits them alike; within a round each variant's session is made, warmed
+up, timed `--runs` times and dropped, one session alive at a time.
 
     python bench/ort_options.py [--rounds 10] [--runs 20] [--json out.json]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import statistics
@@ -31,6 +33,8 @@ import torch
 from shortvid.export import INPUT_NAME, OUTPUT_NAME, export_model
 from shortvid.machine import describe
 from shortvid.models import create_model
+
+from common import make_parser, write_json
 
 SIZE, FRAMES = 160, 3
 IO_BINDING = "I/O binding (input bound once, output to the CPU)"
@@ -64,10 +68,9 @@ def variants() -> dict[str, ort.SessionOptions]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__, data=False)
     parser.add_argument("--rounds", type=int, default=10, help="rounds over all variants, shuffled each time")
     parser.add_argument("--runs", type=int, default=20, help="timed runs per variant per round")
-    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -121,8 +124,7 @@ def main() -> None:
     for name in made:
         print(f"| {name} | {results['median_ms'][name]:.2f} | {results['x_defaults'][name]:.2f} | "
               f"{differences[name]:.1e} |")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

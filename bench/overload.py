@@ -1,18 +1,22 @@
 """Overload: `shortvid serve` offered 1x, 2x and 4x its measured capacity, shedding load at the door
 (`--max-queue-seconds 1`, the default, and each budget of `--budgets`) against bounding the queue by
-count only (`--max-queue-seconds 0`, how the service admitted requests before issue 10), in the same
-run. Each row also gives what the service's capacity gauge read at its end against what was served,
-and the bound the shedding promises: the budget plus one batch (`--max-batch` clips at the measured
-capacity); admitted requests' p99 should stay within it.
+count only (`--max-queue-seconds 0`, how the service admitted requests before issue 10).
+
+Baseline: the count-only policy, and with `--baseline-rev REV` the shedding of the package at that
+git revision, in the same run. Prints a line per row as it ends, the measured capacity and the
+machine, then a Markdown table: per policy and load, requests sent, share served, served/s, what the
+service's capacity gauge read at the row's end, client-side p50/p99, the server's own p99, the bound
+the shedding promises (the budget plus one batch: `--max-batch` clips at the measured capacity;
+admitted requests' p99 should stay within it), 503s, other 5xx (goal: none) and client errors.
 
 The server is a real `shortvid serve` subprocess, default settings otherwise, for the CPU-fast
 student (tsn_mobilenetv3 at 160 px) or, `--model seed`, the seed's ResNet50 at 224 px (random
-weights written as a run, as bench/predict.py and bench/serve.py do): the student's capacity on 2
-cores is about 40 videos/s, so 64 requests in progress are about 1.6 s of work; the ResNet50's is a
-few videos/s, the regime where a queue bounded by count alone turns into 10-second waits and 504s. Clients (asyncio, in this process) POST the raw bytes of the realistic corpus (`--corpus`,
-bench/decode.py: portrait 540x960 or 720x1280, 10-15 s), each request on a new connection with
-`Expect: 100-continue` (see `post`): a lean client, so that at 4x the load generator, which shares
-the machine's cores with the server, is not what saturates.
+weights written as a run): the student's capacity on 2 cores is tens of videos/s, so 64 requests in
+progress are a second or two of work; the ResNet50's is a few videos/s, the regime where a queue
+bounded by count alone turns into 10-second waits and 504s. Clients (asyncio, in this process) POST
+the raw bytes of a generated corpus (`--corpus`: portrait 540x960 or 720x1280, 10-15 s), each
+request on a new connection with `Expect: 100-continue` (see `post`): a lean client, so that at 4x
+the load generator, which shares the machine's cores with the server, is not what saturates.
 
 1. Capacity: a closed loop of 16 clients for `--seconds` (after a warm-up); the served rate is the
    capacity the multiples refer to.
@@ -21,38 +25,43 @@ the machine's cores with the server, is not what saturates.
      Retry-After of a 503 before its next request);
    - open loops: Poisson arrivals at 1x, 2x and 4x capacity for `--seconds` each (a request is sent
      when it is due, whatever the answers so far: how uploads arrive at a platform).
-   Per row: requests sent, share answered 200, p50/p99 latency of those (client-side, and the p99 of
-   the server's own time for them: its answers' `receive` + `total` timings, which leave out what the
-   load generator, sharing the cores, adds), 503s, other 5xx (goal: none), and client-side failures
-   (connection errors).
+   Latencies of the requests answered 200: client-side, and the server's own time for them (its
+   answers' `receive` + `total` timings, which leave out what the load generator, sharing the cores,
+   adds).
 
-    python bench/overload.py [--corpus realistic-540] [--seconds 20] [--json out.json]
+    python bench/overload.py [--corpus realistic-540] [--model student|seed] [--seconds 20]
+                             [--budgets 1,0.2] [--baseline-rev REV] [--json out.json]
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import os
 import random
-import re
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-import numpy as np
-from decode import corpus  # bench/decode.py
-from predict import MODELS, make_run  # bench/predict.py
-from serve import free_port, wait_ready  # bench/serve.py
-from soak import baseline_tree  # bench/soak.py
 
 from shortvid.machine import describe
 
-STUDENT_NAME, SEED_NAME = "student tsn_mobilenetv3 @160", "seed tsn_resnet50 @224"
+from common import (
+    SEED,
+    STUDENT,
+    add_corpus_argument,
+    baseline_tree,
+    corpus,
+    free_port,
+    make_parser,
+    make_run,
+    metric,
+    percentiles,
+    start_server,
+    stop,
+    write_json,
+)
+
 MAX_BATCH = 8  # shortvid serve's default --max-batch
 
 
@@ -65,8 +74,7 @@ def policies(budgets: str) -> dict[str, str]:
 def gauge(port: int) -> float:
     """The capacity the service measures (shortvid_throughput_requests_per_second)."""
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    match = re.search(r"^shortvid_throughput_requests_per_second (\S+)$", text, re.M)
-    return float(match.group(1)) if match else float("nan")
+    return metric(text, "shortvid_throughput_requests_per_second", float("nan"))
 
 
 async def post(port: int, body: bytes, index: int) -> tuple[int | str, float]:
@@ -143,15 +151,13 @@ async def open_loop(port: int, bodies: list[bytes], rate: float, seconds: float,
 
 
 def summarise(name: str, results: list[tuple], seconds: float, offered: float | None = None) -> dict:
-    served = np.array([s for status, s, _ in results if status == 200]) * 1000
-    server = np.array([s for status, _, s in results if status == 200]) * 1000
+    served = [s for status, s, _ in results if status == 200]
+    server = [s for status, _, s in results if status == 200]
     statuses = [status for status, _, _ in results]
     row = {"scenario": name, "sent": len(results), "offered_per_s": round(offered or len(results) / seconds, 1),
            "served": len(served), "served_share": round(len(served) / max(1, len(results)), 3),
            "served_per_s": round(len(served) / seconds, 1),
-           "p50_ms": round(float(np.percentile(served, 50)), 0) if len(served) else None,
-           "p99_ms": round(float(np.percentile(served, 99)), 0) if len(served) else None,
-           "server_p99_ms": round(float(np.percentile(server, 99)), 0) if len(server) else None,
+           **percentiles(served, digits=0), "server_p99_ms": percentiles(server, digits=0)["p99_ms"],
            "503": statuses.count(503),
            "other_5xx": sum(1 for s in statuses if isinstance(s, int) and s >= 500 and s != 503),
            "other_4xx": sum(1 for s in statuses if isinstance(s, int) and 400 <= s < 500),
@@ -160,31 +166,11 @@ def summarise(name: str, results: list[tuple], seconds: float, offered: float | 
     return row
 
 
-def start(run: Path, port: int, queue_seconds: str, tree: Path | None = None,
-          extra: tuple[str, ...] = ()) -> subprocess.Popen:
-    """`shortvid serve` from this checkout, or from ``tree`` (a baseline revision's worktree), with
-    ``extra`` options."""
-    command = [sys.executable, "-m", "shortvid.cli", "serve", str(run), "--port", str(port), "--device", "cpu",
-               "--max-queue-seconds", queue_seconds, "--log-level", "warning", *extra]
-    env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
-    server = subprocess.Popen(command, env=env)
-    wait_ready(f"http://127.0.0.1:{port}", server)
-    return server
-
-
-def stop(server: subprocess.Popen) -> None:
-    server.terminate()
-    try:
-        server.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        server.kill()
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", default="realistic-540", choices=["realistic-540", "realistic-720"])
+    parser = make_parser(__doc__)
+    add_corpus_argument(parser, "realistic-540", choices=("realistic-540", "realistic-720"))
     parser.add_argument("--model", default="student", choices=["student", "seed"],
-                        help=f"student: {STUDENT_NAME} (default); seed: {SEED_NAME}, about 8x slower on a CPU")
+                        help=f"student: {STUDENT} (default); seed: {SEED}, about 8x slower on a CPU")
     parser.add_argument("--videos", type=int, default=24)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--multiples", default="1,2,4")
@@ -192,17 +178,16 @@ def main() -> None:
     parser.add_argument("--capacity-window", default=None, metavar="S",
                         help="shortvid serve --capacity-window for this code's servers (default: the server's)")
     parser.add_argument("--baseline-rev", default=None, metavar="REV",
-                        help="also shed with the package at this git revision (a worktree, as bench/soak.py)")
-    parser.add_argument("--json", type=Path, default=None)
+                        help="also shed with the package at this git revision (a git worktree in the data folder)")
     args = parser.parse_args()
     bodies = [path.read_bytes() for path in corpus(args.corpus, args.videos)]
     multiples = [float(m) for m in args.multiples.split(",")]
     report: dict = {"machine": describe(), "corpus": args.corpus, "model": args.model, "videos": len(bodies),
                     "seconds": args.seconds}
     with tempfile.TemporaryDirectory() as folder:
-        run = make_run(Path(folder) / "model", *MODELS[STUDENT_NAME if args.model == "student" else SEED_NAME])
+        run = make_run(Path(folder) / "model", STUDENT if args.model == "student" else SEED)
         port = free_port()
-        server = start(run, port, "1")
+        server = start_server(run, port, "--max-queue-seconds", "1")
         try:
             asyncio.run(closed_loop(port, bodies, 16, 5))  # warm-up
             capacity_results = asyncio.run(closed_loop(port, bodies, 16, args.seconds))
@@ -218,7 +203,7 @@ def main() -> None:
                     for policy, seconds in policies(args.budgets).items() if float(seconds)] + runs
         for policy, queue_seconds, tree in runs:
             extra = ("--capacity-window", args.capacity_window) if args.capacity_window and not tree else ()
-            server = start(run, port, queue_seconds, tree, extra)
+            server = start_server(run, port, "--max-queue-seconds", queue_seconds, *extra, tree=tree)
             bound = float(queue_seconds) * 1000 + MAX_BATCH / capacity * 1000 if float(queue_seconds) else None
             try:
                 asyncio.run(closed_loop(port, bodies, 16, 5))  # warm-up, and a first throughput estimate
@@ -228,22 +213,22 @@ def main() -> None:
                 for multiple in multiples:
                     rate = capacity * multiple
                     results = asyncio.run(open_loop(port, bodies, rate, args.seconds, seed=int(multiple * 10)))
+                    name = f"{policy}: open loop, {multiple:g}x capacity"
                     rows.append({"policy": policy, "multiple": multiple, "bound_ms": bound, "gauge_per_s": gauge(port),
-                                 **summarise(f"{policy}: open loop, {multiple:g}x capacity", results, args.seconds, rate)})
+                                 **summarise(name, results, args.seconds, rate)})
             finally:
                 stop(server)
         report["rows"] = rows
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+    write_json(args.json, report)
     print(f"\ncapacity {capacity:.1f} videos/s ({report['machine']['cpu']}, {report['machine']['cores']} cores)")
     print("\n| policy | load | sent | served | served/s | gauge/s | p50 ms | p99 ms | server p99 ms | bound ms | 503 | "
-          "other 5xx | client errors |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "other 5xx | client errors |\n" + "| --- " * 13 + "|")
     for row in rows:
         load = f"{row['multiple']:g}x ({row['offered_per_s']:.0f}/s)" if "multiple" in row else "64 clients"
         bound = f"{row['bound_ms']:.0f}" if row["bound_ms"] else "-"
         print(f"| {row['policy']} | {load} | {row['sent']} | {row['served_share']:.0%} | {row['served_per_s']} | "
-              f"{row['gauge_per_s']:.1f} | {row['p50_ms']} | {row['p99_ms']} | {row['server_p99_ms']} | {bound} | {row['503']} | "
-              f"{row['other_5xx']} | {row['client_errors']} |")
+              f"{row['gauge_per_s']:.1f} | {row['p50_ms']} | {row['p99_ms']} | {row['server_p99_ms']} | {bound} | "
+              f"{row['503']} | {row['other_5xx']} | {row['client_errors']} |")
 
 
 if __name__ == "__main__":

@@ -1,22 +1,23 @@
 """Batch prediction throughput: one video at a time against the pipelined `classify_many`.
 
-The baseline is `Classifier.predict` in a loop: decode, then model, one video after another. The
-pipelined ways run `shortvid.serve.batch.classify_many`: decode threads run ahead while the
-calling thread runs the model on batches. Every way classifies the same videos (the decoding
-benchmark's realistic corpus, portrait 720x1280, 10-15 s), the ways alternate pass after pass so
-machine noise hits them alike, and the report gives videos/s, the ratio to the baseline and the
-per-stage ms/video (decode summed over threads; `wait` is the model thread idle, waiting for
-decodes).
+Baseline: `Classifier.predict` in a loop (decode, then model, one video after another), in the same
+run. Prints the report as JSON, then a Markdown table: per way, videos/s, its ratio to the baseline,
+and ms/video per stage (decode summed over threads; `wait` is the model thread idle, waiting for
+decodes; preprocess; model).
 
-    python bench/pipeline.py [--run RUN] [--videos 48] [--repeats 3] [--backend auto|torch|onnx] [--corpus real-shaped] [--device cuda] [--json out.json]
+The pipelined ways run `classify_many`: decode threads run ahead while the calling thread runs the
+model on batches. Every way classifies the same videos (a generated corpus, `--corpus`, default
+realistic-720: portrait 720x1280, 10-15 s); the ways alternate pass after pass so machine noise hits
+them alike; medians over `--repeats` passes. Without `--run`, a randomly initialised CPU-fast
+student (`tsn_mobilenetv3` at 160 px) is used: throughput does not depend on the weights.
+`--compare-spinning` adds every way again with ONNX Runtime's spinning pool threads, interleaved.
 
-Without `--run`, a randomly initialised CPU-fast student (`tsn_mobilenetv3` at 160 px) is used:
-throughput does not depend on the weights.
+    python bench/pipeline.py [--run RUN] [--videos 48] [--repeats 3] [--backend auto|torch|onnx]
+                             [--corpus real-shaped] [--device cuda] [--compare-spinning] [--json out.json]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import tempfile
@@ -24,12 +25,12 @@ import time
 from pathlib import Path
 
 import torch
-from decode import add_corpus_argument, corpus, machine  # bench/decode.py
-from predict import MODELS, make_run  # bench/predict.py
 
-from shortvid.backends import BACKENDS
-from shortvid.serve.batch import PipelineStats, classify_many
-from shortvid.serve.classifier import Classifier
+from shortvid.infer.backends import BACKENDS
+from shortvid.infer.batch import PipelineStats, classify_many
+from shortvid.infer.classifier import Classifier
+
+from common import add_corpus_argument, corpus, machine, make_parser, make_run, write_json
 
 WAYS = {  # name: (batch size, decode threads); batch 0 is the one-at-a-time baseline
     "one at a time (predict loop)": (0, 0),
@@ -63,7 +64,7 @@ def pipelined(classifier: Classifier, paths: list[Path], batch: int, workers: in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__)
     parser.add_argument("--run", type=Path, default=None, help="a trained run (default: random CPU-fast student)")
     add_corpus_argument(parser)
     parser.add_argument("--videos", type=int, default=48)
@@ -73,14 +74,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--compare-spinning", action="store_true",
                         help="onnx: also run every way with ORT's spinning pool threads (its default), interleaved")
-    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     paths = corpus(args.corpus, args.videos)
     with tempfile.TemporaryDirectory() as scratch:
-        run = args.run or make_run(Path(scratch) / "student", *MODELS["student tsn_mobilenetv3 @160"])
+        run = args.run or make_run(Path(scratch) / "student")
         classifier = Classifier.load(run, device=args.device, backend=args.backend)
         classifiers = {"": classifier}
         if args.compare_spinning and classifier.backend.name == "onnx":
@@ -124,8 +124,7 @@ def main() -> None:
         ms = way["ms_per_video"]
         print(f"| {name} | {way['videos_per_s']:.1f} | {way['x_baseline']:.2f} | {ms['decode']:.1f} | "
               f"{ms['wait']:.1f} | {ms['preprocess']:.1f} | {ms['model']:.1f} |")
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.json, report)
 
 
 if __name__ == "__main__":

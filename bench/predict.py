@@ -1,24 +1,26 @@
-"""End-to-end prediction benchmark: video path -> labels, split by stage, one video at a time.
+"""End-to-end prediction, video path -> labels, split by stage, one video at a time: the CPU-fast
+student against the seed's net, and (`--backends torch,onnx`) ONNX Runtime against PyTorch.
 
-The competition's timing: everything from the path to the labels, decoding included, videos one
-at a time, model loading excluded. Measured through `Classifier.predict` (the serving path) for the
-CPU-fast student (`tsn_mobilenetv3` at 160 px, the shipped `mobilenet_cpu` config) against the
-seed's net (`tsn_resnet50` at 224 px) in the same run, on the decoding benchmark's realistic corpus
-(portrait 720x1280, 10-15 s, 3 keyframes decoded per video). Weights are random (no download
-here): the time does not depend on them.
+Baseline: the seed's net (`tsn_resnet50` at 224 px) and, with two backends, PyTorch eager, in the same
+run. Prints the report as JSON (machine, settings, median and p95 ms/video per stage for every (model,
+backend) pair, each total as a ratio to the seed's net on the same backend, onnx / torch per stage),
+then Markdown tables of the same.
 
-`--backends torch,onnx` also compares the model backends: each model is loaded once per backend
-(PyTorch eager, and ONNX Runtime on the run's exported `model.onnx`; the export happens at load,
-before any timing), and every (model, backend) pair runs round-robin on each video, so machine
-noise hits them alike. The report gives median and p95 ms/video per stage and, per model, the
-ratio onnx / torch.
+The competition's timing: everything from the path to the labels, decoding included, videos one at
+a time, model loading excluded. Measured through `Classifier.predict` (the serving path) for the
+CPU-fast student (`tsn_mobilenetv3` at 160 px, the shipped `mobilenet_cpu` config; or a trained run,
+`--student`) on a generated corpus (`--corpus`, default realistic-720: portrait 720x1280, 10-15 s;
+3 keyframes decoded per video). Weights are random unless `--student` is given: the time does not
+depend on them. Each model is loaded once per backend (the ONNX export happens at load, before any
+timing), and every (model, backend) pair runs round-robin on each video after a `--settle-ms` pause,
+so machine noise hits them alike.
 
 ONNX Runtime sessions are loaded as `shortvid predict` and the competition kit load them, with
 spinning pool threads (`Classifier.load(spin=True)`); `--no-spin` loads shortvid's default session
 instead, whose threads sleep (the service's, `classify_many`'s).
 
     python bench/predict.py [--videos 24] [--repeats 3] [--threads N] [--backends torch,onnx] [--no-spin]
-                            [--json out.json]
+                            [--student RUN] [--no-seed] [--json out.json]
 """
 
 from __future__ import annotations
@@ -30,40 +32,19 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from decode import add_corpus_argument, corpus, machine  # bench/decode.py
 
-from shortvid.backends import BACKENDS
-from shortvid.data.labels import LabelMap
-from shortvid.decode import FrameSpec
+from shortvid.infer.backends import BACKENDS
+from shortvid.infer.classifier import Classifier
 from shortvid.machine import describe
-from shortvid.models import create_model
-from shortvid.run import Preprocess, RunDir
-from shortvid.serve.classifier import Classifier
 
-MODELS = {  # name: (model, short side decoded, input crop)
-    "student tsn_mobilenetv3 @160": ("tsn_mobilenetv3", 182, 160),
-    "seed tsn_resnet50 @224": ("tsn_resnet50", 256, 224),
-}
-SEED = "seed tsn_resnet50 @224"
-STUDENT = "student tsn_mobilenetv3 @160"
+from common import MODELS, SEED, STUDENT, add_corpus_argument, corpus, machine, make_parser, make_run, p95, write_json
+
 STAGES = ("decode", "preprocess", "model", "total")
 
 
-def make_run(root: Path, model_name: str, resize: int, crop: int) -> Path:
-    labels = LabelMap.aichallenger2018()
-    model = create_model(model_name, num_classes=len(labels))
-    RunDir(root).write_inference(model, labels, Preprocess(FrameSpec(k=3, size=resize), crop, "sigmoid"))
-    return root
-
-
-def p95(values: list[float]) -> float:
-    return float(np.percentile(values, 95))
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__)
     add_corpus_argument(parser)
     parser.add_argument("--videos", type=int, default=24)
     parser.add_argument("--no-seed", action="store_true", help="time the student only, not the seed's ResNet50")
@@ -80,7 +61,6 @@ def main() -> None:
                              "them; --no-spin: they sleep, shortvid's default session (default: --spin)")
     parser.add_argument("--student", type=Path, default=None,
                         help="a trained run to time as the student (default: random tsn_mobilenetv3 weights)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     args = parser.parse_args()
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = [b for b in backends if b not in BACKENDS]
@@ -89,9 +69,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     paths = corpus(args.corpus, args.videos)
-    models = {label: spec for label, spec in MODELS.items() if not (args.no_seed and label == SEED)}
+    models = [label for label in MODELS if not (args.no_seed and label == SEED)]
     with tempfile.TemporaryDirectory() as folder:
-        runs = {label: make_run(Path(folder) / str(i), *spec) for i, (label, spec) in enumerate(models.items())}
+        runs = {label: make_run(Path(folder) / str(i), label) for i, label in enumerate(models)}
         if args.student:
             runs[STUDENT] = args.student
         # Loading exports model.onnx for the onnx backend: done here, before any timing.
@@ -117,7 +97,8 @@ def main() -> None:
                   for label in ratios}
     vs_seed = {f"{label} / {backend}": round(median[(label, backend)]["total"] / median[(SEED, backend)]["total"], 3)
                if SEED in models else None for label, backend in classifiers}
-    report = {"machine": machine(), "describe": describe(), "corpus": args.corpus, "device": args.device, "student": str(args.student or "random weights"),
+    report = {"machine": machine(), "describe": describe(), "corpus": args.corpus, "device": args.device,
+              "student": str(args.student or "random weights"),
               "torch_threads": torch.get_num_threads(), "videos": len(paths), "repeats": args.repeats,
               "calls_per_pair": len(paths) * args.repeats, "settle_ms": args.settle_ms, "spin": args.spin,
               "backends": backends, "providers": providers,
@@ -126,8 +107,7 @@ def main() -> None:
               "total_vs_seed_net_same_backend": vs_seed,
               "onnx_over_torch_median": ratios, "onnx_over_torch_p95_total": ratios_p95}
     print(json.dumps(report, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+    write_json(args.json, report)
     print("\nmedian ms/video (p95 in brackets)\n")
     print("| model | backend | decode | preprocess | model | total | total p95 | × seed net (same backend) |"
           "\n| --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -1,21 +1,22 @@
-"""The serving path's preprocessing (centre crop + normalisation of 3 decoded frames) on the CPU:
-torchvision's v2 transforms against shortvid's NumPy path (`VideoTransform.centre_crop`).
+"""The serving path's preprocessing on the CPU (centre crop + normalisation of 3 decoded frames):
+shortvid's NumPy path (`VideoTransform.centre_crop`) against torchvision's v2 transforms.
 
-Each call is preceded by a pause (`--gaps-ms`, several values): requests arrive with gaps, and
-after one torch's intra-op thread pool has gone to sleep, so the next tensor operation pays for
-waking it. Frames: `[3, 182, 242, 3]` uint8, the `mobilenet_cpu` student's decode of a 4:3 video,
-crop 160. Ways alternate call by call; medians over `--calls` calls per (way, gap).
+Baseline: torchvision v2 (CenterCrop, ToDtype, Normalize), in the same run. Prints the machine, torch's
+threads and the largest difference between the two outputs, then a Markdown table: per gap, the
+median ms per call of each way and NumPy's ratio to v2.
+
+Each call is preceded by a pause (`--gaps-ms`, several values): requests arrive with gaps, and after
+one torch's intra-op thread pool has gone to sleep, so the next tensor operation pays for waking it.
+Frames: `[3, 182, 242, 3]` uint8, the `mobilenet_cpu` student's decode of a 4:3 video, crop 160.
+Ways alternate call by call; medians over `--calls` calls per (way, gap).
 
     python bench/preprocess.py [--calls 40] [--gaps-ms 0,10,100] [--json out.json]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,17 +24,19 @@ import torch
 from shortvid.data.transforms import VideoTransform
 from shortvid.machine import describe
 
+from common import make_parser, write_json
+
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__, data=False)
     parser.add_argument("--calls", type=int, default=40)
     parser.add_argument("--gaps-ms", default="0,10,100")
-    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     transform = VideoTransform(160, augment=False)
     frames = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 182, 242, 3), dtype=np.uint8))
     ways = {
-        "torchvision v2 (CenterCrop, ToDtype, Normalize)": lambda: transform.test(frames.permute(0, 3, 1, 2)).contiguous(),
+        "torchvision v2 (CenterCrop, ToDtype, Normalize)":
+            lambda: transform.test(frames.permute(0, 3, 1, 2)).contiguous(),
         "NumPy (shortvid on the CPU)": lambda: transform(frames, "test"),
     }
     first, second = (way() for way in ways.values())
@@ -55,9 +58,7 @@ def main() -> None:
     for gap, row in rows.items():
         values = list(row.values())
         print(f"| {gap} | " + " | ".join(f"{v:.2f}" for v in values) + f" | {values[1] / values[0]:.2f} |")
-    if args.json:
-        args.json.write_text(json.dumps({"machine": describe(), "max_abs_difference": difference,
-                                         "median_ms": rows}, indent=2) + "\n")
+    write_json(args.json, {"machine": describe(), "max_abs_difference": difference, "median_ms": rows})
 
 
 if __name__ == "__main__":

@@ -1,8 +1,13 @@
 """Int8 and bf16 inference against fp32: model time per video and accuracy, per (backend, precision).
 
-For one trained run and a labelled split (default: val), every variant
-(``torch:fp32``, ``torch:bf16``, ``onnx:fp32``, ``onnx:int8`` (static, calibrated on the run's
-training frames), ``onnx:int8-dynamic`` by default) is measured twice:
+Baseline: fp32 on the same backend, in the same run. Prints each variant's accuracy as it is measured,
+the report as JSON, the CPU's int8/bf16 features, then a Markdown table: per backend:precision, the
+model stage's median (p95) ms/video, its ratio to fp32 on the same backend, mean Jaccard and its
+change from fp32, top-1 hit and mAP.
+
+For one trained run and a labelled split (default: val), every variant (``torch:fp32``,
+``torch:bf16``, ``onnx:fp32``, ``onnx:int8`` (static, calibrated on the run's training frames),
+``onnx:int8-dynamic`` by default) is measured twice:
 
 - **accuracy**: ``evaluate_run(run, data, split, backend=, precision=)``, the serving path with the
   run's decision policy: mean Jaccard (the competition's accuracy), top-1 hit, mAP.
@@ -14,9 +19,7 @@ training frames), ``onnx:int8-dynamic`` by default) is measured twice:
 
 The int8 files are made (``RUN/model.int8-static.onnx``, ``RUN/model.int8-dynamic.onnx``) before
 anything is timed, when missing or older than the checkpoint; ``--calibration-videos`` remakes the
-static one with that many training videos. The report gives median and p95 ms/video, each
-variant's ratio to fp32 on the same backend, and the accuracy change; the machine's int8/bf16 CPU
-features are printed with it.
+static one with that many training videos.
 
     python bench/quantize.py RUN --data DATA [--split val] [--limit N] [--timing-videos 50] [--repeats 3]
         [--variants torch:fp32,torch:bf16,onnx:fp32,onnx:int8,onnx:int8-dynamic] [--threads N] [--json out.json]
@@ -24,7 +27,6 @@ features are printed with it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import statistics
@@ -32,17 +34,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import onnxruntime
 import torch
 
-from shortvid.backends import check_precision
 from shortvid.data.annotations import load_dataset
 from shortvid.errors import DecodeError
 from shortvid.evaluate.runner import evaluate_run
+from shortvid.infer.backends import check_backend
+from shortvid.infer.classifier import Classifier
 from shortvid.machine import cpu_features, describe
 from shortvid.quantize import DEFAULT_CALIBRATION_VIDEOS, quantize_run
-from shortvid.serve.classifier import Classifier
+
+from common import make_parser, p95, write_json
 
 DEFAULT_VARIANTS = "torch:fp32,torch:bf16,onnx:fp32,onnx:int8,onnx:int8-dynamic"
 
@@ -52,19 +55,15 @@ def parse_variants(text: str) -> list[tuple[str, str]]:
     for item in (part.strip() for part in text.split(",") if part.strip()):
         backend, _, precision = item.partition(":")
         precision = precision or "fp32"
-        check_precision(backend, precision)
+        check_backend(backend, precision)
         variants.append((backend, precision))
     if not variants:
         raise ValueError("--variants: none given")
     return list(dict.fromkeys(variants))
 
 
-def p95(values: list[float]) -> float:
-    return float(np.percentile(values, 95))
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__, data=False)
     parser.add_argument("run", type=Path, metavar="RUN")
     parser.add_argument("--data", required=True, help="the labelled dataset (any layout `shortvid evaluate` reads)")
     parser.add_argument("--split", default="val")
@@ -81,7 +80,6 @@ def main() -> None:
                         help=f"remake RUN/model.int8-static.onnx calibrated on this many training videos "
                              f"(default: keep an up-to-date file, else make it with {DEFAULT_CALIBRATION_VIDEOS})")
     parser.add_argument("--no-accuracy", action="store_true", help="time only")
-    parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     args = parser.parse_args()
     try:
         variants = parse_variants(args.variants)
@@ -158,8 +156,7 @@ def main() -> None:
               "calls_per_variant": len(clips) * args.repeats, "settle_ms": args.settle_ms,
               "onnx_file_mb": files, "setup_s": made, "rows": rows}
     print(json.dumps(report, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.json, report)
     have = ", ".join(name for name, present in features.items() if present) or "unknown"
     print(f"\nCPU: {report['machine']['cpu']}; features: {have}; torch threads {torch.get_num_threads()}\n")
     print("| backend:precision | model ms/video median (p95) | × fp32, same backend | mean Jaccard | "

@@ -1,12 +1,17 @@
 """The Ray engine against the local pipeline, on the same videos in one run, and a job spread over two
 Ray nodes.
 
-Corpus: `--videos` (default 520) videos of the `small` preset's shapes (180x320 and 216x384 portrait,
-4-8 s, H.264 + AAC), generated once into bench/.cache/ray-corpus. Model: the CPU-fast student
-(tsn_mobilenetv3 at 160 px, random weights written as a run, as bench/predict.py does).
+Baseline: the local pipeline (`shortvid.distributed.predict_local`) on the same videos, in the same
+run. Prints each engine's summary as it ends, the report as JSON (videos/s, the ratio to local, Ray's
+start-up and memory, the two-node run's rows per node, and the cross-over: the job size from which
+2-16 machines like this one on Ray finish sooner than this one alone), then a Markdown table.
 
-1. local: `shortvid.distributed.predict_local` (classify_many: decode threads ahead of batched model
-   calls, batch 16), rows to a folder;
+Corpus: `--videos` (default 520) videos of the `small` preset's shapes (180x320 and 216x384 portrait,
+4-8 s, H.264 + AAC), generated once. Model: the CPU-fast student (tsn_mobilenetv3 at 160 px, random
+weights written as a run).
+
+1. local: `predict_local` (classify_many: decode threads ahead of batched model calls, batch 16), rows
+   to a folder;
 2. ray: a private local Ray (`ray.init`, timed apart: the start-up), then `predict_ray` with one actor
    per CPU on the same videos, rows to another folder; the extra memory is the resident memory of
    every Ray process (raylet, GCS, workers) at the end of the job;
@@ -14,16 +19,14 @@ Corpus: `--videos` (default 520) videos of the `small` preset's shapes (180x320 
    this machine (the closest thing to a cluster a single machine allows), then the job with
    `--address` and 2 actors: rows per node from the output's `node` column.
 
-The report gives videos/s, the ratio to local, the start-up and the memory, and where the cross-over
-lies: Ray pays a fixed start-up and some throughput per machine, and wins once several machines share
-a job large enough to repay the start-up.
+Ray pays a fixed start-up and some throughput per machine, and wins once several machines share a
+job large enough to repay the start-up.
 
     python bench/ray_engine.py [--videos 520] [--json out.json]
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -38,20 +41,19 @@ from collections import Counter
 from pathlib import Path
 
 import psutil
-from predict import MODELS, STUDENT, make_run  # bench/predict.py
 
 from shortvid.distributed import RayOptions, predict_local, predict_ray
+from shortvid.infer.store import PredictionStore
 from shortvid.machine import describe
-from shortvid.serve.store import PredictionStore
-from shortvid.synth.corpus import generate_corpus, preset
+from shortvid.synth.corpus import preset
 
-CACHE = Path(__file__).parent / ".cache" / "ray-corpus"
+from common import free_port, generated, make_parser, make_run, write_json
 
 
 def corpus(count: int) -> list[str]:
+    """``count`` videos of the `small` preset's shapes."""
     spec = dataclasses.replace(preset("small"), num_videos=count, seed=5)
-    generate_corpus(CACHE / str(count), spec, workers=os.cpu_count(), progress=True)
-    return sorted(str(path) for path in (CACHE / str(count) / "videos").glob("*.mp4"))
+    return [str(path) for path in generated(f"ray-corpus/{count}", spec)]
 
 
 def ray_memory_mb() -> float:
@@ -63,12 +65,6 @@ def ray_memory_mb() -> float:
                                            or "gcs_server" in command):
             total += process.info["memory_info"].rss if process.info["memory_info"] else 0
     return total / 2**20
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def two_nodes(run: Path, videos: list[str], out: Path) -> dict:
@@ -91,7 +87,7 @@ def two_nodes(run: Path, videos: list[str], out: Path) -> dict:
         result = subprocess.run([sys.executable, "-m", "shortvid", "predict", str(run), "--manifest",
                                  str(out.parent / "videos.txt"), "--engine", "ray", "--address", address,
                                  "--actors", "2", "--out", str(out), "--batch-size", "16", "--device", "cpu"],
-                                capture_output=True, text=True, env=environment, timeout=1800)
+                                capture_output=True, text=True, env=environment, timeout=1800, check=False)
         seconds = time.perf_counter() - started
         if result.returncode:
             raise RuntimeError(result.stderr[-2000:])
@@ -109,9 +105,8 @@ def two_nodes(run: Path, videos: list[str], out: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__)
     parser.add_argument("--videos", type=int, default=520)
-    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     import ray
 
@@ -119,7 +114,7 @@ def main() -> None:
     report: dict = {"machine": describe(), "videos": len(videos)}
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        run = make_run(folder / "student", *MODELS[STUDENT])
+        run = make_run(folder / "student")
         (folder / "videos.txt").write_text("\n".join(videos) + "\n")
         predict_local(run, videos[:16], folder / "warm", device="cpu", batch_size=16)  # page cache, model files
 
@@ -150,16 +145,18 @@ def main() -> None:
     report["crossover"] = {}
     for machines in (1, 2, 4, 8, 16):
         rate = machines * ray_rate
-        videos_needed = None if rate <= local_rate else report["ray"]["startup_s"] * rate * local_rate / (rate - local_rate)
-        report["crossover"][machines] = None if videos_needed is None else round(videos_needed)
+        needed = None if rate <= local_rate else report["ray"]["startup_s"] * rate * local_rate / (rate - local_rate)
+        report["crossover"][machines] = None if needed is None else round(needed)
     print(json.dumps(report, indent=2))
-    print("\n| engine | videos | seconds | videos/s | x local | start-up s | extra memory |\n| --- | --- | --- | --- | --- | --- | --- |")
-    print(f"| local (classify_many, batch 16) | {len(videos)} | {report['local']['seconds']} | {local_rate} | 1.00 | 0 | 0 |")
-    print(f"| ray, private local, {report['ray']['actors']} actors | {len(videos)} | {report['ray']['seconds']} | {ray_rate} | "
-          f"{report['ratio_ray_to_local']:.2f} | {report['ray']['startup_s']} | {report['ray']['ray_processes_mb']} MB |")
+    print("\n| engine | videos | seconds | videos/s | x local | start-up s | extra memory |\n"
+          "| --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| local (classify_many, batch 16) | {len(videos)} | {report['local']['seconds']} | {local_rate} | 1.00 | "
+          "0 | 0 |")
+    print(f"| ray, private local, {report['ray']['actors']} actors | {len(videos)} | {report['ray']['seconds']} | "
+          f"{ray_rate} | {report['ratio_ray_to_local']:.2f} | {report['ray']['startup_s']} | "
+          f"{report['ray']['ray_processes_mb']} MB |")
     print(f"(ray end to end with start-up: {ray_total:.1f} s)")
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+    write_json(args.json, report)
 
 
 if __name__ == "__main__":

@@ -1,39 +1,34 @@
 """Reload under load: a new model goes live while clients keep classifying (issue 19, point 4).
 
+Baseline: the same run's answers that overlapped no reload (steady state). Prints the report as JSON
+(answers by status, answers naming neither run's model, the answers per model, each reload's status
+and duration, p50/p99 during reloads and steady), then a one-row Markdown table.
+
 A real `shortvid serve` subprocess (default settings, an admin token) serves the CPU student (random
-weights written as a run, as bench/predict.py does); a second run is the same model with other
-weights. `--clients` closed-loop clients (asyncio + httpx, in this process) classify the realistic
-corpus (bench/decode.py) for `--seconds` in all; meanwhile `POST /admin/reload` alternates the two
-runs `--reloads` times, evenly spaced. Reported: answers by status (goal: all 200), answers whose
-`model` is neither run's id (goal: none), each reload's duration (load + ONNX export of a new run +
-warm-up), and client-side latency p50/p99 of the answers that overlapped a reload against those that
-did not.
+weights written as a run); a second run is the same model with other weights. `--clients`
+closed-loop clients (asyncio + httpx, in this process) classify the realistic 540x960 corpus for
+`--seconds` in all; meanwhile `POST /admin/reload` alternates the two runs `--reloads` times, evenly
+spaced. Goals: every answer 200, none naming a model that is neither run's. A reload's duration
+covers the load, the ONNX export of a new run and the warm-up; latencies are client-side.
 
     python bench/reload.py [--clients 16] [--reloads 5] [--seconds 40] [--json out.json]
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
-import numpy as np
-from decode import corpus  # bench/decode.py
-from overload import stop  # bench/overload.py
-from predict import MODELS, STUDENT, make_run  # bench/predict.py
-from serve import free_port, wait_ready  # bench/serve.py
 
 from shortvid.machine import describe
 from shortvid.run import RunDir
+
+from common import corpus, free_port, make_parser, make_run, percentiles, start_server, stop, write_json
 
 TOKEN = "bench-reload-admin-token-0123456789"
 
@@ -77,33 +72,21 @@ async def scenario(base: str, bodies: list[bytes], runs: list[Path], args) -> tu
     return answers, windows
 
 
-def percentiles(latencies: list[float]) -> dict:
-    if not latencies:
-        return {"n": 0}
-    values = np.array(latencies) * 1000
-    return {"n": len(values), "p50_ms": round(float(np.percentile(values, 50)), 1),
-            "p99_ms": round(float(np.percentile(values, 99)), 1)}
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--reloads", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=40.0)
     parser.add_argument("--videos", type=int, default=24)
-    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     bodies = [path.read_bytes() for path in corpus("realistic-540", args.videos)]
     with tempfile.TemporaryDirectory() as folder:
-        runs = [make_run(Path(folder) / name, *MODELS[STUDENT]) for name in ("a", "b")]  # random weights each
+        runs = [make_run(Path(folder) / name) for name in ("a", "b")]  # random weights each
         ids = {RunDir(run).fingerprint()[:12] for run in runs}
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen([sys.executable, "-m", "shortvid.cli", "serve", str(runs[0]), "--port", str(port),
-                                   "--device", "cpu", "--log-level", "warning"],
-                                  env={**os.environ, "SHORTVID_ADMIN_TOKEN": TOKEN})
+        server = start_server(runs[0], port, env={"SHORTVID_ADMIN_TOKEN": TOKEN})
         try:
-            wait_ready(base, server)
             answers, windows = asyncio.run(scenario(base, bodies, runs, args))
         finally:
             stop(server)
@@ -116,10 +99,10 @@ def main() -> None:
               "unknown_model": sum(1 for a in answers if a[2] == 200 and a[3] not in ids),
               "models_seen": dict(Counter(a[3] for a in answers if a[2] == 200)),
               "reloads": [{"status": status, "seconds": round(end - start, 2)} for start, end, status in windows],
-              "during_reloads": percentiles(during), "steady": percentiles(steady)}
+              "during_reloads": {"n": len(during), **percentiles(during)},
+              "steady": {"n": len(steady), **percentiles(steady)}}
     print(json.dumps(report, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+    write_json(args.json, report)
     machine = report["machine"]
     print(f"\n{args.clients} clients for {args.seconds:g} s, {args.reloads} reloads ({machine['cpu']}, "
           f"{machine['cores']} cores)\n\n| answers | statuses | unknown model | reload s (each) | p50/p99 ms steady | "

@@ -1,19 +1,19 @@
 """Service under load: `shortvid serve` driven by concurrent clients, against offline batching.
 
-Starts a real `shortvid serve` (a subprocess: its own process and GIL, as deployed) for the CPU-fast
-student (`tsn_mobilenetv3` at 160 px, random weights written as a run, as bench/predict.py does) on
-a free local port, with --max-batch 8 --max-wait-ms 5 --decode-workers 2 (the defaults of this
-script). Clients (asyncio + httpx, in this process) POST the raw bytes of the decoding benchmark's
-realistic corpus (portrait 720x1280, 10-15 s) to /v1/classify, `concurrency` requests in flight at
-a time, until `--requests` answers per level, after `concurrency` unmeasured warm-up requests. Per
-level: throughput (videos/s), client-side p50/p99 latency, non-200 answers, and the mean batch size
-and mean model-call time from the deltas of /metrics.
+Baseline: the same videos, from the same bytes, through `Classifier.read` + `Classifier.scores_many`
+in batches of `--max-batch`, no HTTP, one thread, measured before the service starts and again after
+it stops (the mean of the two). Prints each level and the offline measurements as they come, the
+report as JSON, then a Markdown table: per concurrency level, videos/s and its ratio to offline,
+client-side p50/p99 latency, mean batch, model ms per call, decode ms per video, non-200 answers.
 
-The baseline, in the same run: the same videos (from the same bytes) through `Classifier.read` +
-`Classifier.scores_many` in batches of 8, no HTTP, one thread, measured before the service starts
-and again after it stops (the mean of the two is the baseline); the service's throughput is
-reported as a ratio to it. Clients and server share the machine's cores, as they would in a
-single-box load test.
+Starts a real `shortvid serve` (a subprocess: its own process and GIL, as deployed) for the CPU-fast
+student (`tsn_mobilenetv3` at 160 px, random weights written as a run) on a free local port, with
+--max-batch 8 --max-wait-ms 5 --decode-workers 2 (this script's defaults). Clients (asyncio + httpx,
+in this process) POST the raw bytes of a generated corpus (`--corpus`, default realistic-720:
+portrait 720x1280, 10-15 s) to /v1/classify, `concurrency` requests in flight at a time, until
+`--requests` answers per level, after `concurrency` unmeasured warm-up requests. The mean batch size
+and model-call time come from the deltas of /metrics. Clients and server share the machine's cores,
+as they would in a single-box load test.
 
 `--spin` serves a classifier whose ONNX Runtime threads spin (`Classifier.load(spin=True)`, as
 `shortvid predict` loads it for one video at a time; `shortvid serve` loads one whose threads sleep
@@ -31,29 +31,34 @@ import asyncio
 import io
 import json
 import re
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import torch
-from decode import add_corpus_argument, corpus, machine  # bench/decode.py
-from predict import MODELS, make_run  # bench/predict.py
 
+from shortvid.infer.classifier import Classifier
 from shortvid.machine import describe
-from shortvid.serve.classifier import Classifier
 
-STUDENT = "student tsn_mobilenetv3 @160"
+from common import (
+    add_corpus_argument,
+    corpus,
+    free_port,
+    launch,
+    machine,
+    make_parser,
+    make_run,
+    metric,
+    percentiles,
+    start_server,
+    stop,
+    write_json,
+)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+METRICS = ("shortvid_batch_size_sum", "shortvid_batch_size_count", "shortvid_model_seconds_sum",
+           "shortvid_decode_seconds_sum", "shortvid_decode_seconds_count")
 
 
 def offline(classifier: Classifier, bodies: list[bytes], batch: int, passes: int) -> dict:
@@ -72,15 +77,12 @@ def offline(classifier: Classifier, bodies: list[bytes], batch: int, passes: int
             done += len(clips)
     wall = time.perf_counter() - started
     return {"videos": done, "seconds": round(wall, 3), "videos_per_s": round(done / wall, 2),
-            "decode_ms_per_video": round(decode_s * 1000 / done, 2), "model_ms_per_video": round(model_s * 1000 / done, 2)}
+            "decode_ms_per_video": round(decode_s * 1000 / done, 2),
+            "model_ms_per_video": round(model_s * 1000 / done, 2)}
 
 
 def metric_sums(text: str) -> dict[str, float]:
-    values = {}
-    for name in ("shortvid_batch_size_sum", "shortvid_batch_size_count", "shortvid_model_seconds_sum",
-                 "shortvid_decode_seconds_sum", "shortvid_decode_seconds_count"):
-        match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
-        values[name] = float(match.group(1)) if match else 0.0
+    values = {name: metric(text, name) for name in METRICS}
     # 503s of every reason (uploads full, queue full, overloaded)
     values["shortvid_rejected_total"] = sum(float(n) for n in re.findall(r"^shortvid_rejected_total\{[^}]*\} (\S+)$",
                                                                          text, re.MULTILINE))
@@ -115,32 +117,16 @@ async def load(base: str, bodies: list[bytes], concurrency: int, requests: int) 
         wall = time.perf_counter() - started
         after = metric_sums((await client.get("/metrics")).text)
     delta = {k: after[k] - before[k] for k in after}
-    latencies = np.array([s for _, s in results]) * 1000
     ok = sum(1 for status, _ in results if status == 200)
-    batches = delta["shortvid_batch_size_count"]
+    batches, decodes = delta["shortvid_batch_size_count"], delta["shortvid_decode_seconds_count"]
     return {"concurrency": concurrency, "requests": len(results), "ok": ok, "non_200": len(results) - ok,
             "seconds": round(wall, 3), "videos_per_s": round(ok / wall, 2),
-            "p50_ms": round(float(np.percentile(latencies, 50)), 1), "p99_ms": round(float(np.percentile(latencies, 99)), 1),
+            **percentiles([seconds for _, seconds in results]),
             "mean_batch": round(delta["shortvid_batch_size_sum"] / batches, 2) if batches else None,
             "model_calls": int(batches),
             "model_ms_per_call": round(delta["shortvid_model_seconds_sum"] * 1000 / batches, 1) if batches else None,
-            "decode_ms_per_video": round(delta["shortvid_decode_seconds_sum"] * 1000 / delta["shortvid_decode_seconds_count"], 1)
-            if delta["shortvid_decode_seconds_count"] else None,
+            "decode_ms_per_video": round(delta["shortvid_decode_seconds_sum"] * 1000 / decodes, 1) if decodes else None,
             "rejected": int(delta["shortvid_rejected_total"])}
-
-
-def wait_ready(base: str, server: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"shortvid serve exited with {server.returncode}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise TimeoutError("shortvid serve not ready in time")
 
 
 def serve_spinning(run: str, port: int, args: argparse.Namespace) -> None:
@@ -155,7 +141,7 @@ def serve_spinning(run: str, port: int, args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__)
     add_corpus_argument(parser)
     parser.add_argument("--videos", type=int, default=24)
     parser.add_argument("--requests", type=int, default=160, help="measured requests per concurrency level")
@@ -168,7 +154,6 @@ def main() -> None:
     parser.add_argument("--spin", action="store_true",
                         help="serve with ONNX Runtime's pool threads spinning (Classifier.load(spin=True)); "
                              "default: threads that sleep, as `shortvid serve` loads them")
-    parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     parser.add_argument("--child-serve", nargs=2, metavar=("RUN", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_serve:
@@ -183,7 +168,7 @@ def main() -> None:
                                  "decode_workers": args.decode_workers, "backend": args.backend, "spin": args.spin},
                     "requests_per_level": args.requests}
     with tempfile.TemporaryDirectory() as folder:
-        run = make_run(Path(folder) / "student", *MODELS[STUDENT])
+        run = make_run(Path(folder) / "student")
         classifier = Classifier.load(run, device="cpu", backend=args.backend)
         offline(classifier, bodies[:2], args.max_batch, 1)  # warm-up
         before = offline(classifier, bodies, args.max_batch, args.offline_passes)
@@ -194,24 +179,17 @@ def main() -> None:
         settings = ["--backend", args.backend, "--max-batch", str(args.max_batch),
                     "--max-wait-ms", str(args.max_wait_ms), "--decode-workers", str(args.decode_workers)]
         if args.spin:
-            command = [sys.executable, __file__, "--child-serve", str(run), str(port), *settings]
+            server = launch([sys.executable, __file__, "--child-serve", str(run), str(port), *settings], port)
         else:
-            command = [str(Path(sys.executable).parent / "shortvid"), "serve", str(run), "--port", str(port),
-                       "--device", "cpu", *settings, "--log-level", "warning"]
-        server = subprocess.Popen(command)
+            server = start_server(run, port, *settings)
         try:
-            wait_ready(base, server)
             levels_out = []
             for concurrency in levels:
                 result = asyncio.run(load(base, bodies, concurrency, args.requests))
                 print(result, flush=True)
                 levels_out.append(result)
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop(server)
         after = offline(classifier, bodies, args.max_batch, args.offline_passes)
         print("offline after:", after, flush=True)
     baseline = (before["videos_per_s"] + after["videos_per_s"]) / 2
@@ -220,10 +198,9 @@ def main() -> None:
     report.update({"torch_threads_bench_process": torch.get_num_threads(), "offline_before": before,
                    "offline_after": after, "offline_videos_per_s": round(baseline, 2), "levels": levels_out})
     print(json.dumps(report, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
-    print("\n| | requests | videos/s | × offline | p50 ms | p99 ms | mean batch | model ms/call | decode ms/video | non-200 |"
-          "\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    write_json(args.json, report)
+    print("\n| | requests | videos/s | × offline | p50 ms | p99 ms | mean batch | model ms/call | decode ms/video "
+          "| non-200 |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     print(f"| offline: read + scores_many, batches of {args.max_batch}, 1 thread (mean of before/after) | "
           f"{before['videos'] + after['videos']} | {baseline:.1f} | 1.00 | | | {args.max_batch} | | "
           f"{(before['decode_ms_per_video'] + after['decode_ms_per_video']) / 2:.1f} | |")

@@ -1,24 +1,27 @@
 """Soak: resident memory of one long-lived process over many decodes of good and damaged files.
 
+Baseline: the same calls through `read_frames` as it was at `--baseline-rev` (default: the commit
+before issue 10's fix), in the same run. Prints one line per scenario as it ends (seconds; RSS at the
+start, after warm-up and at the end; growth after warm-up, in all and per 1,000 decodes); `--json`
+adds every scenario's RSS samples and its failed and untyped-error counts.
+
 A platform's decode workers and services live for days and see broken uploads all the time; memory
 that grows per call ends them. Each scenario runs in a fresh subprocess (same start for all) and
 decodes `--decodes` times, cycling through a mix of good videos (the `bench` preset's shapes: 270x480
 and 360x640 portrait H.264 + AAC, 4-10 s) and damaged copies of them (`shortvid.synth.damage`:
 truncations, flips, box damage, swapped moov/mdat, huge claimed sizes), `--broken` of the calls on
-damaged files. RSS is sampled every 1% of the run; the report gives RSS at the start, after warm-up
-(the first `--warmup` decodes), at the end, and the growth after warm-up per 1,000 decodes.
+damaged files. RSS is sampled every 1% of the run; warm-up is the first `--warmup` decodes.
 
 Scenarios, in the same run:
 - `read_frames / mix`: shortvid's decoder, one thread;
 - `read_frames x4 threads / mix`: the same calls from 4 threads, as the service's decode pool makes them;
 - `... / swapped moov+mdat`: the good videos with their moov and mdat boxes swapped (offsets left as
-  they were), decoded in turn over and over: the report's case (it grew the report's process 165 KB a call: the
-  leaked blocks are small, the heap they pin is not);
-- `baseline`: the same calls through `read_frames` as it was at `--baseline-rev` (default: the commit
-  before issue 10's fix), checked out into bench/.cache/soak/baseline-REV and imported from there in
-  its own process. That `read_frames` left each `container.demux()` generator it stopped early
-  (having found its packet) to the garbage collector instead of closing it, and PyAV then never frees
-  the generator's read packet.
+  they were), decoded in turn over and over: the report's case (it grew the report's process 165 KB a
+  call: the leaked blocks are small, the heap they pin is not);
+- `baseline / ...`: `read_frames` at `--baseline-rev`, checked out as a git worktree under the data
+  folder and imported from there in its own process. That `read_frames` left each `container.demux()`
+  generator it stopped early (having found its packet) to the garbage collector instead of closing
+  it, and PyAV then never frees the generator's read packet.
 
     python bench/soak.py [--decodes 10000] [--broken 0.5] [--json out.json]
 """
@@ -36,7 +39,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-CACHE = Path(__file__).parent / ".cache" / "soak"
+from common import DATA, baseline_tree, damaged, make_parser, originals, write_json
+
 BEFORE_THE_FIX = "7e59c37"  # the last commit before issue 10 closed the demux generators
 # name: (this code or the baseline revision's, decode threads, files)
 SCENARIOS = {
@@ -52,30 +56,16 @@ def swapped(good: Path) -> Path:
     """`good` with its moov and mdat boxes swapped, offsets left as they were (the report's file)."""
     from shortvid.synth.damage import with_boxes_swapped
 
-    target = CACHE / "swapped" / good.name
+    target = DATA / "soak" / "swapped" / good.name
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(with_boxes_swapped(good.read_bytes()))
     return target
 
 
 def corpus(broken: int = 60) -> tuple[list[Path], list[Path]]:
-    """Good videos (generated once into bench/.cache/soak) and `broken` damaged copies of them."""
-    from shortvid.synth.corpus import generate_corpus, preset
-    from shortvid.synth.damage import damaged_copies
-
-    spec = preset("bench", num_videos=24, num_classes=4, num_groups=2, min_videos_per_class=1, seed=11)
-    generate_corpus(CACHE / "good", spec, workers=2, progress=False)
-    good = sorted((CACHE / "good" / "videos").glob("*.mp4"))
-    folder = CACHE / "broken"
-    folder.mkdir(parents=True, exist_ok=True)
-    damaged = []
-    for index, path in enumerate(good):
-        for name, data in damaged_copies(path.read_bytes(), max(1, broken // len(good)), seed=index):
-            target = folder / f"{path.stem}-{name}.mp4"
-            if not target.exists():
-                target.write_bytes(data)
-            damaged.append(target)
-    return good, damaged
+    """The good videos and about ``broken`` damaged copies of them, made once in the data folder."""
+    good = originals()
+    return good, damaged(good, DATA / "soak" / "broken", max(1, broken // len(good)))
 
 
 def calls(files: str, decodes: int, broken_share: float) -> list[str]:
@@ -86,15 +76,6 @@ def calls(files: str, decodes: int, broken_share: float) -> list[str]:
         return [broken[index % len(broken)] for index in range(decodes)]
     rng = random.Random(0)
     return [str(rng.choice(damaged if rng.random() < broken_share else good)) for _ in range(decodes)]
-
-
-def baseline_tree(revision: str) -> Path:
-    """The package as it was at ``revision``, checked out once (a git worktree under bench/.cache)."""
-    tree = CACHE / f"baseline-{revision}"
-    if not (tree / "shortvid").is_dir():
-        subprocess.run(["git", "worktree", "add", "--force", "--detach", str(tree), revision], check=True,
-                       cwd=Path(__file__).parent, capture_output=True)
-    return tree
 
 
 def run(paths: list[str], threads: int, warmup: int) -> dict:
@@ -148,13 +129,12 @@ def run(paths: list[str], threads: int, warmup: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--decodes", type=int, default=10_000)
     parser.add_argument("--broken", type=float, default=0.5, help="share of calls on damaged files (default 0.5)")
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated names (default: all)")
     parser.add_argument("--baseline-rev", default=BEFORE_THE_FIX, help=f"git revision (default: {BEFORE_THE_FIX})")
-    parser.add_argument("--json", default=None)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # a JSON file of paths to decode
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -185,8 +165,7 @@ def main() -> None:
               f"{result['rss_after_warmup_mb']:7.1f}, end {result['rss_end_mb']:7.1f}: "
               f"+{result['growth_after_warmup_mb']:.1f} MB after warm-up "
               f"({result['growth_kb_per_1000']:.0f} KB per 1,000 decodes)", flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"machine": describe(), "results": results}, indent=2))
+    write_json(args.json, {"machine": describe(), "results": results})
 
 
 if __name__ == "__main__":

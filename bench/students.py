@@ -1,27 +1,32 @@
 """The student's backbone: timm's fast CPU nets as TSN students, ms/video and accuracy on `bench`.
 
+Baseline: the current default student (``tsn_mobilenetv3`` = mobilenetv3_large_100 at 160 px), in
+the same run. Prints, for ``--time``, a Markdown table: per candidate, parameters (M), the model
+stage's median ms/video in ONNX Runtime and its ratio to the default; for ``--train``, each
+candidate's mean Jaccard as it finishes, then (with timings from this run or ``--time-json``) the
+Pareto table: time, accuracy, the change from the default and whether the row is on the front.
+
 Two phases, each resumable:
 
 - ``--time``: every candidate (a timm backbone at an input size) becomes a 3-frame TSN with the
   `bench` preset's classes, is exported to ONNX (``shortvid.export.export_model``) and timed in ONNX
-  Runtime with shortvid's session (``serve.classifier.OnnxBackend``), one video ``[1, 3, 3, S, S]``
-  per call. Rounds go over the candidates in a new shuffled order, one session alive at a time, so
-  the machine's noise hits them alike; ratios are to the current default student
-  (``tsn_mobilenetv3`` = mobilenetv3_large_100 at 160 px) in the same run. Weights are random:
-  time does not depend on them.
+  Runtime with shortvid's session (``OnnxBackend``), one video ``[1, 3, 3, S, S]`` per call. Rounds go
+  over the candidates in a new shuffled order, one session alive at a time, so the machine's noise
+  hits them alike. Weights are random: time does not depend on them.
 - ``--train``: the chosen candidates are trained the same way as the default student (the
   ``mobilenet_cpu`` config: AdamW, BCE, the same epochs, frames cached at short side
-  ``size * 182/160``; from scratch, or from timm's ImageNet weights with ``--pretrained``) and evaluated on the `bench` validation split through the serving path
-  (``evaluate_run``, mean Jaccard). Each run is kept under ``--out``; a finished one is not redone.
+  ``size * 182/160``; from scratch, or from timm's ImageNet weights with ``--pretrained``) and
+  evaluated on the `bench` validation split through the serving path (``evaluate_run``, mean
+  Jaccard). Each run is kept under ``--out``; a finished one is not redone.
 
     python bench/students.py --time [--rounds 8 --runs 15]
-    python bench/students.py --train --data /work/data/bench --out /work/runs/students \
-        --candidates lcnet_100@160,mobilenetv3_large_075@144 [--epochs 12]
+    python bench/students.py --train --data DATA --candidates lcnet_100@160,mobilenetv3_large_075@144 [--epochs 12]
+
+DATA is a `bench` preset corpus (`shortvid synth DATA --preset bench`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import statistics
@@ -37,6 +42,8 @@ import torch
 from shortvid.export import INPUT_NAME, export_model
 from shortvid.machine import describe
 from shortvid.models import create_model
+
+from common import DATA, make_parser, write_json
 
 FRAMES, CLASSES = 3, 63
 BASELINE = "mobilenetv3_large_100@160"
@@ -59,7 +66,7 @@ def parse(candidate: str) -> tuple[str, int]:
 
 def onnx_session(path: str):
     """The session shortvid serves with (``OnnxBackend``), on the CPU."""
-    from shortvid.serve.classifier import OnnxBackend
+    from shortvid.infer.backends import OnnxBackend
 
     return OnnxBackend(path, torch.device("cpu")).session
 
@@ -75,7 +82,7 @@ def time_candidates(candidates: list[str], rounds: int, runs: int) -> dict:
         try:
             model = create_model("tsn", backbone=name, num_classes=CLASSES, pretrained=False).eval()
             path = export_model(model, Path(folder) / f"{candidate}.onnx", size)
-        except Exception as error:  # a backbone that does not build or export is reported, not fatal
+        except Exception as error:  # noqa: BLE001 - a backbone that does not build or export is reported, not fatal
             print(f"skipped {candidate}: {type(error).__name__}: {error}", flush=True)
             times.pop(candidate)
             continue
@@ -144,7 +151,8 @@ def print_pareto(timed: dict, trained: dict) -> None:
     faster and more accurate."""
     rows = [(c, timed[c], trained[c]) for c in trained if c in timed]
     base = trained.get(BASELINE, {}).get("mean_jaccard")
-    print("| student backbone @ px | params (M) | model ms/video | × default | mean Jaccard | Δ vs default | Pareto front |")
+    print("| student backbone @ px | params (M) | model ms/video | × default | mean Jaccard | Δ vs default | "
+          "Pareto front |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for candidate, time_row, train_row in sorted(rows, key=lambda row: row[1]["ms"]):
         front = not any(other[1]["ms"] < time_row["ms"] and other[2]["mean_jaccard"] > train_row["mean_jaccard"]
@@ -155,20 +163,20 @@ def print_pareto(timed: dict, trained: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--time", action="store_true", help="time every candidate's model stage")
     parser.add_argument("--candidates", default=",".join(CANDIDATES))
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--train", action="store_true", help="train and evaluate each candidate on --data")
     parser.add_argument("--data", type=Path, default=None, help="the `bench` corpus (shortvid synth --preset bench)")
-    parser.add_argument("--out", type=Path, default=Path("bench/.cache/students"))
+    parser.add_argument("--out", type=Path, default=DATA / "students",
+                        help="where the trained runs and their frame caches are kept (default: the data folder)")
     parser.add_argument("--epochs", type=int, default=12, help="the default student's recipe: 12 epochs")
     parser.add_argument("--pretrained", action="store_true",
                         help="start from timm's ImageNet weights (needs the hub; default: from scratch)")
     parser.add_argument("--time-json", type=Path, default=None,
                         help="with --train: the --json of an earlier --time run, for the Pareto table")
-    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     candidates = [c for c in args.candidates.split(",") if c]
     result: dict = {"machine": describe()}
@@ -192,8 +200,7 @@ def main() -> None:
         timed = result.get("time") or (json.loads(args.time_json.read_text())["time"] if args.time_json else None)
         if timed:
             print_pareto(timed, trained)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -2,40 +2,42 @@
 `channels_last`, `torch.compile` and `inference_mode`, with ONNX Runtime (the default backend) as
 the reference, in one run.
 
+Baseline: eager with `inference_mode` (shortvid's torch backend). Prints the machine, torch's version
+and threads, then a Markdown table: per variant, median and p95 ms per call, the ratio to the
+baseline, and the largest difference of its output from eager.
+
 The graph is the `mobilenet_cpu` student (`tsn_mobilenetv3`, 160 px, 63 classes, random weights:
 timing only); one video `[1, 3, 3, 160, 160]` per call, the serving path's batch. Rounds go over the
 variants in a new shuffled order each time; each variant runs `--runs` calls per round after a
-warm-up (compilation happens in the warm-up, before any timing). Outputs are checked against eager.
+warm-up (compilation happens in the warm-up, before any timing).
 
-    python bench/torch_options.py [--rounds 8] [--runs 20] [--json out.json]
+    python bench/torch_options.py [--rounds 8] [--runs 20] [--no-compile] [--json out.json]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from shortvid.export import INPUT_NAME, export_model
 from shortvid.machine import describe
 from shortvid.models import create_model
 
+from common import make_parser, p95, write_json
+
 SIZE, FRAMES, CLASSES = 160, 3, 63
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__, data=False)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (needs a C++ compiler)")
-    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -67,7 +69,7 @@ def main() -> None:
                 return compiled(x)
 
         variants["torch.compile (inductor), inference_mode"] = compiled_call
-    from shortvid.serve.classifier import OnnxBackend
+    from shortvid.infer.backends import OnnxBackend
 
     folder = tempfile.mkdtemp(prefix="torch-options-")
     session = OnnxBackend(export_model(model, Path(folder) / "student.onnx", SIZE), torch.device("cpu")).session
@@ -91,7 +93,7 @@ def main() -> None:
                 variants[name](frames)
                 times[name].append((time.perf_counter() - started) * 1000)
     base = statistics.median(times["eager, inference_mode (shortvid's torch backend)"])
-    rows = {name: {"median_ms": statistics.median(v), "p95_ms": float(np.percentile(v, 95)),
+    rows = {name: {"median_ms": statistics.median(v), "p95_ms": p95(v),
                    "x_eager": statistics.median(v) / base, "max_abs_difference": differences[name]}
             for name, v in times.items()}
     print(f"machine: {describe()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -100,8 +102,7 @@ def main() -> None:
     for name, row in rows.items():
         print(f"| {name} | {row['median_ms']:.2f} | {row['p95_ms']:.2f} | {row['x_eager']:.2f} | "
               f"{row['max_abs_difference']:.1e} |")
-    if args.json:
-        args.json.write_text(json.dumps({"machine": describe(), "rows": rows}, indent=2) + "\n")
+    write_json(args.json, {"machine": describe(), "rows": rows})
 
 
 if __name__ == "__main__":

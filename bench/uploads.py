@@ -1,28 +1,24 @@
 """Upload memory: 64 clients each posting a 60 MiB body at once to `shortvid serve` with its default
 settings; the server's peak RSS growth and the answers (issue 19, point 3).
 
-The server is a real `shortvid serve` subprocess for the CPU student (random weights written as a
-run, as bench/predict.py does). Each body is a real video (the realistic corpus, bench/decode.py)
-followed by a `free` box that pads it to the size asked: a valid MP4 the service classifies. The
-clients send their whole body without waiting for `100 Continue` (the worst case: a refused body
-still crosses the wire and the server must discard it). The server's RSS is sampled every 10 ms
-from before the flood (after warm-up) to its end; then five ordinary requests must be classified.
+Baseline: with `--baseline-rev REV`, the same against the package at git revision REV first (a git
+worktree in the data folder), so both rows come from one run on one machine. Prints each row as it
+ends, then the machine and a Markdown table: per code, the server's peak RSS growth, the answers to
+the flood by status, and the statuses of five ordinary requests sent after it (goal: all 200).
 
-`--baseline-rev REV` runs the same against the package at git revision REV first (a worktree under
-bench/.cache, as bench/soak.py does), so both rows come from one run on one machine.
+The server is a real `shortvid serve` subprocess for the CPU student (random weights written as a
+run). Each body is a real video (the realistic 540x960 corpus) followed by a `free` box that pads it
+to the size asked: a valid MP4 the service classifies. The clients send their whole body without
+waiting for `100 Continue` (the worst case: a refused body still crosses the wire and the server must
+discard it). The server's RSS is sampled every 10 ms from before the flood (after warm-up) to its end.
 
     python bench/uploads.py [--clients 64] [--mib 60] [--baseline-rev REV] [--json out.json]
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import os
 import struct
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -30,13 +26,10 @@ from collections import Counter
 from pathlib import Path
 
 import psutil
-from decode import corpus  # bench/decode.py
-from overload import stop  # bench/overload.py
-from predict import MODELS, STUDENT, make_run  # bench/predict.py
-from serve import free_port, wait_ready  # bench/serve.py
-from soak import baseline_tree  # bench/soak.py
 
 from shortvid.machine import describe
+
+from common import baseline_tree, corpus, free_port, make_parser, make_run, start_server, stop, write_json
 
 MIB = 1 << 20
 
@@ -96,11 +89,8 @@ class Sampler(threading.Thread):
 
 def measure(run: Path, body: bytes, ordinary: bytes, clients: int, tree: Path | None) -> dict:
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(tree)} if tree else dict(os.environ)
-    server = subprocess.Popen([sys.executable, "-m", "shortvid.cli", "serve", str(run), "--port", str(port),
-                               "--device", "cpu", "--log-level", "warning"], env=env)
+    server = start_server(run, port, tree=tree)
     try:
-        wait_ready(f"http://127.0.0.1:{port}", server)
         asyncio.run(flood(port, ordinary, 4))  # first requests' costs paid
         before = psutil.Process(server.pid).memory_info().rss
         sampler = Sampler(server.pid)
@@ -119,25 +109,23 @@ def measure(run: Path, body: bytes, ordinary: bytes, clients: int, tree: Path | 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--mib", type=float, default=60.0, help="body size in MiB (default: 60)")
     parser.add_argument("--baseline-rev", default=None, metavar="REV",
                         help="also measure the package at this git revision, first")
-    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     video = corpus("realistic-540", 1)[0].read_bytes()
     body = padded(video, int(args.mib * MIB))
     report = {"machine": describe(), "clients": args.clients, "body_mib": args.mib, "rows": {}}
     with tempfile.TemporaryDirectory() as folder:
-        run = make_run(Path(folder) / "model", *MODELS[STUDENT])
+        run = make_run(Path(folder) / "model")
         trees = ([(f"revision {args.baseline_rev}", baseline_tree(args.baseline_rev))] if args.baseline_rev else [])
         for name, tree in [*trees, ("this code", None)]:
             row = measure(run, body, video, args.clients, tree)
             report["rows"][name] = row
             print(name, row, flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+    write_json(args.json, report)
     print(f"\n{args.clients} clients x {args.mib:g} MiB, default settings ({report['machine']['cpu']}, "
           f"{report['machine']['cores']} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB)")
     print("\n| code | peak RSS growth | answers | then 5 ordinary requests |\n| --- | --- | --- | --- |")

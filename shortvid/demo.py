@@ -18,8 +18,8 @@ from .data.annotations import dataset_videos, load_dataset
 from .data.cache import extract
 from .decode import FrameSpec
 from .evaluate.runner import evaluate_run
+from .infer.classifier import Classifier
 from .metrics import mean_jaccard
-from .serve.classifier import Classifier
 from .synth.corpus import generate_corpus
 from .synth.corpus import preset as corpus_preset
 from .train.config import load_config
@@ -57,7 +57,7 @@ def run_demo(out: str | os.PathLike, preset: str = "small", seed: int = 0, worke
                                      *overrides])
     print(f"[2/5] extracting 3 keyframes per video into {cache}", flush=True)
     videos, _ = dataset_videos(data)
-    summary = extract(videos, cache, FrameSpec(k=settings.data.num_segments, size=settings.frame_size()),
+    summary = extract(videos, cache, FrameSpec(k=settings.data.k, size=settings.frame_size()),
                       workers=workers).to_dict()
     print(f"  {summary['total'] - summary['failed']} of {summary['total']} videos in the cache; decode median "
           f"{summary['decode_ms_median']} ms/video; keyframes per video: {summary['keyframes_per_video']}")

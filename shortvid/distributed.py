@@ -21,7 +21,7 @@ What a batch engine must get right here:
   ``WorkerCrashed``, its healthy videos with the guilty ones.
 - **A crash is not a verdict on the video**: a rerun into the same output classifies ``WorkerCrashed``
   rows again (every error row with ``retry_failed``), and the new row supersedes the old
-  (``shortvid.serve.store``).
+  (``shortvid.infer.store``).
 - **Actors are sized from the cluster's resources**; a request that cannot fit is refused before
   anything starts (an actor pool waiting for CPUs that never come would hang the job).
 - Without ``address`` a private local Ray starts with this machine's CPUs; with one, the job joins
@@ -45,12 +45,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from .data.cache import ExtractSummary, extract
+from .data.cache import ExtractJob, ExtractSummary, extract
 from .decode import DecodeLimits, FrameSpec
 from .errors import ShortvidError, WorkerCrashed
 from .extras import require
-from .serve.batch import classify_many
-from .serve.store import PredictionStore, prediction_row, settled
+from .infer.batch import classify_many
+from .infer.store import PredictionStore, prediction_row, settled
 
 MIN_RETRIES = 2  # one retry runs a crashed block one video at a time, the next reports the video that killed it
 
@@ -234,7 +234,7 @@ class PredictProcessor(Processor):
 
     def __init__(self, run: str, device: str = "auto", backend: str = "auto", precision: str = "fp32",
                  adaptive: bool = False, limits: dict | None = None, batch_size: int = 8, workers: int | None = None):
-        from .serve.classifier import Classifier
+        from .infer.classifier import Classifier
 
         self.classifier = Classifier.load(run, device=device, backend=backend, precision=precision, adaptive=adaptive,
                                           limits=DecodeLimits(**limits) if limits else None)
@@ -256,7 +256,7 @@ def crashed_prediction(path: str, why: str) -> dict:
 class ExtractProcessor(Processor):
     """Decodes and encodes one video per item (``shortvid.data.cache.extract_one``'s job, pickled)."""
 
-    def __init__(self, function: Callable[[tuple], dict]):
+    def __init__(self, function: Callable[[ExtractJob], dict]):
         self.function = function
 
     def many(self, items: list[str], node: str) -> list[dict]:
@@ -264,10 +264,10 @@ class ExtractProcessor(Processor):
 
     def crashed(self, item: str, why: str) -> dict:
         job = _job(item)
-        return {"name": job[0], "path": job[1], "error": WorkerCrashed(job[1], why).to_dict()}
+        return {"name": job.name, "path": job.path, "error": WorkerCrashed(job.path, why).to_dict()}
 
 
-def _job(item: str) -> tuple:
+def _job(item: str) -> ExtractJob:
     return pickle.loads(bytes.fromhex(item))
 
 
@@ -336,7 +336,7 @@ def predict_local(run: str, sources: Iterable[str], out: str | os.PathLike, *, f
     paths, todo, summary = _resume(store, sources, retry_failed)
     summary.actors = 1
     if todo:
-        from .serve.classifier import Classifier
+        from .infer.classifier import Classifier
 
         classifier = Classifier.load(str(run), device=device, backend=backend, precision=precision, adaptive=adaptive,
                                      limits=limits)
@@ -361,7 +361,7 @@ def predict_ray(run: str, sources: Iterable[str], out: str | os.PathLike, *, opt
                 workers: int | None = None, retry_failed: bool = False,
                 progress: Callable[[JobSummary], None] | None = None) -> JobSummary:
     """Classify every path or URI of ``sources`` with ``run`` on Ray; one row each in ``out``
-    (``shortvid.serve.store``). Paths already in ``out`` are skipped (resume), except crash rows and,
+    (``shortvid.infer.store``). Paths already in ``out`` are skipped (resume), except crash rows and,
     with ``retry_failed``, every error row: those are classified again."""
     started = time.perf_counter()
     store = PredictionStore(out, fmt)
@@ -400,12 +400,13 @@ def predict_ray(run: str, sources: Iterable[str], out: str | os.PathLike, *, opt
 
 def extract_ray(videos: Iterable[tuple[str, str]], out: str | os.PathLike, spec: FrameSpec = FrameSpec(size=256), *,
                 options: RayOptions = RayOptions(), fmt: str = "jpeg", quality: int = 95, timeout: float = 30.0,
-                retry_failed: bool = False, limits: DecodeLimits | None = None, progress: bool = True) -> ExtractSummary:
+                retry_failed: bool = False, limits: DecodeLimits | None = None,
+                progress: bool = True) -> ExtractSummary:
     """``shortvid.data.cache.extract`` with the decoding on Ray: the same cache, written by this process."""
     with ray_session(options):
         actors = actor_count(options)
 
-        def run_jobs(function: Callable[[tuple], dict], jobs: list[tuple]) -> Iterator[dict]:
+        def run_jobs(function: Callable[[ExtractJob], dict], jobs: list[ExtractJob]) -> Iterator[dict]:
             items = [pickle.dumps(job).hex() for job in jobs]
             seen: set[str] = set()
             for record in run_isolated_on_ray(items, _Factory(ExtractProcessor, function=function), options, actors):
@@ -413,9 +414,9 @@ def extract_ray(videos: Iterable[tuple[str, str]], out: str | os.PathLike, spec:
                     seen.add(record["name"])
                     yield record
             for job in jobs:
-                if job[0] not in seen:
+                if job.name not in seen:
                     why = f"its worker died {options.max_retries + 1} times on its block"
-                    yield {"name": job[0], "path": job[1], "error": WorkerCrashed(job[1], why).to_dict()}
+                    yield {"name": job.name, "path": job.path, "error": WorkerCrashed(job.path, why).to_dict()}
 
         return extract(videos, out, spec, fmt=fmt, quality=quality, timeout=timeout, retry_failed=retry_failed,
                        progress=progress, limits=limits, run_jobs=run_jobs)

@@ -12,12 +12,20 @@ batch by frame count. Fused runs (``shortvid fuse``) export as one graph; ``by_f
 The exporter is torch's TorchScript-based one (``dynamo=False``): it needs no extra package and
 gives graphs that match PyTorch to ~1e-7 on the shipped models (docs/onnx.md). Int8 versions of the
 exported file (``--quantize static|dynamic``, ``precision="int8"|"int8-dynamic"``): ``shortvid.quantize``.
+
+``ensure_onnx`` is how the ONNX backend finds the file: made on first use and again whenever the
+checkpoint is newer, in the run's folder or, for a run that cannot be written to, in the user's cache
+(``cache_folder``); processes that need it at once make it once (``locked``).
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -111,3 +119,68 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     check_exportable(model, str(run_dir))
     return export_model(model, out or onnx_path(run_dir, checkpoint), preprocess.input_size, opset=opset,
                         source=str(run_dir))
+
+
+def is_fresh(path: Path, *sources: Path) -> bool:
+    """Whether ``path`` exists and is no older than any of ``sources`` (the files it is made from)."""
+    return path.exists() and all(path.stat().st_mtime >= source.stat().st_mtime for source in sources)
+
+
+def cache_folder(weights: Path) -> Path:
+    """Where the ONNX files of a run that cannot be written to are made: ``$XDG_CACHE_HOME/shortvid/onnx/KEY``
+    (default ``~/.cache/shortvid/onnx/KEY``), KEY naming the checkpoint file by its resolved path, size
+    and modification time, so a changed or replaced checkpoint never meets another's files."""
+    stat = weights.stat()
+    key = hashlib.sha256(f"{weights.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:24]
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "shortvid" / "onnx" / key
+
+
+def onnx_folder(run_dir: str | os.PathLike, name: str, weights: Path) -> Path:
+    """Where the run's ONNX file ``name``, made from ``weights``, is found or made: the run's folder, unless
+    the file there is not up to date and the folder cannot be written to (a run shipped read-only):
+    ``cache_folder``."""
+    folder = Path(run_dir)
+    if not is_fresh(folder / name, weights) and not os.access(folder, os.W_OK):
+        return cache_folder(weights)
+    return folder
+
+
+@contextmanager
+def locked(folder: Path, source: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder``, so that processes loading one run at once (Ray actors,
+    service replicas) make its files one after the other; unlocked where the file system has no locks."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError as error:
+        raise ExportError(source, f"cannot write the ONNX files into {folder}: {error}") from error
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        except OSError:
+            # No locks on this file system: processes loading the run at once may write the same
+            # temporary file; a reader still never sees a torn file (publishing is a rename), and a
+            # process whose export fails that way falls back to PyTorch with a warning (auto).
+            pass
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def ensure_onnx(run_dir: str | os.PathLike, checkpoint: str = "best", *, folder: Path | None = None,
+                opset: int = DEFAULT_OPSET) -> Path:
+    """The run's fp32 ONNX file, (re)made first (``export_run``, at ``opset``) when missing or older than
+    the checkpoint: in ``folder``, by default ``onnx_folder`` (the run's folder, or the user's cache when
+    that cannot be written to). Processes that need the file at once make it once."""
+    run = RunDir(run_dir)
+    weights = run.require(run.checkpoint_path(checkpoint), "checkpoint")
+    name = onnx_path(run_dir, checkpoint).name
+    folder = Path(folder) if folder is not None else onnx_folder(run_dir, name, weights)
+    path = folder / name
+    if is_fresh(path, weights):
+        return path
+    with locked(folder, str(run_dir)):
+        if not is_fresh(path, weights):  # another process may have made it meanwhile
+            export_run(run_dir, path, checkpoint=checkpoint, opset=opset)
+    return path

@@ -5,9 +5,10 @@ not timed) and calls ``handle(video_path)`` per video, expecting a list of integ
 exception or an empty list scores 0. ``shortvid.judge.ServerApi`` is exactly that (copy or import it
 as ``infer/infer.py``), serving the run named by ``SHORTVID_RUN`` (default ``runs/final``) on the
 backend named by ``SHORTVID_BACKEND`` (``auto``, the default: ONNX Runtime on the CPU, exported on first
-use, PyTorch on a GPU or where ONNX Runtime cannot run, see ``Classifier.load``; or ``torch``, ``onnx``)
-at the precision named by ``SHORTVID_PRECISION`` (``fp32``, the default; ``bf16`` on torch; ``int8``,
-``int8-dynamic`` on onnx). The report's ``backend`` is the one that ran.
+use, PyTorch on a GPU or where ONNX Runtime cannot run, see ``shortvid.infer.resolve_backend``; or
+``torch``, ``onnx``) at the precision named by ``SHORTVID_PRECISION`` (``fp32``, the default; ``bf16``
+on torch; ``int8``, ``int8-dynamic`` on onnx); the resolver reads both. The report's ``backend`` is the
+one that ran.
 
 ``judge(...)`` reproduces the kit's protocol for ``shortvid judge``: 10 serial passes over the
 videos, the fastest and slowest pass dropped, mean seconds per video over the rest; accuracy is the
@@ -22,11 +23,11 @@ from pathlib import Path
 
 import torch
 
-from .backends import from_environment
 from .data.annotations import read_aichallenger
+from .decode import DecodeLimits
 from .errors import DatasetError, DecodeError
+from .infer.classifier import Classifier
 from .metrics import mean_jaccard, predicted_matrix
-from .serve.classifier import Classifier
 
 DEFAULT_RUN = "runs/final"
 TIME_GATE_MS = 120.0
@@ -34,15 +35,17 @@ ACCURACY_GATE = 0.80
 
 
 class ServerApi:
-    """The kit's interface: ``ServerApi(gpu_id).handle(video_path) -> list[int]``."""
+    """The kit's interface: ``ServerApi(gpu_id).handle(video_path) -> list[int]``. ``backend`` and
+    ``precision`` left ``None`` come from the environment (the module docstring); ``limits``: the largest
+    frames decoded (``DecodeLimits()`` by default)."""
 
     def __init__(self, gpu_id: int = 0, run_dir: str | None = None, backend: str | None = None,
-                 precision: str | None = None):
+                 precision: str | None = None, limits: DecodeLimits | None = None):
         run = run_dir or os.environ.get("SHORTVID_RUN", DEFAULT_RUN)
-        backend, precision = from_environment(backend, precision)
         device = f"cuda:{gpu_id}" if torch.cuda.is_available() else "cpu"
         # One video at a time, back to back: the case ONNX Runtime's spinning threads serve best.
-        self.classifier = Classifier.load(run, device=device, backend=backend, precision=precision, spin=True)
+        self.classifier = Classifier.load(run, device=device, backend=backend, precision=precision, limits=limits,
+                                          spin=True)
         self.errors: list[str] = []
 
     def handle(self, video_path: str) -> list[int]:
@@ -66,8 +69,10 @@ def read_video_list(path: str | os.PathLike) -> list[Path]:
 
 
 def judge(run_dir: str | os.PathLike, videos: str | os.PathLike, tags: str | os.PathLike, *,
-          passes: int = 10, gpu_id: int = 0, backend: str | None = None, precision: str | None = None) -> dict:
-    """The kit's timing and accuracy for a run: see the module docstring."""
+          passes: int = 10, gpu_id: int = 0, backend: str | None = None, precision: str | None = None,
+          limits: DecodeLimits | None = None) -> dict:
+    """The kit's timing and accuracy for a run (see the module docstring), through ``ServerApi(gpu_id, run_dir,
+    backend, precision, limits)``."""
     if passes < 3:
         raise ValueError("the kit's protocol needs at least 3 passes (it drops the fastest and the slowest)")
     paths = read_video_list(videos)
@@ -75,7 +80,7 @@ def judge(run_dir: str | os.PathLike, videos: str | os.PathLike, tags: str | os.
         raise DatasetError(str(videos), "no videos listed")
     truth = {Path(s.name).name: s.labels for s in read_aichallenger(tags, videos_dir=paths[0].parent,
                                                                      check_files=False, on_error="skip")}
-    api = ServerApi(gpu_id, run_dir=str(run_dir), backend=backend, precision=precision)
+    api = ServerApi(gpu_id, run_dir=str(run_dir), backend=backend, precision=precision, limits=limits)
     pass_seconds = []
     answers: dict[str, list[int]] = {}
     for _ in range(passes):

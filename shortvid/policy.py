@@ -59,7 +59,7 @@ class DecisionPolicy:
         """Label sets for scores [N, C], each best first and never empty."""
         ranked, n = self.counts(scores)
         rows = ranked.tolist()
-        return [tuple(row[:k]) for row, k in zip(rows, n.tolist())]
+        return [tuple(row[:k]) for row, k in zip(rows, n.tolist(), strict=True)]
 
     def apply_one(self, scores) -> tuple[int, ...]:
         """Label set for one video's scores [C]: the serving path, same rule as `apply`, with

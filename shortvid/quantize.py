@@ -16,28 +16,25 @@ can saturate with full-range weights. The cost is half a bit of weight precision
 file behaves the same on every x86 CPU.
 
 Files sit beside the fp32 one: ``RUN/model.int8-static.onnx``, ``RUN/model.int8-dynamic.onnx``
-(``model-last.*`` for ``checkpoint="last"``), and ``ensure_onnx`` re-makes a file that is missing or
-older than the checkpoint, as ``Classifier.load`` does for ``model.onnx`` (in the user's cache instead
-when the run's folder is read-only: ``cache_folder``).
+(``model-last.*`` for ``checkpoint="last"``), and ``ensure_quantized`` re-makes a file that is missing or
+older than the fp32 file, as ``shortvid.export.ensure_onnx`` does for ``model.onnx`` against the
+checkpoint (in the user's cache instead when the run's folder is read-only: ``export.cache_folder``).
 
-Precision per backend (``Classifier.load(..., backend=, precision=)``): ``shortvid.backends.PRECISIONS``.
+Precision per backend (``Classifier.load(..., backend=, precision=)``): ``shortvid.infer.backends.PRECISIONS``;
+``MODE_OF_PRECISION`` names the file each int8 precision runs.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
-from .backends import check_precision
-from .export import DEFAULT_OPSET, INPUT_NAME, ExportError, export_run, onnx_path
+from .export import DEFAULT_OPSET, INPUT_NAME, ExportError, ensure_onnx, is_fresh, locked, onnx_folder, onnx_path
 from .extras import require
 from .files import atomic_path
 from .run import RunDir
@@ -55,75 +52,22 @@ def quantized_path(run_dir: str | os.PathLike, mode: str, checkpoint: str = "bes
     return Path(run_dir) / f"{stem}.int8-{mode}.onnx"
 
 
-def _checkpoint(run: RunDir, checkpoint: str) -> Path:
-    weights = run.best if checkpoint == "best" and run.best.exists() else run.last
-    return run.require(weights, "checkpoint")
-
-
-def _stale(path: Path, weights: Path) -> bool:
-    return not path.exists() or path.stat().st_mtime < weights.stat().st_mtime
-
-
-def cache_folder(weights: Path) -> Path:
-    """Where the ONNX files of a run that cannot be written to are made: ``$XDG_CACHE_HOME/shortvid/onnx/KEY``
-    (default ``~/.cache/shortvid/onnx/KEY``), KEY naming the checkpoint file by its resolved path, size
-    and modification time, so a changed or replaced checkpoint never meets another's files."""
-    stat = weights.stat()
-    key = hashlib.sha256(f"{weights.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:24]
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "shortvid" / "onnx" / key
-
-
-def _outdated(path: Path, fp32: Path, weights: Path) -> bool:
-    """Whether ``path`` (``fp32``, or an int8 file made from it) must be (re)made."""
-    if _stale(fp32, weights):
-        return True
-    return path != fp32 and (_stale(path, weights) or path.stat().st_mtime < fp32.stat().st_mtime)
-
-
-@contextmanager
-def _exclusive(folder: Path, source: str) -> Iterator[None]:
-    """Hold an exclusive lock on ``folder``, so that processes loading one run at once (Ray actors,
-    service replicas) make its files one after the other; unlocked where the file system has no locks."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError as error:
-        raise ExportError(source, f"cannot write the ONNX files into {folder}: {error}") from error
-    try:
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
-        except OSError:
-            # No locks on this file system: processes loading the run at once may write the same
-            # temporary file; a reader still never sees a torn file (publishing is a rename), and a
-            # process whose export fails that way falls back to PyTorch with a warning (auto).
-            pass
-        yield
-    finally:
-        os.close(descriptor)  # releases the lock
-
-
-def ensure_onnx(run_dir: str | os.PathLike, checkpoint: str = "best", precision: str = "fp32", *,
-                calibration_videos: int = DEFAULT_CALIBRATION_VIDEOS) -> Path:
-    """The run's ONNX file of ``precision`` (``fp32``, ``int8``, ``int8-dynamic``), (re)made first when
-    missing or older than the checkpoint: in the run's folder, or in ``cache_folder`` when the run's
-    folder cannot be written to (a run shipped read-only) and holds no up-to-date file. Processes that
-    need the same file at once make it once."""
-    check_precision("onnx", precision)
+def ensure_quantized(run_dir: str | os.PathLike, mode: str, checkpoint: str = "best", *,
+                     calibration_videos: int = DEFAULT_CALIBRATION_VIDEOS) -> Path:
+    """The run's int8 ONNX file of ``mode`` (``static``, ``dynamic``), (re)made first when missing or older
+    than the fp32 file it is made from, which ``shortvid.export.ensure_onnx`` keeps up to date beside it: in
+    the run's folder, or in the user's cache when the run's folder cannot be written to (a run shipped
+    read-only) and holds no up-to-date file. Processes that need the same file at once make it once."""
     run = RunDir(run_dir)
-    weights = _checkpoint(run, checkpoint)
-    mode = MODE_OF_PRECISION.get(precision)
-    name = (quantized_path(run_dir, mode, checkpoint) if mode else onnx_path(run_dir, checkpoint)).name
-    folder = Path(run_dir)
-    if _stale(folder / name, weights) and not os.access(folder, os.W_OK):
-        folder = cache_folder(weights)
-    fp32, path = folder / onnx_path(run_dir, checkpoint).name, folder / name
-    if not _outdated(path, fp32, weights):
+    weights = run.require(run.checkpoint_path(checkpoint), "checkpoint")
+    name = quantized_path(run_dir, mode, checkpoint).name
+    folder = onnx_folder(run_dir, name, weights)
+    fp32 = ensure_onnx(run_dir, checkpoint, folder=folder)
+    path = folder / name
+    if is_fresh(path, fp32):
         return path
-    with _exclusive(folder, str(run_dir)):  # then look again: another process may have made them meanwhile
-        if _stale(fp32, weights):
-            export_run(run_dir, fp32, checkpoint=checkpoint)
-        if _outdated(path, fp32, weights):
+    with locked(folder, str(run_dir)):
+        if not is_fresh(path, fp32):  # another process may have made it meanwhile
             frames = calibration_frames(run_dir, calibration_videos) if mode == "static" else None
             quantize_onnx(fp32, path, mode, frames, source=str(run_dir))
     return path
@@ -260,10 +204,6 @@ def quantize_run(run_dir: str | os.PathLike, mode: str = "static", *, checkpoint
     training videos (``calibration_frames``; ``dataset``/``split`` override the run's own)."""
     if mode not in MODES:
         raise ValueError(f"unknown quantisation mode {mode!r} ({', '.join(MODES)})")
-    run = RunDir(run_dir)
-    weights = _checkpoint(run, checkpoint)
-    fp32 = onnx_path(run_dir, checkpoint)
-    if _stale(fp32, weights):
-        export_run(run_dir, fp32, checkpoint=checkpoint, opset=opset)
+    fp32 = ensure_onnx(run_dir, checkpoint, opset=opset)
     frames = calibration_frames(run_dir, videos, dataset=dataset, split=split) if mode == "static" else None
     return quantize_onnx(fp32, out or quantized_path(run_dir, mode, checkpoint), mode, frames, source=str(run_dir))

@@ -218,5 +218,6 @@ def load_weights(model: torch.nn.Module, state_dict: dict, *, reset_class_head: 
         missing = [key for key in missing if not key.startswith("classifier.")]
     missing = [key for key in missing if not key.endswith("num_batches_tracked")]
     if missing or unexpected:
-        raise RunError("checkpoint", f"weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise RunError("checkpoint",
+                       f"weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
 

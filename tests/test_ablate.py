@@ -8,6 +8,8 @@ import yaml
 
 from shortvid.cli import main
 
+pytestmark = pytest.mark.slow  # trains a dozen models
+
 
 @pytest.fixture(scope="module")
 def ablation(tiny_corpus, tmp_path_factory):
@@ -26,7 +28,8 @@ def test_all_five_tables_are_written(ablation):
     for heading in ("## 1. 3 keyframes vs 8 frames", "## 2. Distillation", "## 3. Hard-set fine-tuning",
                     "## 4. Aggregators", "## 5. Adaptive I-frame model", "## 6. Per-group specialists"):
         assert heading in text
-    for row in ("| 3 keyframes |", "| 8 uniform frames |", "distilled |", "| NeXtVLAD |", "separate 1/2/3-frame models"):
+    for row in ("| 3 keyframes |", "| 8 uniform frames |", "distilled |", "| NeXtVLAD |",
+                "separate 1/2/3-frame models"):
         assert row in text
     summary = json.loads((ablation / "ablation.json").read_text())
     evaluations = {k: v for k, v in summary["results"].items() if k.startswith("eval_")}
@@ -77,7 +80,8 @@ def test_the_pretrained_tables_start_every_network_from_pretrain(pretrained_abla
     out = pretrained_ablation
     text = (out / "ABLATION.md").read_text()
     for heading in ("## 0. Pretraining", "## 1. 3 keyframes vs 8 frames", "## 2. Distillation through the K-way heads",
-                    "## 3. Hard-set fine-tuning", "## 4. Aggregation heads", "## 5. Frame policies", "## 6. Specialists"):
+                    "## 3. Hard-set fine-tuning", "## 4. Aggregation heads", "## 5. Frame policies",
+                    "## 6. Specialists"):
         assert heading in text
     for row in ("| from SimCLR |", "| NetFV |", "| BiGRU |", "| mean + MoE classifier |", "hard + as many easy",
                 "| keyframes + near frames (`fill=near`) |", "On the `cuts` corpus"):

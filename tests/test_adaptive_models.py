@@ -2,14 +2,15 @@
 
 import pytest
 import torch
-from conftest import tiny_config
 
 from shortvid.cli import main
 from shortvid.evaluate.runner import evaluate_run
+from shortvid.infer.classifier import Classifier
 from shortvid.models import FrameCountSwitch, create_model
 from shortvid.run import RunDir, RunError
-from shortvid.serve.classifier import Classifier
 from shortvid.train.trainer import train
+
+from conftest import tiny_config
 
 
 class Constant(torch.nn.Module):
@@ -22,7 +23,8 @@ class Constant(torch.nn.Module):
 
     def forward(self, frames, mask=None):
         seen = frames.shape[1] if mask is None else mask.sum(1).float()
-        return torch.stack([torch.full((len(frames),), self.marker), torch.as_tensor(seen, dtype=torch.float).expand(len(frames))], 1)
+        return torch.stack([torch.full((len(frames),), self.marker),
+                            torch.as_tensor(seen, dtype=torch.float).expand(len(frames))], 1)
 
 
 def test_each_video_goes_to_the_member_for_its_frame_count():
@@ -45,7 +47,7 @@ def test_adaptive_run_from_the_cli(tiny_corpus, tiny_cache, tmp_path):
     runs = []
     for count in (1, 3):
         runs.append(tmp_path / f"f{count}")
-        train(tiny_config(tiny_corpus, tiny_cache, runs[-1], "optim.epochs=1", f"data.num_segments={count}"))
+        train(tiny_config(tiny_corpus, tiny_cache, runs[-1], "optim.epochs=1", f"data.k={count}"))
     out = tmp_path / "adaptive"
     assert main(["adaptive", *map(str, runs), "--out", str(out)]) == 0
     classifier = Classifier.load(out, device="cpu", backend="torch")
@@ -60,7 +62,8 @@ def test_adaptive_run_from_the_cli(tiny_corpus, tiny_cache, tmp_path):
     with torch.no_grad():
         assert torch.allclose(classifier.model(frames), expected)
     report = evaluate_run(out, tiny_corpus, device="cpu", progress=False, out=tmp_path / "m.json")
-    assert report["num_videos"] > 0 and sum(report["frames_per_video"].values()) == report["num_videos"] - report["failed"]
+    decoded = report["num_videos"] - report["failed"]
+    assert report["num_videos"] > 0 and sum(report["frames_per_video"].values()) == decoded
     with pytest.raises(RunError, match="same number of frames"):
         from shortvid.train.fuse import adaptive_runs
         adaptive_runs([runs[0], runs[0]], tmp_path / "x")

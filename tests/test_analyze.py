@@ -16,6 +16,7 @@ from shortvid.evaluate.analyze import (
     per_class_precision_recall,
     propose_groups,
 )
+from shortvid.infer.classifier import Classifier
 from shortvid.metrics import confusion_pairs
 
 # Four videos over three classes:
@@ -148,16 +149,30 @@ def _val_with_a_broken_video(corpus, root):
     return root
 
 
-def test_analyze_run_writes_the_report(trained_run, tiny_corpus, tmp_path):
+def test_analyze_run_writes_the_report(trained_run, tiny_corpus, tmp_path, monkeypatch):
+    """A video that cannot be decoded and one the model fails on are both reported, typed, and the
+    report is written from the others."""
     dataset = _val_with_a_broken_video(tiny_corpus, tmp_path / "dataset")
+    first = (dataset / "val.txt").read_text().splitlines()[0].split(",")[0]
+    scores = Classifier.scores
+
+    def fails_on_the_first_video(self, clip):
+        if not getattr(self, "failed_once", False):
+            self.failed_once = True
+            raise RuntimeError("CUDA out of memory")
+        return scores(self, clip)
+
+    monkeypatch.setattr(Classifier, "scores", fails_on_the_first_video)
     out = tmp_path / "analysis"
     result = analyze_run(trained_run, dataset, "val", out, worst=3, device="cpu")
     for name in ("report.html", "summary.md", "confusion.png", "analysis.json"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     data = json.loads((out / "analysis.json").read_text())
     assert data == json.loads(json.dumps(result))
-    assert data["summary"]["classified"] == data["summary"]["videos"] - 1 > 0
-    assert [f["name"] for f in data["failures"]] == ["broken.mp4"]
+    assert data["summary"]["classified"] == data["summary"]["videos"] - 2 > 0
+    assert [(f["name"], f["type"]) for f in data["failures"]] == [(first, "InferenceError"),
+                                                                   ("broken.mp4", "InvalidVideoError")]
+    assert "CUDA out of memory" in data["failures"][0]["error"] and "broken.mp4" in (out / "summary.md").read_text()
     assert "confusion_pairs" in data and isinstance(data["confusion_pairs"], list)
     matrix = np.array(data["confusion_matrix"]["matrix"])
     off_diagonal = {(p["true"], p["predicted"]): p["count"] for p in data["confusion_pairs"]}
@@ -173,6 +188,7 @@ def test_analyze_run_writes_the_report(trained_run, tiny_corpus, tmp_path):
         w["image"].split("/")[-1] for w in data["worst"])
 
 
+@pytest.mark.slow
 def test_analyze_from_the_cli(trained_run, tiny_corpus, tmp_path):
     import subprocess
     import sys

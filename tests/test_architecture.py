@@ -1,5 +1,6 @@
 """The layers run one way (docs/architecture.md): each module imports only from layers below its own,
-no module imports a private name of another, and inference imports without the training code."""
+no module imports a private name of another, and inference (``shortvid.infer``) imports without the
+training code."""
 
 import ast
 import subprocess
@@ -13,18 +14,15 @@ PACKAGE = Path(__file__).parent.parent / "shortvid"
 # Layer of each module, by the longest matching prefix. A module may import modules of lower layers;
 # within one layer, only modules of its own package (checked acyclic below).
 LAYERS = {
-    "shortvid": 0, "shortvid.errors": 0, "shortvid.files": 0, "shortvid.machine": 0, "shortvid.backends": 0,
-    "shortvid.metrics": 0,
+    "shortvid": 0, "shortvid.errors": 0, "shortvid.files": 0, "shortvid.machine": 0, "shortvid.metrics": 0,
     "shortvid.policy": 1, "shortvid.extras": 1, "shortvid.decode": 1, "shortvid.synth": 1,
     "shortvid.data": 2, "shortvid.models": 2,
     "shortvid.run": 3,
     "shortvid.export": 4,
     "shortvid.quantize": 5,
-    "shortvid.serve": 6,  # inference: classifier, batch
+    "shortvid.infer": 6,  # inference: classifier, backends, batch, store
     "shortvid.train": 7, "shortvid.evaluate": 7,
-    "shortvid.serve.http": 8, "shortvid.serve.admission": 8, "shortvid.judge": 8,
-    "shortvid.serve.metrics": 8, "shortvid.serve.batcher": 8, "shortvid.serve.requests": 8,
-    "shortvid.serve.server": 8, "shortvid.serve.control": 8,
+    "shortvid.serve": 8, "shortvid.judge": 8,  # the HTTP service (and the old inference paths, deprecated)
     "shortvid.ablate": 9, "shortvid.demo": 9, "shortvid.distributed": 9,
     "shortvid.cli": 10,
     "shortvid.__main__": 11,
@@ -135,8 +133,8 @@ def test_no_import_cycles(graph):
 
 
 def test_no_import_cycles_between_packages(graph):
-    """Between top-level packages too (``shortvid.serve`` holds inference below ``shortvid.train`` and
-    the service above it; neither half imports the trainer)."""
+    """Between top-level packages too (``shortvid.infer`` below ``shortvid.train``, ``shortvid.serve``
+    above it)."""
     trees, edges = graph
     between = {}
     for module, targets in edges.items():
@@ -166,9 +164,9 @@ def test_no_private_name_is_imported_across_modules(graph):
     assert not private, private
 
 
+@pytest.mark.slow
 def test_inference_imports_without_the_training_code():
-    code = ("import sys; import shortvid.serve.classifier, shortvid.serve.batch, shortvid.export, shortvid.serve.http, "
-            "shortvid.serve.server; "
+    code = ("import sys; import shortvid.infer, shortvid.export, shortvid.serve.http, shortvid.serve.server; "
             "print(sorted(m for m in sys.modules if m.startswith('shortvid.train')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", result.stdout
@@ -204,12 +202,13 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_the_core_runs_without_the_extras(trained_run, small_videos, tmp_path):
     """Without fastapi, uvicorn, onnx, onnxruntime and matplotlib: prediction works, and the service
     says which extra it needs."""
     video = str(small_videos["v0.mp4"])
-    predicted = subprocess.run([sys.executable, "-c", BLOCK_EXTRAS, "predict", str(trained_run), video, "--device", "cpu"],
-                               capture_output=True, text=True, timeout=300)
+    predicted = subprocess.run([sys.executable, "-c", BLOCK_EXTRAS, "predict", str(trained_run), video,
+                                "--device", "cpu"], capture_output=True, text=True, timeout=300)
     assert predicted.returncode == 0 and '"labels"' in predicted.stdout, predicted.stderr
     served = subprocess.run([sys.executable, "-c", BLOCK_EXTRAS, "serve", str(trained_run), "--device", "cpu"],
                             capture_output=True, text=True, timeout=300)
@@ -217,3 +216,20 @@ def test_the_core_runs_without_the_extras(trained_run, small_videos, tmp_path):
     on_ray = subprocess.run([sys.executable, "-c", BLOCK_EXTRAS, "predict", str(trained_run), video, "--engine", "ray",
                              "--out", str(tmp_path / "rows")], capture_output=True, text=True, timeout=300)
     assert on_ray.returncode == 2 and "pip install 'shortvid[ray]'" in on_ray.stderr, on_ray.stderr
+
+
+@pytest.mark.parametrize("old, name, new", [("shortvid.serve.classifier", "Classifier", "shortvid.infer.classifier"),
+                                            ("shortvid.serve.classifier", "OnnxBackend", "shortvid.infer.backends"),
+                                            ("shortvid.serve.batch", "classify_many", "shortvid.infer.batch"),
+                                            ("shortvid.serve.store", "PredictionStore", "shortvid.infer.store")])
+def test_the_old_inference_paths_still_import_and_warn(old, name, new):
+    """The documented paths of before ``shortvid.infer`` give the same objects for one release, warning
+    where they moved."""
+    import importlib
+
+    module = importlib.import_module(old)
+    with pytest.warns(DeprecationWarning, match=rf"{old}\.{name} moved to {new}\.{name}"):
+        moved = getattr(module, name)
+    assert moved is getattr(importlib.import_module(new), name)
+    with pytest.raises(AttributeError):
+        _ = module.no_such_name

@@ -10,8 +10,8 @@ import pytest
 
 from shortvid.data.annotations import load_dataset
 from shortvid.errors import InferenceError, InvalidVideoError, VideoNotFoundError
-from shortvid.serve.batch import PipelineStats, classify_many
-from shortvid.serve.classifier import Classifier
+from shortvid.infer.batch import PipelineStats, classify_many
+from shortvid.infer.classifier import Classifier
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def test_batches_give_each_video_its_single_stream_answer(classifier, paths, alo
     stats = PipelineStats()
     outcomes = list(classify_many(classifier, paths, batch_size=batch_size, workers=workers, stats=stats))
     assert [outcome.source for outcome in outcomes] == paths  # input order
-    for path, outcome in zip(paths, outcomes):
+    for path, outcome in zip(paths, outcomes, strict=True):
         assert outcome.error is None
         assert outcome.prediction.ids == alone[path].ids
         np.testing.assert_allclose([label.score for label in outcome.prediction.top],
@@ -88,6 +88,7 @@ def test_bad_arguments_are_refused(classifier, paths):
         list(classify_many(classifier, paths, workers=-1))
 
 
+@pytest.mark.slow
 def test_cli_predict_pipelined_matches_one_at_a_time(trained_run, paths, tmp_path):
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\0" * 4096)

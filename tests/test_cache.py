@@ -4,12 +4,13 @@ import json
 import os
 import signal
 import time
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 
-from shortvid.data.cache import FrameCache, extract, run_isolated
-from shortvid.decode import FrameSpec
+from shortvid.data.cache import ExtractJob, FrameCache, FrameCountError, extract, run_isolated
+from shortvid.decode import FrameSpec, read_frames
 from shortvid.errors import DatasetError
 
 SPEC = FrameSpec(k=3, size=48)
@@ -29,7 +30,7 @@ def test_extract_records_every_video_and_reads_back_exact_pixels(small_videos, t
     assert "text.mp4" in cache.failures["text.mp4"]["message"]
     for name in ("v0.mp4", "v1.mp4", "v2.mp4"):
         cached = cache.read(name)
-        direct = SPEC.read(small_videos[name])
+        direct = read_frames(small_videos[name], SPEC)
         assert np.array_equal(cached.frames, direct.frames)  # same decode-and-resize path
         assert cached.times == pytest.approx(direct.times, abs=1e-4)
         assert cached.keyframe == direct.keyframe
@@ -42,7 +43,7 @@ def test_a_cache_records_the_decode_it_was_made_with(small_videos, tmp_path):
     extract([("v0.mp4", small_videos["v0.mp4"])], tmp_path, spec, fmt="raw", workers=1, progress=False)
     cache = FrameCache(tmp_path)
     assert cache.spec.skip_loop_filter
-    assert np.array_equal(cache.read("v0.mp4").frames, spec.read(small_videos["v0.mp4"]).frames)
+    assert np.array_equal(cache.read("v0.mp4").frames, read_frames(small_videos["v0.mp4"], spec).frames)
     with pytest.raises(DatasetError):  # a cache made one way is not extended the other way
         extract([("v1.mp4", small_videos["v1.mp4"])], tmp_path, SPEC, workers=1, progress=False)
 
@@ -50,7 +51,7 @@ def test_a_cache_records_the_decode_it_was_made_with(small_videos, tmp_path):
 def test_jpeg_cache_is_close_to_the_decoder(small_videos, tmp_path):
     extract([("v0.mp4", small_videos["v0.mp4"])], tmp_path, SPEC, workers=1, progress=False)
     cached = FrameCache(tmp_path).read("v0.mp4")
-    direct = SPEC.read(small_videos["v0.mp4"])
+    direct = read_frames(small_videos["v0.mp4"], SPEC)
     assert cached.frames.shape == direct.frames.shape
     assert np.abs(cached.frames.astype(int) - direct.frames).mean() < 8
 
@@ -89,29 +90,57 @@ def test_a_cache_refuses_other_frame_settings(small_videos, tmp_path):
         extract([("v0.mp4", small_videos["v0.mp4"])], tmp_path, FrameSpec(k=5, size=48), workers=1, progress=False)
 
 
+def test_a_cache_made_before_resumes_and_an_hxw_size_compares_equal(small_videos, tmp_path):
+    spec = FrameSpec(k=3, size=(48, 32))
+    extract([("v0.mp4", small_videos["v0.mp4"])], tmp_path, spec, fmt="raw", workers=1, progress=False)
+    # cache.json as the first caches wrote it: the five original options, the size as JSON's list
+    frames = {"k": 3, "sampler": "keyframes", "size": [48, 32], "crop": None, "fill": "repeat"}
+    stored = {"version": 1, "frames": frames, "format": "raw", "quality": 95}
+    (tmp_path / "cache.json").write_text(json.dumps(stored))
+    assert FrameCache(tmp_path).spec == spec
+    summary = extract([("v1.mp4", small_videos["v1.mp4"])], tmp_path, spec, fmt="raw", workers=1, progress=False)
+    assert summary.extracted == 1 and len(FrameCache(tmp_path)) == 2
+
+
+def test_a_cache_gives_specs_of_at_most_its_frame_count(small_videos, tmp_path):
+    extract([("v0.mp4", small_videos["v0.mp4"])], tmp_path, SPEC, workers=1, progress=False)
+    cache = FrameCache(tmp_path)
+    assert cache.spec_for(2) == FrameSpec(k=2, size=48) and cache.spec_for(3) == SPEC
+    with pytest.raises(FrameCountError, match=f"{tmp_path}: holds 3 frames a video .*; 4 were asked for"):
+        cache.spec_for(4)
+
+
 def test_not_a_cache(tmp_path):
     with pytest.raises(DatasetError, match="not a frame cache"):
         FrameCache(tmp_path)
 
 
+class _Job(NamedTuple):
+    """A job of ``run_isolated``: its name and its file (here a number for the good ones)."""
+
+    name: str
+    path: object
+
+
 def _crash_on_bad(job):
     """Kills its own process for the job named 'bad', like a decoder segfault would."""
-    if job[0] == "bad":
+    if job.name == "bad":
         os._exit(1)
-    return {"name": job[0], "value": job[1] * 2}
+    return {"name": job.name, "value": job.path * 2}
 
 
 def _hang_on_bad(job):
     """Hangs for the job named 'bad', under an alarm like the one extraction workers set."""
     signal.alarm(1)
-    if job[0] == "bad":
+    if job.name == "bad":
         time.sleep(30)
     signal.alarm(0)
-    return {"name": job[0], "value": job[1] * 2}
+    return {"name": job.name, "value": job.path * 2}
 
 
+@pytest.mark.slow
 def test_a_hanging_file_is_ended_and_reported():
-    jobs = [("job0", 0), ("bad", "bad.mp4"), ("job1", 1), ("job2", 2)]
+    jobs = [_Job("job0", 0), _Job("bad", "bad.mp4"), _Job("job1", 1), _Job("job2", 2)]
     started = time.monotonic()
     results = {r["name"]: r for r in run_isolated(_hang_on_bad, jobs, workers=2)}
     assert time.monotonic() - started < 20
@@ -119,9 +148,10 @@ def test_a_hanging_file_is_ended_and_reported():
     assert [results[f"job{i}"]["value"] for i in range(3)] == [0, 2, 4]
 
 
+@pytest.mark.slow
 def test_a_crashing_file_is_reported_and_the_rest_goes_on():
-    jobs = [(f"job{i}", i) for i in range(12)]
-    jobs.insert(5, ("bad", "bad.mp4"))
+    jobs = [_Job(f"job{i}", i) for i in range(12)]
+    jobs.insert(5, _Job("bad", "bad.mp4"))
     results = list(run_isolated(_crash_on_bad, jobs, workers=2))
     assert len(results) == 13
     by_name = {r["name"]: r for r in results}
@@ -135,13 +165,12 @@ def test_the_manifest_records_the_frame_rate_or_none(small_videos, monkeypatch):
 
     from shortvid.data import cache as cache_module
 
-    job = ("v0.mp4", str(small_videos["v0.mp4"]), SPEC.to_dict(), "raw", 90, 10.0, {})
+    job = ExtractJob("v0.mp4", str(small_videos["v0.mp4"]), SPEC, "raw", 90, 10.0)
     assert cache_module.extract_one(job)["fps"] == 10
-    read = FrameSpec.read
 
-    def rateless(self, *args, **kwargs):  # a stream whose headers give no frame rate
-        clip = read(self, *args, **kwargs)
+    def rateless(*args, **kwargs):  # a stream whose headers give no frame rate
+        clip = read_frames(*args, **kwargs)
         return dataclasses.replace(clip, info=dataclasses.replace(clip.info, fps=None))
 
-    monkeypatch.setattr(FrameSpec, "read", rateless)
+    monkeypatch.setattr(cache_module, "read_frames", rateless)
     assert cache_module.extract_one(job)["fps"] is None

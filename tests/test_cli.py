@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from shortvid.backends import ALL_PRECISIONS, BACKENDS
 from shortvid.cli import build_parser, main
-from shortvid.cli.options import backend_and_precision
+from shortvid.cli.options import inference_options
 from shortvid.data.annotations import load_dataset
 from shortvid.data.cache import FrameCache
 from shortvid.demo import run_demo
 from shortvid.export import DEFAULT_OPSET
+from shortvid.infer.backends import ALL_PRECISIONS, BACKENDS
+from shortvid.infer.classifier import Classifier
 from shortvid.models import FUSION_RULES
-from shortvid.serve.classifier import Classifier
 from shortvid.synth.corpus import PRESETS
 
 
@@ -43,7 +43,8 @@ def test_probe_prints_a_json_line_per_video_and_goes_on_after_a_broken_one(small
     assert first["path"] == str(good) and first["keyframes"] == 4
     assert [f["time"] for f in first["frames"]] == [1.0, 2.0, 3.0]
     assert all(f["keyframe"] for f in first["frames"]) and first["decode_ms"] > 0
-    assert lines[1] == {"path": str(text), "error": {"type": "InvalidVideoError", "message": lines[1]["error"]["message"]}}
+    assert lines[1] == {"path": str(text),
+                        "error": {"type": "InvalidVideoError", "message": lines[1]["error"]["message"]}}
     assert str(text) in lines[1]["error"]["message"]
     assert lines[2]["error"]["type"] == "VideoNotFoundError"
     assert lines[3]["keyframes"] == 4
@@ -59,6 +60,7 @@ def test_probe_fails_when_every_video_fails(small_videos):
     assert shortvid("probe", small_videos["text.mp4"], check=False).returncode == 1
 
 
+@pytest.mark.slow
 def test_synth_then_extract_puts_every_video_in_the_manifest(tiny_corpus, tmp_path):
     names = [line.split(",")[0] for split in ("train", "val")
              for line in (tiny_corpus / f"{split}.txt").read_text().splitlines()]
@@ -104,7 +106,8 @@ CHOICES = [
 ]
 
 
-@pytest.mark.parametrize("command, option, values", CHOICES, ids=lambda item: " ".join(item) if isinstance(item, list) else None)
+@pytest.mark.parametrize("command, option, values", CHOICES,
+                         ids=lambda item: " ".join(item) if isinstance(item, list) else None)
 def test_choices_are_the_tables_they_come_from(command, option, values, capsys):
     parser = build_parser()
     dest = option.lstrip("-")
@@ -118,14 +121,34 @@ def test_export_opset_default_is_the_exporters():
     assert build_parser().parse_args(["export", "RUN"]).opset == DEFAULT_OPSET
 
 
-@pytest.mark.parametrize("command", [["predict", "RUN", "v.mp4"], ["evaluate", "RUN", "--data", "DATA"],
-                                     ["serve", "RUN"], ["judge", "RUN", "--videos", "V", "--labels", "L"]],
-                         ids=lambda c: c[0])
+# Every command that classifies, with its required arguments.
+CLASSIFYING = [["predict", "RUN", "v.mp4"], ["serve", "RUN"], ["evaluate", "RUN", "--data", "DATA"],
+               ["analyze", "RUN", "--data", "DATA", "--out", "OUT"], ["judge", "RUN", "--videos", "V", "--labels", "L"],
+               ["hardmine", "RUN", "--data", "DATA"], ["fuse", "GENERAL", "SPECIALIST", "--out", "OUT"]]
+
+
+@pytest.mark.parametrize("command", CLASSIFYING, ids=lambda c: c[0])
 def test_the_default_backend_is_auto(command, monkeypatch):
     monkeypatch.delenv("SHORTVID_BACKEND", raising=False)
     monkeypatch.delenv("SHORTVID_PRECISION", raising=False)
-    args = build_parser().parse_args(command)
-    assert backend_and_precision(args.backend, args.precision) == ("auto", "fp32")
+    options = inference_options(build_parser().parse_args(command))
+    assert (options["backend"], options["precision"]) == ("auto", "fp32")
+
+
+@pytest.mark.parametrize("command", CLASSIFYING, ids=lambda c: c[0])
+def test_every_command_that_classifies_takes_the_same_inference_options(command):
+    args = build_parser().parse_args([*command, "--backend", "onnx", "--precision", "int8", "--max-width", "640",
+                                      "--max-height", "480", "--max-pixels", "307200", "--max-aspect", "3"])
+    options = inference_options(args)
+    assert (options["backend"], options["precision"]) == ("onnx", "int8")
+    limits = options["limits"]
+    assert (limits.max_width, limits.max_height, limits.max_pixels, limits.max_aspect) == (640, 480, 307200, 3.0)
+
+
+@pytest.mark.parametrize("command", CLASSIFYING, ids=lambda c: c[0])
+def test_a_backend_pair_that_does_not_exist_is_refused_before_anything_runs(command, capsys):
+    assert main([*command, "--backend", "torch", "--precision", "int8"]) == 2
+    assert "precision 'int8' is not available on the 'torch' backend" in capsys.readouterr().err
 
 
 def test_judge_takes_backend_and_precision_from_the_environment(monkeypatch, capsys):
@@ -135,6 +158,7 @@ def test_judge_takes_backend_and_precision_from_the_environment(monkeypatch, cap
     assert "precision 'bf16' is not available on the 'onnx' backend" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_run_demo_at_its_smallest(tmp_path, capsys):
     summary = run_demo(tmp_path / "demo", preset="tiny", workers=2,
                        overrides=("optim.epochs=1", "progress=false", "data.resize=72", "data.input_size=64"))

@@ -6,12 +6,13 @@ Run on a GPU machine with `pytest tests/test_cuda.py`; CI machines have none.
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
 
 from shortvid.data.annotations import load_dataset
+from shortvid.infer.classifier import Classifier
 from shortvid.run import RunDir
-from shortvid.serve.classifier import Classifier
 from shortvid.train.trainer import train
+
+from conftest import tiny_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

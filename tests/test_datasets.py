@@ -5,7 +5,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from shortvid.data.annotations import Annotations, Sample
-from shortvid.data.cache import extract
+from shortvid.data.cache import FrameCountError, extract
 from shortvid.data.datasets import CachedVideoDataset, RawVideoDataset
 from shortvid.data.labels import LabelMap
 from shortvid.decode import FrameSpec
@@ -33,7 +33,7 @@ def crop(frames: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 def test_cached_dataset_items(annotations, cache):
-    dataset = CachedVideoDataset(annotations, cache, num_segments=3, mode="test", transform=crop)
+    dataset = CachedVideoDataset(annotations, cache, k=3, mode="test", transform=crop)
     assert len(dataset) == 3  # the text file is left out and said so
     assert "text.mp4" in dataset.missing and "not a readable video" in dataset.missing["text.mp4"]
     item = dataset[1]
@@ -46,24 +46,32 @@ def test_cached_dataset_items(annotations, cache):
 
 
 def test_cached_training_sampling_is_random_among_cached_frames_and_seeded(annotations, cache):
-    dataset = CachedVideoDataset(annotations, cache, num_segments=2, mode="train", seed=3)
+    dataset = CachedVideoDataset(annotations, cache, k=2, mode="train", seed=3)
     picks = set()
     for epoch in range(20):
         dataset.set_epoch(epoch)
         picks.add(tuple(dataset[0]["times"].tolist()))
     assert len(picks) > 1
     assert all(set(p) <= {0.0, 1.0, 2.0, 3.0} for p in picks)
-    again = CachedVideoDataset(annotations, cache, num_segments=2, mode="train", seed=3)
+    again = CachedVideoDataset(annotations, cache, k=2, mode="train", seed=3)
     again.set_epoch(19)
     assert again[0]["times"].tolist() == dataset[0]["times"].tolist()
 
 
 def test_cache_and_raw_datasets_give_the_same_test_frames(annotations, cache):
     spec3 = FrameSpec(k=3, size=48)
-    cached = CachedVideoDataset(annotations, cache, num_segments=3, mode="test")
+    cached = CachedVideoDataset(annotations, cache, k=3, mode="test")
     raw = RawVideoDataset(annotations, spec3, mode="test")
     for i in range(2):
         assert torch.equal(cached[i]["frames"], raw[i]["frames"])
+
+
+def test_cached_dataset_refuses_more_frames_than_the_cache_holds(annotations, cache):
+    with pytest.raises(FrameCountError, match=rf"{cache}: holds 4 frames a video .* 5 were asked for"):
+        CachedVideoDataset(annotations, cache, k=5, mode="test")
+    dataset = CachedVideoDataset(annotations, cache, k=4, mode="test")  # as many as it holds: fine
+    assert dataset.spec == FrameSpec(k=4, size=48) and dataset[0]["frames"].shape[0] == 4
+    assert CachedVideoDataset(annotations, cache, k=2, mode="test").spec == FrameSpec(k=2, size=48)
 
 
 def test_raw_dataset_skips_a_broken_video_up_to_a_bound(annotations):
@@ -77,7 +85,7 @@ def test_raw_dataset_skips_a_broken_video_up_to_a_bound(annotations):
 
 
 def test_dataloader_with_worker_processes(annotations, cache):
-    dataset = CachedVideoDataset(annotations, cache, num_segments=3, mode="train", transform=crop, seed=0)
+    dataset = CachedVideoDataset(annotations, cache, k=3, mode="train", transform=crop, seed=0)
     batches = list(DataLoader(dataset, batch_size=2, num_workers=2))
     assert sum(len(b["name"]) for b in batches) == 3
     assert batches[0]["frames"].shape == (2, 3, 48, 48, 3)

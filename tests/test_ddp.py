@@ -15,19 +15,21 @@ import numpy as np
 import psutil
 import pytest
 import torch
-from conftest import tiny_config
 from torch.utils.data import DataLoader
 
 from shortvid.data.annotations import load_dataset
 from shortvid.data.cache import FrameCache
 from shortvid.data.datasets import CachedVideoDataset
+from shortvid.infer.classifier import Classifier
 from shortvid.policy import DecisionPolicy
 from shortvid.run import RunDir
-from shortvid.serve.classifier import Classifier
 from shortvid.train import teacher_cache
 from shortvid.train.config import ConfigError
+from shortvid.train.loop import EpochSampler
 from shortvid.train.ranks import Ranks
-from shortvid.train.trainer import EpochSampler, predict_scores, train
+from shortvid.train.trainer import predict_scores, train
+
+from conftest import tiny_config
 
 # 18 training videos, 9 a rank, batches of 2: 4 steps a rank and epoch (drop_last leaves one out)
 ARGS = ["optim.epochs=2", "checkpoint_every=1", "data.workers=0", "data.augment=true", "data.batch_size=2"]
@@ -77,6 +79,7 @@ def ddp_run(tiny_corpus, tiny_cache, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_two_processes_write_one_run_that_loads_and_serves(ddp_run, tiny_corpus):
     run = RunDir(ddp_run)
     assert files(ddp_run) == RUN_FILES  # nothing else: no second writer's temporary files, no per-rank copies
@@ -122,6 +125,7 @@ def kill_mid_epoch(process: subprocess.Popen, last) -> dict:
     raise AssertionError("training finished before it could be killed")
 
 
+@pytest.mark.slow
 def test_a_two_process_run_killed_mid_epoch_resumes_to_the_same_weights(ddp_run, tiny_corpus, tiny_cache, tmp_path):
     killed = tmp_path / "killed"
     process = subprocess.Popen(train_command(tiny_corpus, tiny_cache, killed), stdout=subprocess.DEVNULL,
@@ -140,6 +144,9 @@ def test_a_two_process_run_killed_mid_epoch_resumes_to_the_same_weights(ddp_run,
     assert a["state"] == b["state"]
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
+    # every rank's losses of the interrupted epoch were kept: the epochs report what the straight run did
+    assert ([m["train_loss"] for m in RunDir(killed).read_metrics()]
+            == [m["train_loss"] for m in RunDir(ddp_run).read_metrics()])
 
     # with another number of processes: refused, rather than silently inexact
     other = subprocess.run([sys.executable, "-m", "shortvid", "train", "--resume", str(killed), "optim.epochs=3"],
@@ -147,6 +154,7 @@ def test_a_two_process_run_killed_mid_epoch_resumes_to_the_same_weights(ddp_run,
     assert other.returncode == 2 and "nproc-per-node" in other.stderr, other.stderr
 
 
+@pytest.mark.slow
 def test_validation_numbers_are_one_process_numbers_on_the_saved_weights(ddp_run, tiny_corpus, tiny_cache):
     """Each epoch's numbers equal one process's on that epoch's weights: last.pt gives the last epoch's
     loss and mean Jaccard, best.pt the policy. Fails if validation ran on a part of the set, on one
@@ -172,6 +180,7 @@ def test_validation_numbers_are_one_process_numbers_on_the_saved_weights(ddp_run
         torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_two_processes_share_the_teacher_features_rank_0_computed(trained_run, tiny_corpus, tiny_cache, tmp_path):
     out = tmp_path / "student"
     records = run_torchrun(torchrun("distill", "--teacher", str(trained_run), "--config", "tiny",

@@ -6,14 +6,6 @@ import json
 import av
 import numpy as np
 import pytest
-from media import (
-    CODEC_CASES,
-    make_bad_inputs,
-    make_video,
-    marker_corner,
-    read_index,
-    reference_keyframes,
-)
 
 from shortvid.decode import (
     CorruptVideoError,
@@ -24,7 +16,16 @@ from shortvid.decode import (
     read_frames,
     segment_targets,
 )
-from shortvid.decode.reader import _open
+from shortvid.decode.opening import open_container
+
+from media import (
+    CODEC_CASES,
+    make_bad_inputs,
+    make_video,
+    marker_corner,
+    read_index,
+    reference_keyframes,
+)
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +53,7 @@ def test_keyframe_sampler_equals_reference_keyframes(media_dir, case):
     wanted = match_to_targets(ref_times, segment_targets(0.0, clip.info.duration, 3))
     assert clip.times == pytest.approx([ref_times[i] for i in wanted], abs=1e-3)
     assert clip.decoded == len(set(wanted))
-    for i, frame in zip(wanted, clip.frames):
+    for i, frame in zip(wanted, clip.frames, strict=True):
         assert np.array_equal(frame, reference[i][1])
         assert marker_corner(frame) == "top_left"  # upright
     assert (clip.info.height, clip.info.width) == reference[0][1].shape[:2]
@@ -125,7 +126,8 @@ def remuxed(media_dir, tmp_path_factory):
     paths = {}
     for muxer, suffix in (("mpegts", ".ts"), ("flv", ".flv")):
         paths[muxer] = root / f"remux{suffix}"
-        with av.open(str(media_dir["h264_high_bframes_mp4"])) as source, av.open(str(paths[muxer]), "w", format=muxer) as target:
+        with av.open(str(media_dir["h264_high_bframes_mp4"])) as source, \
+                av.open(str(paths[muxer]), "w", format=muxer) as target:
             stream = target.add_stream_from_template(source.streams.video[0])
             for packet in source.demux(source.streams.video[0]):
                 if packet.dts is not None:
@@ -141,7 +143,7 @@ def test_containers_whose_streams_appear_only_while_probing(remuxed, muxer):
     assert all(clip.keyframe) and clip.info.keyframes == len(reference)
     assert clip.info.fps == pytest.approx(30)  # MPEG-TS: the codec's rate, not FFmpeg's guess of 60 (fields)
     by_time = {round(t, 3): rgb for t, rgb in reference}
-    for t, frame in zip(clip.times, clip.frames):
+    for t, frame in zip(clip.times, clip.frames, strict=True):
         assert np.array_equal(frame, by_time[round(t, 3)])
 
 
@@ -179,7 +181,8 @@ def test_a_stream_without_a_frame_rate_has_fps_none(media_dir, tmp_path):
             if packet.dts is not None:
                 packet.stream = stream
                 target.mux(packet)
-    with _open(str(path), str(path)) as container:  # the premise, as the reader opens it: no rate but the clock's
+    # the premise, the file opened as read_frames opens it: no rate but the clock's
+    with open_container(str(path), str(path)) as container:
         video = container.streams.video[0]
         assert video.average_rate is None and video.base_rate == 1 / video.time_base
     clip = read_frames(path, 3, size=None)
@@ -236,8 +239,9 @@ def test_fill_near_with_b_frames_and_without_a_sample_index(one_keyframe, name):
         assert abs(shown[1] - cap) <= 3 and abs(shown[2] - 2 * cap) <= 3
         # the pixels of a full decode: frames skipped on the way (no later frame refers to them) change none
         with av.open(str(path)) as container:
-            reference = {read_index(rgb): rgb for rgb in (f.to_ndarray(format="rgb24") for f in container.decode(video=0))}
-        assert all(np.array_equal(frame, reference[index]) for frame, index in zip(clip.frames, shown))
+            decoded = (frame.to_ndarray(format="rgb24") for frame in container.decode(video=0))
+            reference = {read_index(rgb): rgb for rgb in decoded}
+        assert all(np.array_equal(frame, reference[index]) for frame, index in zip(clip.frames, shown, strict=True))
     mp4 = read_frames(one_keyframe["bframes_mp4"], 3, size=None, fill="near", max_decode=60)
     assert [read_index(frame) for frame in mp4.frames] == [0, 45, 75]
     assert mp4.decoded < 76  # B-frames no frame refers to are skipped on the way

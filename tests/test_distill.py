@@ -7,11 +7,12 @@ import sys
 
 import pytest
 import torch
-from conftest import tiny_config
 
 from shortvid.run import RunDir
 from shortvid.train.config import ConfigError
 from shortvid.train.trainer import train
+
+from conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +22,7 @@ def teacher_with_imagenet_head(tiny_corpus, tiny_cache, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_imagenet_head_distillation_from_the_cli(teacher_with_imagenet_head, tiny_corpus, tiny_cache, tmp_path):
     teacher_weights = RunDir(teacher_with_imagenet_head).load_model().state_dict()
     out = tmp_path / "student"

@@ -1,26 +1,20 @@
-"""Batch jobs on Ray (shortvid.distributed): a real local Ray for the module, and a real `ray start`
-cluster for the --address path. Predictions equal the local engine's, every path gets one row (broken
-files and a worker that dies included), resume skips what is done but retries crash rows, a block
-dropped after its retries still gives every path a row, and the cache Ray fills is the local engine's
-cache."""
+"""Batch jobs on Ray (shortvid.distributed): a real local Ray for the module, which a job from another
+process also joins by its address (the --address path). Predictions equal the local engine's, every
+path gets one row (broken files and a worker that dies included), resume skips what is done but
+retries crash rows, a block dropped after its retries still gives every path a row, and the cache Ray
+fills is the local engine's cache."""
 
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")
-
-from serving import free_port  # noqa: E402
 
 from shortvid import distributed  # noqa: E402
 from shortvid.cli import main  # noqa: E402
@@ -39,7 +33,7 @@ from shortvid.distributed import (  # noqa: E402
     run_isolated_on_ray,
 )
 from shortvid.errors import WorkerCrashed  # noqa: E402
-from shortvid.serve.store import PredictionStore  # noqa: E402
+from shortvid.infer.store import PredictionStore  # noqa: E402
 
 OPTIONS = RayOptions(actors=1, block_size=4, max_retries=4)
 
@@ -68,30 +62,28 @@ def rows_by_path(folder) -> dict[str, dict]:
     return by_path
 
 
-def test_ray_predictions_equal_the_local_engine(local_ray, trained_run, videos, tmp_path):
+@pytest.mark.slow
+def test_ray_predictions_equal_the_local_engine_and_a_rerun_skips_what_is_done(local_ray, trained_run, videos,
+                                                                             tmp_path):
+    """Ray classifies five videos, then a rerun over all of them classifies the rest only; every row
+    equals the local engine's."""
     local = predict_local(trained_run, videos, tmp_path / "local", device="cpu", batch_size=4)
-    remote = predict_ray(trained_run, videos, tmp_path / "ray", options=OPTIONS, device="cpu", batch_size=4)
-    assert local.missing == remote.missing == 0 and remote.done == len(videos)
+    out = tmp_path / "ray"
+    first = predict_ray(trained_run, videos[:5], out, options=OPTIONS, device="cpu", batch_size=4, fmt="jsonl")
+    assert (first.done, first.skipped) == (5, 0)
+    remote = predict_ray(trained_run, videos, out, options=OPTIONS, device="cpu", batch_size=4, fmt="jsonl")
+    assert (remote.done, remote.skipped, remote.missing) == (len(videos) - 5, 5, 0) and local.missing == 0
     assert dict(remote.failed) == dict(local.failed) == {"InvalidVideoError": 1, "VideoNotFoundError": 1}
-    mine, theirs = rows_by_path(tmp_path / "local"), rows_by_path(tmp_path / "ray")
+    mine, theirs = rows_by_path(tmp_path / "local"), rows_by_path(out)
     assert set(mine) == set(theirs) == set(videos)
     for path in videos:
         a, b = mine[path], theirs[path]
         assert (a["error"] or {}).get("type") == (b["error"] or {}).get("type")
         assert [label["id"] for label in a["labels"]] == [label["id"] for label in b["labels"]]
         assert [label["id"] for label in a["top5"]] == [label["id"] for label in b["top5"]]
-        for x, y in zip(a["top5"], b["top5"]):
+        for x, y in zip(a["top5"], b["top5"], strict=True):
             assert abs(x["score"] - y["score"]) < 1e-5
     assert all(row["node"] for row in theirs.values() if not row["error"])
-
-
-def test_a_rerun_skips_what_is_done(local_ray, trained_run, videos, tmp_path):
-    out = tmp_path / "out"
-    first = predict_ray(trained_run, videos[:5], out, options=OPTIONS, device="cpu", fmt="jsonl")
-    assert (first.done, first.skipped) == (5, 0)
-    again = predict_ray(trained_run, videos, out, options=OPTIONS, device="cpu", fmt="jsonl")
-    assert (again.done, again.skipped, again.missing) == (len(videos) - 5, 5, 0)
-    assert set(rows_by_path(out)) == set(videos)
 
 
 class DiesOnMarker(PredictProcessor):
@@ -111,6 +103,7 @@ class DiesOnMarkerFactory:
         return DiesOnMarker(self.run, device="cpu")
 
 
+@pytest.mark.slow
 def test_a_video_that_kills_its_worker_is_its_own_error_row(local_ray, trained_run, videos, tmp_path):
     marker = tmp_path / "marker.mp4"
     shutil.copyfile(videos[0], marker)
@@ -118,17 +111,20 @@ def test_a_video_that_kills_its_worker_is_its_own_error_row(local_ray, trained_r
     items = good[:3] + [str(marker)] + good[3:6]
     rows = {row["path"]: row for row in run_isolated_on_ray(items, DiesOnMarkerFactory(str(trained_run)), OPTIONS, 1)}
     assert set(rows) == set(items)
-    assert rows[str(marker)]["error"]["type"] == "WorkerCrashed" and str(marker) in rows[str(marker)]["error"]["message"]
-    assert not [rows[item]["error"] for item in items if item != str(marker) and rows[item]["error"]]  # block-mates classified
+    crashed = rows[str(marker)]["error"]
+    assert crashed["type"] == "WorkerCrashed" and str(marker) in crashed["message"]
+    assert not [rows[item]["error"] for item in items
+                if item != str(marker) and rows[item]["error"]]  # block-mates classified
 
 
+@pytest.mark.slow
 def test_a_dropped_block_gets_crash_rows_and_a_rerun_reclassifies_them(local_ray, trained_run, videos, tmp_path,
                                                                       monkeypatch):
     """Two videos that kill their worker in one block, with the fewest retries allowed: the first retry
     isolates one, the second dies on the other, so Ray drops the block and the driver reports all four
     paths, its healthy neighbours too; a rerun classifies them all again, one row each."""
     markers = [tmp_path / "marker-1.mp4", tmp_path / "marker-2.mp4"]
-    for marker, video in zip(markers, videos):
+    for marker, video in zip(markers, videos[:2], strict=True):
         shutil.copyfile(video, marker)
     items = [str(marker) for marker in markers] + videos[2:4]  # one block of 4
     options = RayOptions(actors=1, block_size=4, max_retries=2)
@@ -171,7 +167,8 @@ def test_extract_retries_crash_records_on_rerun(small_videos, tmp_path):
     spec = FrameSpec(k=3, size=48)
 
     def crashes(function, jobs):
-        return [{"name": job[0], "path": job[1], "error": WorkerCrashed(job[1], "died").to_dict()} for job in jobs]
+        return [{"name": job.name, "path": job.path, "error": WorkerCrashed(job.path, "died").to_dict()}
+                for job in jobs]
 
     def here(function, jobs):
         return map(function, jobs)
@@ -197,6 +194,7 @@ def test_max_retries_below_two_is_refused(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_the_ray_cache_is_the_local_cache(local_ray, tiny_corpus, tmp_path):
     samples = load_dataset(tiny_corpus, "val").samples[:6]
     named = [(sample.name, sample.path) for sample in samples] + [("broken", Path(tiny_corpus) / "train.txt")]
@@ -218,6 +216,7 @@ def test_the_ray_cache_is_the_local_cache(local_ray, tiny_corpus, tmp_path):
     assert all(len(pair) == 2 and pair[0] == pair[1] for pair in records.values()), records
 
 
+@pytest.mark.slow
 def test_actors_that_cannot_fit_are_refused(local_ray):
     assert actor_count(RayOptions()) == 2
     with pytest.raises(DistributedError, match="do not fit: the cluster has 2 CPUs"):
@@ -226,41 +225,18 @@ def test_actors_that_cannot_fit_are_refused(local_ray):
         actor_count(RayOptions(gpus_per_actor=1))
 
 
-def test_predict_on_a_started_cluster(trained_run, videos, tmp_path):
-    """`ray start --head` (blocking, in its own process group, stopped whatever happens), then
-    `shortvid predict --engine ray --address` to it, from another process."""
-    port = free_port()
-    # Ray's socket paths must stay under 108 bytes: a short temporary folder of its own
-    environment = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray", dir="/tmp")}
-    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
-                             "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
-                             "--include-dashboard", "false", "--disable-usage-stats"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not port_open(port):
-            assert head.poll() is None and time.monotonic() < deadline, "ray start --head did not come up"
-            time.sleep(0.5)
-        manifest = tmp_path / "videos.txt"
-        manifest.write_text("\n".join(videos[:4] + videos[-2:]) + "\n")
-        result = subprocess.run([sys.executable, "-m", "shortvid", "predict", str(trained_run), "--manifest",
-                                 str(manifest), "--engine", "ray", "--address", f"127.0.0.1:{port}", "--actors", "1",
-                                 "--out", str(tmp_path / "out"), "--device", "cpu"],
-                                capture_output=True, text=True, timeout=300, env=environment)
-        assert result.returncode == 0, result.stderr
-        assert "6 videos: 6 done (2 failed" in result.stderr
-        assert set(rows_by_path(tmp_path / "out")) == set(videos[:4] + videos[-2:])
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)  # the blocking head stops every Ray process it started
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
-        shutil.rmtree(environment["RAY_TMPDIR"], ignore_errors=True)
+@pytest.mark.slow
+def test_predict_joins_a_running_cluster_by_its_address(local_ray, trained_run, videos, tmp_path):
+    """`shortvid predict --engine ray --address`, from another process, to the running Ray of the
+    module (a cluster as `ray start --head` makes one: its head is at the GCS address the job joins)."""
+    manifest = tmp_path / "videos.txt"
+    manifest.write_text("\n".join(videos[:4] + videos[-2:]) + "\n")
+    result = subprocess.run([sys.executable, "-m", "shortvid", "predict", str(trained_run), "--manifest", str(manifest),
+                             "--engine", "ray", "--address", ray.get_runtime_context().gcs_address, "--actors", "1",
+                             "--out", str(tmp_path / "out"), "--device", "cpu"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "6 videos: 6 done (2 failed" in result.stderr
+    assert set(rows_by_path(tmp_path / "out")) == set(videos[:4] + videos[-2:])
 
 
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0

@@ -16,6 +16,9 @@ import av
 import numpy as np
 import pytest
 from av.video.frame import PictureType
+
+from shortvid.synth.encode import EncodedVideo, EncodeSpec, encode_video
+
 from media import (
     CODEC_CASES,
     make_bad_inputs,
@@ -25,8 +28,6 @@ from media import (
     read_index,
     reference_keyframes,
 )
-
-from shortvid.synth.encode import EncodedVideo, EncodeSpec, encode_video
 
 CODECS = [
     ("libx264", ".mp4"),
@@ -348,6 +349,7 @@ def test_bad_specs_are_refused(tmp_path, name, spec, kwargs, match):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_media_cases_build_what_they_promise(tmp_path):
     for case in CODEC_CASES:
         video = case.make(tmp_path)

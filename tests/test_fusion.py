@@ -8,18 +8,19 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
 
 from shortvid.cli import main
 from shortvid.data.labels import LabelMap
 from shortvid.evaluate.runner import evaluate_run
+from shortvid.infer.classifier import Classifier
 from shortvid.judge import ServerApi
 from shortvid.models import FusedClassifier, create_model
 from shortvid.models.fusion import fuse_scores, group_confidence
 from shortvid.run import RunDir, RunError
-from shortvid.serve.classifier import Classifier
 from shortvid.train.config import ConfigError
 from shortvid.train.trainer import train
+
+from conftest import tiny_config
 
 
 def test_group_confidence_by_score_kind():
@@ -80,8 +81,8 @@ def specialist_runs(tiny_corpus, tiny_cache, tmp_path_factory):
     runs = {}
     for group in LabelMap.from_csv(tiny_corpus / "labels.csv").groups:
         runs[group] = root / group
-        assert main(["train", "--config", "tiny", "--group", group, *tiny_overrides(tiny_corpus, tiny_cache, runs[group]),
-                     "optim.epochs=3", "optim.loss=ce"]) == 0
+        assert main(["train", "--config", "tiny", "--group", group,
+                     *tiny_overrides(tiny_corpus, tiny_cache, runs[group]), "optim.epochs=3", "optim.loss=ce"]) == 0
     return runs
 
 
@@ -90,6 +91,7 @@ def tiny_overrides(corpus, cache, out):
             "data.resize=72", "data.input_size=64"]
 
 
+@pytest.mark.slow
 def test_a_specialist_learns_its_group_only(specialist_runs, tiny_corpus):
     labels = LabelMap.from_csv(tiny_corpus / "labels.csv")
     for group, run in specialist_runs.items():
@@ -104,6 +106,7 @@ def test_unknown_group_is_a_config_error(tiny_corpus, tiny_cache, tmp_path):
         train(tiny_config(tiny_corpus, tiny_cache, tmp_path / "x", "data.group=nope"))
 
 
+@pytest.mark.slow
 def test_fuse_writes_a_run_every_command_serves(trained_run, specialist_runs, tiny_corpus, tmp_path, capsys,
                                                monkeypatch):
     out = tmp_path / "fused"
@@ -133,6 +136,7 @@ def test_fuse_writes_a_run_every_command_serves(trained_run, specialist_runs, ti
     assert ServerApi(0).handle(str(video)) == prediction.ids
 
 
+@pytest.mark.slow
 def test_fuse_refuses_mismatched_members(trained_run, specialist_runs, tmp_path):
     first = next(iter(specialist_runs.values()))
     from shortvid.train.fuse import fuse_runs
@@ -141,6 +145,7 @@ def test_fuse_refuses_mismatched_members(trained_run, specialist_runs, tmp_path)
         fuse_runs(trained_run, [first, first], tmp_path / "x", progress=False)
 
 
+@pytest.mark.slow
 def test_fused_scores_are_probabilities(trained_run, specialist_runs, tmp_path):
     from shortvid.train.fuse import fuse_runs
 

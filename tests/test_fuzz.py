@@ -14,14 +14,15 @@ import time
 
 import psutil
 import pytest
-from serving import running
 
 from shortvid import errors
 from shortvid.cli import main
 from shortvid.data.annotations import load_dataset
 from shortvid.decode import DecodeError, read_frames
-from shortvid.serve.classifier import Classifier
+from shortvid.infer.classifier import Classifier
 from shortvid.synth.damage import damaged_copies, with_coded_size
+
+from serving import running
 
 # The typed verdicts a damaged file may get. Not the catch-all ``UnexpectedDecodeError`` (a generic
 # exception inside decoding: a failure shortvid does not understand, so a bug to fix on this set) nor
@@ -91,6 +92,7 @@ def test_predict_gives_every_file_a_line(fuzz_files, trained_run, capsys):
         assert "labels" in line or line["error"]["type"] in TYPED_ERRORS, line
 
 
+@pytest.mark.slow
 def test_the_service_answers_every_upload_with_200_or_422(fuzz_files, trained_run):
     uploads = [path for path in fuzz_files if os.path.isfile(path) and not os.path.islink(path)
                and not path.endswith("fifo.mp4")]

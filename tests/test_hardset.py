@@ -6,11 +6,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from shortvid.data.annotations import load_dataset
+from shortvid.infer.classifier import Label
 from shortvid.run import RunDir
-from shortvid.serve.classifier import Label
 from shortvid.train.hardset import is_hard
 
 
@@ -30,6 +31,7 @@ def shortvid(*args):
     return json.loads(result.stdout.splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_mine_then_finetune_in_two_steps(trained_run, tiny_corpus, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(tiny_corpus, data)

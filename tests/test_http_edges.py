@@ -7,10 +7,11 @@ import socket
 import time
 
 import pytest
-from serving import running
 
 from shortvid.data.annotations import load_dataset
-from shortvid.serve.classifier import Classifier
+from shortvid.infer.classifier import Classifier
+
+from serving import running
 
 CAP = 50  # max_connections
 HEADER_TIMEOUT = 1.0  # seconds

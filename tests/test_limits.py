@@ -97,7 +97,8 @@ def test_the_headers_are_checked_when_the_file_opens(small_videos):
         "the headers claim frames of 64x112: over the 32x32 limit"
     assert refusal(small_videos["v0.mp4"], limits=DecodeLimits(max_pixels=64 * 112 - 1)) == \
         "the headers claim frames of 64x112: 0.0 megapixels, over the 0.0 limit"
-    assert read_frames(small_videos["v0.mp4"], 3, size=32, limits=DecodeLimits(max_pixels=64 * 112)).frames.shape[0] == 3
+    at_the_limit = DecodeLimits(max_pixels=64 * 112)
+    assert read_frames(small_videos["v0.mp4"], 3, size=32, limits=at_the_limit).frames.shape[0] == 3
 
 
 def test_each_decoded_frame_is_checked_upright(small_videos):
@@ -144,14 +145,16 @@ def test_a_failed_decode_checks_the_claimed_size_either_way(claims):
 def test_the_time_limit(small_videos):
     with pytest.raises(DecodeTimeoutError) as raised:
         read_frames(small_videos["v0.mp4"], 3, size=32, timeout=1e-9)
-    assert (raised.value.source, raised.value.cause) == (str(small_videos["v0.mp4"]), "time limit exceeded while decoding")
+    assert (raised.value.source, raised.value.cause) == (str(small_videos["v0.mp4"]),
+                                                         "time limit exceeded while decoding")
     assert read_frames(small_videos["v0.mp4"], 3, size=32, timeout=None).frames.shape[0] == 3  # no limit
 
 
 def test_decoder_threads_give_the_same_pixels(small_videos):
     """The tuning reaches the decoder along with the pixel limit: threaded decoding, same frames."""
     default = read_frames(small_videos["v0.mp4"], 3, size=32)
-    for tuning in (DecoderTuning(thread_count=2, thread_type="SLICE"), DecoderTuning(thread_count=2, thread_type="FRAME")):
+    for tuning in (DecoderTuning(thread_count=2, thread_type="SLICE"),
+                   DecoderTuning(thread_count=2, thread_type="FRAME")):
         assert np.array_equal(read_frames(small_videos["v0.mp4"], 3, size=32, tuning=tuning).frames, default.frames)
 
 

@@ -49,7 +49,8 @@ def test_freezing_the_first_two_stages():
     expected = stage_modules(model, 2)
     names = freeze_stages(model, 2)
     assert names == expected
-    assert any(n.startswith("backbone.layer2") for n in names) and not any(n.startswith("backbone.layer3") for n in names)
+    assert any(n.startswith("backbone.layer2") for n in names)
+    assert not any(n.startswith("backbone.layer3") for n in names)
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     assert any(n.startswith("backbone.conv1") for n in frozen)
     assert any(n.startswith("backbone.layer1") for n in frozen) and any(n.startswith("backbone.layer2") for n in frozen)

@@ -35,7 +35,7 @@ def brute_force_ap(scores, labels) -> float:
     positives = sum(labels)
     ap, last_recall = 0.0, 0.0
     for threshold in sorted(set(scores), reverse=True):
-        chosen = [y for s, y in zip(scores, labels) if s >= threshold]
+        chosen = [y for s, y in zip(scores, labels, strict=True) if s >= threshold]
         recall = sum(chosen) / positives
         ap += (recall - last_recall) * sum(chosen) / len(chosen)
         last_recall = recall
@@ -45,7 +45,7 @@ def brute_force_ap(scores, labels) -> float:
 def brute_force_gap(scores, targets, k) -> float:
     """The YT8M starter's loop: pool each video's top k, rank, sum precision at each hit."""
     pooled = []
-    for row_scores, row_targets in zip(scores, targets):
+    for row_scores, row_targets in zip(scores, targets, strict=True):
         best = sorted(range(len(row_scores)), key=lambda c: -row_scores[c])[:k]
         pooled += [(row_scores[c], row_targets[c]) for c in best]
     pooled.sort(key=lambda pair: -pair[0])

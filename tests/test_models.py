@@ -1,4 +1,5 @@
-"""Models: registries, aggregators, classifiers, the video classifier and backbone weight loading."""
+"""Models: registries, classifiers, the video classifier and backbone weight loading (the aggregation
+heads: test_aggregators.py)."""
 
 import logging
 
@@ -8,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from shortvid.models import (
-    Aggregator,
     CheckpointError,
     ServableModel,
     VideoClassifier,
@@ -19,7 +19,6 @@ from shortvid.models import (
     list_classifiers,
     list_models,
 )
-from shortvid.models.aggregators import NeXtVLAD
 from shortvid.models.classifiers import MixtureOfExperts
 from shortvid.models.registry import Registry
 from shortvid.run import RunDir, load_weights
@@ -86,80 +85,6 @@ def test_registry_decorator_forms_and_duplicates():
         reg.register("plain")(other)
 
 
-# Aggregators
-
-def make_aggregator(name: str) -> Aggregator:
-    return create_aggregator(name, D, **AGGREGATOR_ARGS.get(name, {})).eval()
-
-
-@pytest.mark.parametrize("name", list_aggregators())
-def test_aggregator_shapes_and_gradients(name):
-    agg = make_aggregator(name).train()
-    x = torch.randn(B, T, D, requires_grad=True)
-    out = agg(x, torch.ones(B, T, dtype=torch.bool))
-    assert out.shape == (B, agg.out_features) and agg.in_features == D
-    out.square().sum().backward()
-    assert x.grad is not None and x.grad.abs().sum() > 0
-    assert all(p.grad is not None for p in agg.parameters())
-
-
-@pytest.mark.parametrize("name", list_aggregators())
-@pytest.mark.parametrize("fill", [0.0, 1e4, float("nan")])
-def test_aggregator_ignores_padding(name, fill):
-    agg = make_aggregator(name)
-    x = torch.randn(B, 5, D)
-    lengths = [3, 1]
-    with torch.no_grad():
-        ref = torch.stack([agg(x[i:i + 1, :n])[0] for i, n in enumerate(lengths)])
-        out = agg(*padded(x, lengths, fill))
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("name", list_aggregators())
-def test_aggregator_without_mask_equals_all_valid(name):
-    agg = make_aggregator(name)
-    x = torch.randn(B, T, D)
-    with torch.no_grad():
-        torch.testing.assert_close(agg(x), agg(x, torch.ones(B, T, dtype=torch.bool)))
-
-
-@pytest.mark.parametrize("name", list_aggregators())
-def test_aggregator_video_without_valid_frames_is_finite(name):
-    agg = make_aggregator(name)
-    with torch.no_grad():
-        out = agg(torch.randn(B, T, D), torch.zeros(B, T, dtype=torch.bool))
-    assert torch.isfinite(out).all()
-
-
-def test_mean_aggregator_is_tsn_consensus():
-    x = torch.randn(B, T, D)
-    mask = torch.tensor([[True, True, False], [True, False, False]])
-    out = create_aggregator("mean", D)(x, mask)
-    torch.testing.assert_close(out, torch.stack([x[0, :2].mean(0), x[1, 0]]))
-
-
-def test_nextvlad_dimensions():
-    agg = create_aggregator("nextvlad", 96, expansion=2, groups=8, clusters=16, hidden_size=40)
-    assert isinstance(agg, NeXtVLAD)
-    assert agg.group_features == 2 * 96 // 8
-    assert agg.vlad_features == 16 * 24 and agg.reduce.in_features == 16 * 24
-    assert agg.out_features == 40
-    with pytest.raises(ValueError, match="divisible"):
-        create_aggregator("nextvlad", 10, expansion=1, groups=4)
-
-
-def test_nextvlad_is_not_a_function_of_the_mean():
-    """Two videos with the same mean frame: mean pooling cannot tell them apart, NeXtVLAD can."""
-    a = torch.randn(1, 2, D)
-    b = torch.stack([a.mean(1), a.mean(1)], 1)
-    x = torch.cat([a, b])
-    mean = create_aggregator("mean", D)(x)
-    torch.testing.assert_close(mean[0], mean[1])
-    with torch.no_grad():
-        vlad = make_aggregator("nextvlad")(x)
-    assert (vlad[0] - vlad[1]).abs().max() > 1e-3
-
-
 # Classifiers
 
 @pytest.mark.parametrize("name", list_classifiers())
@@ -194,7 +119,8 @@ def test_moe_is_stable_on_extreme_inputs():
 
 # Video classifier
 
-@pytest.mark.parametrize("name", [name for name in list_models() if name not in ("fused", "by_frame_count")])  # composites: the contract test, test_fusion.py
+# composites: the contract test, test_fusion.py
+@pytest.mark.parametrize("name", [name for name in list_models() if name not in ("fused", "by_frame_count")])
 def test_every_registered_model_builds(name):
     model = create_model(name, num_classes=5)
     assert isinstance(model, VideoClassifier)

@@ -22,10 +22,10 @@ from shortvid.errors import ShortvidError
 from shortvid.evaluate.runner import evaluate_run
 from shortvid.export import ExportError, export_model, export_run
 from shortvid.extras import MissingExtraError
+from shortvid.infer.classifier import Classifier
 from shortvid.judge import ServerApi
 from shortvid.models import create_model
 from shortvid.run import RunDir
-from shortvid.serve.classifier import Classifier
 
 ATOL = 1e-4
 
@@ -246,32 +246,29 @@ if os.geteuid() == 0:
         raise OSError(ctypes.get_errno(), "capset")
 """
 
-# Each child records when it asked for the ONNX file and each export it ran. Its exports wait SLOW
+# Each child records when it asked for the model and each export it ran. Its exports wait SLOW
 # seconds first, so both children ask while the file is still missing: the race is certain.
 RACE_LOAD = """
 import json, os, sys, time
-import shortvid.quantize as quantize
-from shortvid.serve.classifier import Classifier
+import shortvid.export as export
+from shortvid.infer.classifier import Classifier
 
 run, video, barrier, slow = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 if os.access(run, os.W_OK):
     sys.exit("the run's folder is still writable")
 record = {"exports": []}
-export_run, ensure_onnx = quantize.export_run, quantize.ensure_onnx
+export_run = export.export_run
 
 def slow_export(*args, **kwargs):
     record["exports"].append(time.time())
     time.sleep(slow)
     return export_run(*args, **kwargs)
 
-def timed_ensure(*args, **kwargs):
-    record["asked"] = time.time()
-    return ensure_onnx(*args, **kwargs)
-
-quantize.export_run, quantize.ensure_onnx = slow_export, timed_ensure
+export.export_run = slow_export
 open(os.path.join(barrier, str(os.getpid())), "w").close()
 while len(os.listdir(barrier)) < 2:  # both children imported and ready: load at once
     time.sleep(0.005)
+record["asked"] = time.time()
 classifier = Classifier.load(run, device="cpu")
 record.update(backend=classifier.backend.name, path=str(getattr(classifier.backend, "path", "")),
               ids=[int(i) for i in classifier.predict(video).ids])
@@ -280,10 +277,11 @@ print(json.dumps(record))
 SLOW = 1.0
 
 
+@pytest.mark.slow
 def test_auto_on_a_read_only_run_exports_into_the_user_cache(run_copy, tiny_corpus, tmp_path):
     """A run that cannot be written to (shipped read-only) still runs on ONNX Runtime: its model.onnx
     is made under $XDG_CACHE_HOME/shortvid/onnx/. Two processes load it at the same moment (a
-    barrier), both asking while the file is missing: the lock (``quantize._exclusive``) makes one
+    barrier), both asking while the file is missing: the lock (``export.locked``) makes one
     export and the other wait and use its file; without it both export (in a writable run they also
     write the same partial file, and one fails). As root, the children first drop the capabilities
     that bypass permissions (``DROP_DAC``)."""

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import timm
 import torch
-from conftest import tiny_config
 
 from shortvid.models import create_model
 from shortvid.run import RunDir, RunError, load_weights
 from shortvid.train.config import ConfigError
 from shortvid.train.pretrain import BACKBONE_FILE, pretrain_supervised
 from shortvid.train.trainer import train
+
+from conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,7 @@ def pretrained(tiny_corpus, tiny_cache, tmp_path_factory):
     return out, summary
 
 
+@pytest.mark.slow
 def test_the_export_is_the_run_as_a_timm_image_classifier(pretrained):
     out, summary = pretrained
     classes = len(RunDir(out).label_map())
@@ -49,6 +51,7 @@ def test_the_export_is_the_run_as_a_timm_image_classifier(pretrained):
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_k_way_head_is_the_imagenet_head_everywhere(pretrained, tiny_corpus, tiny_cache, tmp_path):
     out, summary = pretrained
     k, checkpoint = summary["classes"], str(out / BACKBONE_FILE)

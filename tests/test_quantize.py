@@ -10,24 +10,24 @@ import onnx
 import pytest
 import torch
 
-from shortvid.backends import PRECISIONS
 from shortvid.cli import main
 from shortvid.data.annotations import load_dataset
 from shortvid.data.labels import LabelMap
 from shortvid.errors import ShortvidError
 from shortvid.evaluate.runner import evaluate_run
 from shortvid.export import ExportError, export_run
+from shortvid.infer.backends import PRECISIONS
+from shortvid.infer.classifier import Classifier
 from shortvid.judge import ServerApi
 from shortvid.models import create_model
 from shortvid.quantize import (
     calibration_frames,
-    ensure_onnx,
+    ensure_quantized,
     quantize_onnx,
     quantize_run,
     quantized_path,
 )
 from shortvid.run import RunDir
-from shortvid.serve.classifier import Classifier
 
 QUANTIZED_OPS = {"QLinearConv", "QuantizeLinear", "DequantizeLinear", "ConvInteger", "MatMulInteger",
                  "DynamicQuantizeLinear", "QLinearMatMul"}
@@ -85,7 +85,7 @@ def test_calibration_frames_are_the_evaluation_inputs(run_copy, tiny_corpus):
         assert frames.dtype == np.float32
         assert frames.shape == (1, preprocess.frames.k, 3, preprocess.input_size, preprocess.input_size)
     # the same videos, the same frames (up to the cache's JPEG), normalised alike
-    assert np.mean([np.abs(a - b).mean() for a, b in zip(cached, decoded)]) < 0.1
+    assert np.mean([np.abs(a - b).mean() for a, b in zip(cached, decoded, strict=True)]) < 0.1
     everything = calibration_frames(run_copy, 1000)
     assert len(everything) == len(load_dataset(tiny_corpus, "train").samples)
 
@@ -121,7 +121,7 @@ def test_bf16_torch_scores_close_to_fp32(run_copy, tiny_corpus):
 
 
 def test_int8_is_remade_when_the_checkpoint_is_newer(run_copy):
-    path = ensure_onnx(run_copy, precision="int8-dynamic")
+    path = ensure_quantized(run_copy, "dynamic")
     assert path == quantized_path(run_copy, "dynamic")
     stamp = RunDir(run_copy).best.stat().st_mtime - 10  # older than the checkpoint
     os.utime(path, (stamp, stamp))
@@ -135,7 +135,8 @@ def test_int8_is_remade_when_the_checkpoint_is_newer(run_copy):
 @pytest.mark.parametrize("backend, precision", [("torch", "int8"), ("torch", "int8-dynamic"), ("onnx", "bf16"),
                                                 ("onnx", "fp16"), ("torch", "fp16"), ("auto", "fp16")])
 def test_bad_precision_is_a_clear_error(backend, precision, run_copy):
-    with pytest.raises(ValueError, match=f"precision '{precision}' is not available on the '{backend}' backend") as caught:
+    unavailable = f"precision '{precision}' is not available on the '{backend}' backend"
+    with pytest.raises(ValueError, match=unavailable) as caught:
         Classifier.load(run_copy, device="cpu", backend=backend, precision=precision)
     for name, valid in PRECISIONS.items():
         assert f"{name}: {', '.join(valid)}" in str(caught.value)

@@ -18,14 +18,15 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from serving import free_port, metric, running, wait_ready
 
 from shortvid.data.annotations import load_dataset
+from shortvid.infer.classifier import Classifier
 from shortvid.run import RunDir
 from shortvid.serve.batcher import Batcher
-from shortvid.serve.classifier import Classifier
 from shortvid.serve.http import ServeSettings
 from shortvid.serve.metrics import Metrics
+
+from serving import free_port, metric, running, wait_ready
 
 TOKEN = "a-long-admin-token-for-the-tests"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -72,6 +73,7 @@ def matches(got: list, want: list) -> bool:
                                                                           atol=1e-4)
 
 
+@pytest.mark.slow
 def test_five_reloads_under_sixteen_clients_lose_no_request(runs, videos, expected):
     a, b = runs
     id_a, id_b = (RunDir(run).fingerprint()[:12] for run in runs)
@@ -166,6 +168,7 @@ class SlowToLoad(Classifier):
         return super().load(*args, **kwargs)
 
 
+@pytest.mark.slow
 def test_one_reload_at_a_time(runs):
     a, _ = runs
     with running(SlowToLoad.load(a, device="cpu"), admin_token=TOKEN) as client:
@@ -189,6 +192,7 @@ def test_the_model_endpoint_describes_what_is_served(runs):
     assert described["frames"]["k"] == classifier.preprocess.frames.k
 
 
+@pytest.mark.slow
 def test_a_batch_never_mixes_models(runs, videos):
     first, second = (Classifier.load(run, device="cpu") for run in runs)
     clips = [first.read(path) for path in videos[:3]]
@@ -201,10 +205,11 @@ def test_a_batch_never_mixes_models(runs, videos):
     finally:
         batcher.stop()
     assert [result.batch_size for result in results] == [2, 2, 2, 2, 1]
-    for i, (model, result) in enumerate(zip(order, results)):
+    for i, (model, result) in enumerate(zip(order, results, strict=True)):
         np.testing.assert_allclose(result.scores, model.scores(clips[i % 3])[0], atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="needs SIGHUP")
 def test_sighup_reloads_the_run_the_service_was_started_with(runs, videos, tmp_path):
     """A platform points a link at the newest run and signals the service."""

@@ -62,7 +62,7 @@ def _brute_force(times, targets):
         options = itertools.combinations(range(n), k)
     else:
         options = (c for c in itertools.combinations_with_replacement(range(n), k) if set(c) == set(range(n)))
-    return min(sum(abs(times[j] - t) for j, t in zip(c, targets)) for c in options)
+    return min(sum(abs(times[j] - t) for j, t in zip(c, targets, strict=True)) for c in options)
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -77,7 +77,7 @@ def test_matching_is_optimal(seed):
         assert len(set(picks)) == len(targets)
     else:
         assert set(picks) == set(range(len(times)))
-    cost = sum(abs(times[j] - t) for j, t in zip(picks, targets))
+    cost = sum(abs(times[j] - t) for j, t in zip(picks, targets, strict=True))
     assert cost == pytest.approx(_brute_force(times, targets))
 
 

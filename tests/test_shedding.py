@@ -13,10 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from serving import free_port, metric, running, wait_ready
 
-from shortvid.serve.classifier import Classifier
+from shortvid.infer.classifier import Classifier
 from shortvid.synth.encode import EncodeSpec, encode_video
+
+from serving import free_port, metric, running, wait_ready
 
 OCTET = {"content-type": "application/octet-stream"}
 
@@ -52,6 +53,7 @@ def post(client, data: bytes, name: str = "clip.mp4") -> httpx.Response:
     return client.post("/v1/classify", content=data, headers={**OCTET, "x-filename": name})
 
 
+@pytest.mark.slow
 def test_one_slow_request_does_not_lock_the_service_out(trained_run, video):
     """The report's first sequence, with the default settings: a 1.5 s upload beside a fast one (and,
     before it, alone), then requests to the idle service."""
@@ -85,6 +87,7 @@ def test_a_legal_4k_upload_beside_real_ones_at_a_small_budget(trained_run, video
         assert metric(text, 'shortvid_rejected_total{reason="Overloaded"}') >= 1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP")
 def test_a_stalled_process_recovers(trained_run, video, big):
     """The report's third sequence: the process frozen (SIGSTOP, as a VM freeze or a CPU throttle)

@@ -16,7 +16,7 @@ from shortvid.data.sources import expand_inputs, read_manifest
 from shortvid.decode import InvalidVideoError, VideoNotFoundError, read_frames
 from shortvid.errors import DatasetError
 from shortvid.extras import MissingExtraError
-from shortvid.serve.store import PredictionStore
+from shortvid.infer.store import PredictionStore
 
 
 def test_manifests_in_every_format(tmp_path, small_videos):
@@ -56,10 +56,12 @@ def test_videos_and_manifests_by_uri(small_videos):
 def test_a_text_manifest_lists_one_video_a_line(tmp_path):
     """Blank lines and comments (indented too) are skipped, entries stripped; a byte-order mark (as
     Windows editors write) is not part of the first line; relative entries are the manifest's folder's."""
-    text = "\ufeff# uploads\n  a.mp4  \n\n   \n\t# indented comment\nsub/b.mp4\n/abs/c.mp4\ns3://bucket/d.mp4\nnot#a comment.mp4\n"
+    text = ("\ufeff# uploads\n  a.mp4  \n\n   \n\t# indented comment\n"
+            "sub/b.mp4\n/abs/c.mp4\ns3://bucket/d.mp4\nnot#a comment.mp4\n")
     (tmp_path / "uploads").write_bytes(text.encode())  # no suffix: a text manifest
-    assert read_manifest(tmp_path / "uploads") == [str(tmp_path / "a.mp4"), str(tmp_path / "sub" / "b.mp4"), "/abs/c.mp4",
-                                                   "s3://bucket/d.mp4", str(tmp_path / "not#a comment.mp4")]
+    assert read_manifest(tmp_path / "uploads") == [str(tmp_path / "a.mp4"), str(tmp_path / "sub" / "b.mp4"),
+                                                   "/abs/c.mp4", "s3://bucket/d.mp4",
+                                                   str(tmp_path / "not#a comment.mp4")]
     assert read_manifest(str(tmp_path / "uploads")) == read_manifest(tmp_path / "uploads")
 
 
@@ -140,9 +142,9 @@ def test_inputs_expand_to_videos_in_order_once_each(tmp_path):
               str(videos / "**" / "*.mkv"), str(tmp_path / "MISSING-X.mp4"), str(tmp_path / "no-videos"),
               str(tmp_path / "none-*.mp4"), str(tmp_path / "none-?.mp4"), str(tmp_path / "none-[ab].mp4")]
     found, empty = expand_inputs(inputs)
-    assert found == [str(videos / "b.mp4"), str(videos / "[x].mp4"), str(videos / "a.MP4"), str(videos / "sub" / "c.mkv"),
-                     str(videos / "sub" / "deeper" / "d.mkv"), str(videos / "x.mp4"), "s3://bucket/*.mp4",
-                     str(tmp_path / "MISSING-X.mp4")]
+    assert found == [str(videos / "b.mp4"), str(videos / "[x].mp4"), str(videos / "a.MP4"),
+                     str(videos / "sub" / "c.mkv"), str(videos / "sub" / "deeper" / "d.mkv"), str(videos / "x.mp4"),
+                     "s3://bucket/*.mp4", str(tmp_path / "MISSING-X.mp4")]
     assert expand_inputs([str(videos / "**" / "*.mkv")])[0] == [str(videos / "sub" / "c.mkv"),
                                                                 str(videos / "sub" / "deeper" / "d.mkv")]
     assert [(item, type(error), error.source, error.cause) for item, error in empty] == [
@@ -183,7 +185,8 @@ def test_predict_reads_a_manifest_of_urls(http_folder, small_videos, trained_run
 def test_predict_out_writes_rows_and_resumes(trained_run, small_videos, tmp_path, capsys):
     videos = [str(small_videos[name]) for name in ("v0.mp4", "v1.mp4", "text.mp4")]
     out = tmp_path / "rows"
-    assert main(["predict", str(trained_run), *videos[:2], "--out", str(out), "--format", "jsonl", "--device", "cpu"]) == 0
+    assert main(["predict", str(trained_run), *videos[:2], "--out", str(out), "--format", "jsonl",
+                 "--device", "cpu"]) == 0
     assert "2 videos: 2 done" in capsys.readouterr().err
     assert main(["predict", str(trained_run), *videos, str(tmp_path / "none-*.mp4"), "--out", str(out),
                  "--format", "jsonl", "--batch-size", "2", "--device", "cpu"]) == 0

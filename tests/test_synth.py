@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import json
 from pathlib import Path
 
@@ -236,7 +237,7 @@ def test_scenes_are_deterministic_and_show_every_label():
         shown = {c for shot in script.shots for c in shot.class_ids}
         assert shown == {0, 5, 9}, f"seed {seed}: every label appears on screen"
         assert script.shots[0].start == 0 and script.shots[-1].stop == len(times)
-        assert all(a.stop == b.start for a, b in zip(script.shots, script.shots[1:]))
+        assert all(a.stop == b.start for a, b in itertools.pairwise(script.shots))
         assert all(s.class_ids for s in script.shots if s.kind == "content")
         assert all(not s.class_ids for s in script.shots if s.kind != "content")
 

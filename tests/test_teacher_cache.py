@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
 from torch.utils.data import DataLoader
 
 from shortvid.cli import main
@@ -19,6 +18,8 @@ from shortvid.train import teacher_cache
 from shortvid.train.config import ConfigError
 from shortvid.train.teacher import Teacher
 from shortvid.train.trainer import train
+
+from conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,8 @@ def test_cached_targets_match_the_uncached_teacher(imagenet_teacher, tiny_corpus
     again = Teacher(str(imagenet_teacher), cached_config, student, mean, std, cpu, train_set=train_set,
                     store=str(tmp_path / "store"))
     assert not again.computed_features  # read back, not recomputed
-    other = tiny_config(tiny_corpus, tiny_cache, tmp_path / "student", *base, "distill.cache=true", "data.input_size=56")
+    other = tiny_config(tiny_corpus, tiny_cache, tmp_path / "student", *base, "distill.cache=true",
+                        "data.input_size=56")
     assert Teacher(str(imagenet_teacher), other, student, mean, std, cpu, train_set=train_set,
                    store=str(tmp_path / "store")).computed_features  # another crop: recomputed
 

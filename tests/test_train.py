@@ -2,6 +2,7 @@
 directory that evaluation, prediction and the judge read."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -9,11 +10,14 @@ import time
 
 import pytest
 import torch
-from conftest import tiny_config
 
+from shortvid.data.cache import FrameCountError
 from shortvid.run import RunDir
-from shortvid.train.config import ConfigError, load_config, shipped_configs
-from shortvid.train.trainer import EpochSampler, train
+from shortvid.train.config import ConfigError, load_config, save_config, shipped_configs
+from shortvid.train.loop import EpochSampler, LoopState
+from shortvid.train.trainer import train
+
+from conftest import tiny_config
 
 
 def test_configs_load_with_overrides_and_reject_unknown_keys(tmp_path):
@@ -56,6 +60,7 @@ def test_run_directory(trained_run):
     assert preprocess.frames.k == 3 and preprocess.frames.size == 72 and preprocess.input_size == 64
 
 
+@pytest.mark.slow
 def test_a_tiny_dataset_is_overfitted(tiny_corpus, tiny_cache, tmp_path):
     config = tiny_config(tiny_corpus, tiny_cache, tmp_path / "overfit", "optim.epochs=30", "optim.lr=0.01",
                          "data.val_split=train", "data.augment=false", "optim.warmup_epochs=0.5")
@@ -66,6 +71,7 @@ def test_a_tiny_dataset_is_overfitted(tiny_corpus, tiny_cache, tmp_path):
     assert metrics[-1]["val_top1"] == 1.0
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(tiny_corpus, tiny_cache, tmp_path):
     args = ["optim.epochs=2", "checkpoint_every=1", "data.workers=0", "data.augment=true"]
     straight = tmp_path / "straight"
@@ -98,6 +104,21 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(tiny_corpus, tiny_ca
     b = torch.load(last, weights_only=False)["model"]
     for key in a:
         assert torch.equal(a[key], b[key]), key
+    # The resumed epoch reports every batch's loss, those before the kill included.
+    numbers = ("train_loss", "val_loss", "val_mean_jaccard", "val_mAP")
+    assert ([[m[k] for k in numbers] for m in RunDir(killed).read_metrics()]
+            == [[m[k] for k in numbers] for m in RunDir(straight).read_metrics()])
+
+
+def test_checkpoints_from_before_the_shared_loop_resume_where_they_stopped():
+    """The trainer's ``state`` had no per-batch values, SimCLR's kept ``epoch_losses``: both still resume."""
+    trainer = {"epoch": 1, "step": 2, "global_step": 5, "best": 0.25, "best_epoch": 0}
+    assert LoopState.from_checkpoint(trainer, 0) == LoopState(1, 2, 5, 0.25, 0, {})
+    simclr = {"epoch": 0, "step": 2, "global_step": 2, "epoch_losses": [2.5, 2.75], "last_loss": None}
+    assert LoopState.from_checkpoint(simclr, 0) == LoopState(0, 2, 2, -1.0, -1, {"loss": [2.5, 2.75]})
+    state = LoopState(0, 1, 1, values={"loss": [0.5], "distill_loss": [0.25]})
+    every_rank = [state.values, {"loss": [0.75], "distill_loss": []}]
+    assert LoopState.from_checkpoint(state.to_checkpoint(every_rank), 1).values == every_rank[1]
 
 
 def test_training_refuses_to_overwrite_a_run(trained_run, tiny_corpus, tiny_cache):
@@ -108,3 +129,23 @@ def test_training_refuses_to_overwrite_a_run(trained_run, tiny_corpus, tiny_cach
 def test_cache_size_must_match_the_config(tiny_corpus, tiny_cache, tmp_path):
     with pytest.raises(ConfigError, match="data.resize"):
         train(tiny_config(tiny_corpus, tiny_cache, tmp_path / "x", "data.resize=96"))
+
+
+def test_more_frames_than_the_cache_holds_is_refused(tiny_corpus, tiny_cache, tmp_path):
+    with pytest.raises(FrameCountError, match=re.escape(f"{tiny_cache}: holds 3 frames a video") + ".* 5 were asked"):
+        train(tiny_config(tiny_corpus, tiny_cache, tmp_path / "x", "data.k=5"))
+
+
+def test_configs_and_runs_written_with_num_segments_still_load(tmp_path):
+    """data.num_segments is now data.k: YAML files, runs' config.yaml and overrides of before still read."""
+    run_config = tmp_path / "config.yaml"  # a run's config.yaml as runs wrote it before the rename
+    save_config(load_config("tiny", ["data.k=2"]), run_config)
+    run_config.write_text(run_config.read_text().replace("\n  k: 2\n", "\n  num_segments: 2\n"))
+    assert "num_segments: 2" in run_config.read_text()
+    assert load_config(run_config).data.k == 2
+    assert load_config(run_config, ["data.k=4"]).data.k == 4  # a new-style override wins over the old name
+    assert load_config("tiny", ["data.num_segments=5"]).data.k == 5  # an old-style override
+    both = tmp_path / "both.yaml"
+    both.write_text("data:\n  num_segments: 2\n  k: 3\n")
+    with pytest.raises(ConfigError, match="k is given twice, once under its old name num_segments"):
+        load_config(both)

@@ -10,10 +10,11 @@ import time
 import tracemalloc
 
 import pytest
-from serving import metric, running
 
-from shortvid.serve.classifier import Classifier
+from shortvid.infer.classifier import Classifier
 from shortvid.serve.http import ServeSettings
+
+from serving import metric, running
 
 MIB = 1 << 20
 
@@ -86,6 +87,7 @@ def test_refusals_come_before_the_body_is_read(classifier):
         wait_for(client, "shortvid_upload_bytes", 0)  # given back when their clients went away
 
 
+@pytest.mark.slow
 def test_the_budget_holds_bodies_until_answered_then_frees_them(classifier, video):
     held = (MIB - len(video) // 2) // 2  # two of them leave less than the video's size
     with running(classifier, upload_budget_mb=1, max_body_mb=0.5, body_timeout=2) as client:

@@ -120,7 +120,8 @@ class Ablation:
         return load_config("tiny", [
             f"data.dataset={self.data}", f"data.cache={self.out / 'cache3'}", f"data.resize={plan.resize}",
             f"data.input_size={plan.input_size}", f"data.batch_size={plan.batch_size}", f"optim.epochs={plan.epochs}",
-            f"seed={plan.seed}", f"out={self.out / 'runs' / run}", "device=cpu", f"progress={str(plan.progress).lower()}",
+            f"seed={plan.seed}", f"out={self.out / 'runs' / run}", "device=cpu",
+            f"progress={str(plan.progress).lower()}",
             "model.name=tsn", f"model.args.backbone={plan.student}", *overrides])
 
     def train(self, run: str, *overrides: str) -> dict:
@@ -168,11 +169,12 @@ class Ablation:
         self.step("cache3", lambda: self.cache("cache3", FrameSpec(k=3, size=plan.resize)))
         self.step("cache8", lambda: self.cache("cache8", FrameSpec(k=8, sampler="uniform", size=plan.resize)))
 
-        distill = ["distill.kind=logits", f"distill.teacher={runs / 'teacher'}", f"distill.weight={plan.distill_weight}",
-                   f"distill.temperature={plan.temperature}", "distill.cache=true"]
+        distill = ["distill.kind=logits", f"distill.teacher={runs / 'teacher'}",
+                   f"distill.weight={plan.distill_weight}", f"distill.temperature={plan.temperature}",
+                   "distill.cache=true"]
         self.step("train_student", lambda: self.train("student"))
         self.step("train_frames8", lambda: self.train("frames8", f"data.cache={self.out / 'cache8'}",
-                                                      "data.num_segments=8"))
+                                                      "data.k=8"))
         self.step("train_teacher", lambda: self.train("teacher", f"model.args.backbone={plan.teacher}",
                                                       f"optim.lr={plan.teacher_lr}"))
         self.step("train_student_distilled", lambda: self.train("student_distilled", *distill))
@@ -180,8 +182,8 @@ class Ablation:
         self.step("train_second_distilled", lambda: self.train(
             "second_distilled", f"model.args.backbone={plan.second_student}", *distill))
         self.step("train_nextvlad", lambda: self.train("nextvlad", "model.args.aggregator=nextvlad"))
-        self.step("train_frames1", lambda: self.train("frames1", "data.num_segments=1"))
-        self.step("train_frames2", lambda: self.train("frames2", "data.num_segments=2"))
+        self.step("train_frames1", lambda: self.train("frames1", "data.k=1"))
+        self.step("train_frames2", lambda: self.train("frames2", "data.k=2"))
         self.step("hard_mine", lambda: mine_hard_set(runs / "student", self.data, split="train", name="hard",
                                                      device="cpu", progress=plan.progress))
         self.step("hard_finetune", lambda: finetune(runs / "student", runs / "hard", hard="hard",

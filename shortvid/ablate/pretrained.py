@@ -124,14 +124,14 @@ class PretrainedAblation(Ablation):
 
         pre = self.backbone(student)
         heads = ("model.imagenet_head=true",)
-        distill = ("distill.kind=imagenet", f"distill.teacher={runs / 'teacher'}", f"distill.weight={plan.distill_weight}",
-                   "distill.cache=true", *heads)
+        distill = ("distill.kind=imagenet", f"distill.teacher={runs / 'teacher'}",
+                   f"distill.weight={plan.distill_weight}", "distill.cache=true", *heads)
         self.step("train_student", lambda: self.train("student", *pre))
         self.step("train_student_scratch", lambda: self.train("student_scratch", *self.backbone(student, "scratch"),
                                                                f"optim.lr={plan.scratch_lr}"))
         self.step("train_student_simclr", lambda: self.train("student_simclr", *self.backbone(student, "simclr")))
         self.step("train_frames8", lambda: self.train("frames8", *pre, f"data.cache={self.out / 'cache8'}",
-                                                      "data.num_segments=8"))
+                                                      "data.k=8"))
         self.step("train_teacher", lambda: self.train("teacher", *self.backbone(teacher), *heads))
         self.step("train_student_distilled", lambda: self.train("student_distilled", *pre, *distill))
         self.step("train_second", lambda: self.train("second", *self.backbone(second)))
@@ -144,8 +144,8 @@ class PretrainedAblation(Ablation):
         self.step("train_moe", lambda: self.train("moe", *pre, "model.args.classifier=moe"))
         self.step("train_student_near", lambda: self.train("student_near", *pre,
                                                            f"data.cache={self.out / 'cache3_near'}"))
-        self.step("train_frames1", lambda: self.train("frames1", *pre, "data.num_segments=1"))
-        self.step("train_frames2", lambda: self.train("frames2", *pre, "data.num_segments=2"))
+        self.step("train_frames1", lambda: self.train("frames1", *pre, "data.k=1"))
+        self.step("train_frames2", lambda: self.train("frames2", *pre, "data.k=2"))
         self.step("hard_mine", lambda: mine_hard_set(runs / "student", self.data, split="train", name="hard",
                                                      device="cpu", progress=plan.progress))
         for easy in (0.0, 1.0):

@@ -28,7 +28,8 @@ def scratch_report(summary: dict) -> str:
         "evaluated on the validation split one video at a time through the serving path "
         "(decode + preprocess + model, median ms/video).\n",
         f"Machine: {summary['machine']['cpu']}, {summary['machine']['cores']} cores, torch "
-        f"{summary['machine']['torch']} ({summary['machine']['torch_threads']} threads), PyAV {summary['machine']['pyav']}. "
+        f"{summary['machine']['torch']} ({summary['machine']['torch_threads']} threads), "
+        f"PyAV {summary['machine']['pyav']}. "
         f"Corpus: {r['corpus']['videos']} videos {r['corpus']['splits']}, seed {plan['seed']}. "
         f"Whole ablation: {summary['wall_seconds'] / 60:.1f} min (steps already done by an earlier run count 0).\n",
         "## 1. 3 keyframes vs 8 frames\n",
@@ -44,8 +45,8 @@ def scratch_report(summary: dict) -> str:
         "## 2. Distillation (Hinton logits; no ImageNet heads exist without pretrained weights)\n",
     ]
     rows = []
-    for label, alone, distilled, backbone in (("student", "student", "student_distilled", plan["student"]),
-                                              ("second student", "second", "second_distilled", plan["second_student"])):
+    for alone, distilled, backbone in (("student", "student_distilled", plan["student"]),
+                                       ("second", "second_distilled", plan["second_student"])):
         a, d = ev(alone), ev(distilled)
         rows.append([f"{backbone} alone", _pct(a["mean_jaccard"]), _pct(a["top1"]), f"{a['model_ms']:.1f}",
                      str(r[f"train_{alone}"]["params"])])
@@ -84,13 +85,15 @@ def scratch_report(summary: dict) -> str:
         ["fixed 3 frames (keyframes repeated)", _pct(student["mean_jaccard"]),
          _pct(student["few_keyframes"]["mean_jaccard"]), f"{student['decode_ms']:.1f}", f"{student['total_ms']:.1f}"],
         ["adaptive: one TSN fed the keyframes there are", _pct(adaptive["mean_jaccard"]),
-         _pct(adaptive["few_keyframes"]["mean_jaccard"]), f"{adaptive['decode_ms']:.1f}", f"{adaptive['total_ms']:.1f}"],
+         _pct(adaptive["few_keyframes"]["mean_jaccard"]), f"{adaptive['decode_ms']:.1f}",
+         f"{adaptive['total_ms']:.1f}"],
         ["adaptive: separate 1/2/3-frame models", _pct(members["mean_jaccard"]),
          _pct(members["few_keyframes"]["mean_jaccard"]), f"{members['decode_ms']:.1f}", f"{members['total_ms']:.1f}"],
     ]), "\nSeed: the adaptive model keeps the accuracy and saves the time of frames it does not decode.\n",
         "## 6. Per-group specialists fused with the general model\n"]
     fusion, fused = r["fuse"], ev("fused")
-    rows = [["general (the student)", _pct(student["mean_jaccard"]), _pct(student["top1"]), f"{student['model_ms']:.1f}"]]
+    rows = [["general (the student)", _pct(student["mean_jaccard"]), _pct(student["top1"]),
+             f"{student['model_ms']:.1f}"]]
     rows += [[f"fused, rule `{rule}`" + (" (kept)" if rule == fusion["rule"] else ""), _pct(result["mean_jaccard"]),
               _pct(result["top1_hit"]), f"{fused['model_ms']:.1f}" if rule == fusion["rule"] else "–"]
              for rule, result in fusion["rules"].items()]
@@ -134,7 +137,8 @@ def pretrained_report(summary: dict) -> str:
         "# Ablation, pretrained regime: the seed's tables from `shortvid pretrain` backbones\n",
         f"Command: `shortvid ablate --pretrained --preset {plan['preset']} --data {plan['data']} --out {plan['out']} "
         f"--pretrain-data {plan['pretrain_data']} --seed {plan['seed']} --epochs {plan['epochs']} "
-        f"--pretrain-epochs {plan['pretrain_epochs']} --simclr-epochs {plan['simclr_epochs']}`. Every network starts from a backbone pretrained on the "
+        f"--pretrain-epochs {plan['pretrain_epochs']} --simclr-epochs {plan['simclr_epochs']}`. "
+        f"Every network starts from a backbone pretrained on the "
         f"`{plan['pretrain_preset']}` corpus ({source['videos']} videos, {source['classes']} classes, none of them "
         f"the benchmark's): supervised with a K-way head ({plan['pretrain_epochs']} epochs), or SimCLR "
         f"({plan['simclr_epochs']} epochs, labels unused). Then fine-tuned on the benchmark ({plan['epochs']} epochs, "
@@ -154,8 +158,9 @@ def pretrained_report(summary: dict) -> str:
         f"\nSupervised pretraining {gain('student', 'student_scratch')} over from-scratch; SimCLR "
         f"{gain('student_simclr', 'student_scratch')}.\n",
         "## 1. 3 keyframes vs 8 frames\n",
-        markdown_table([*header, "decode ms"], [row("3 keyframes", "student", f"{student['decode_ms']:.1f}"),
-                                               row("8 uniform frames", "frames8", f"{ev('frames8')['decode_ms']:.1f}")]),
+        markdown_table([*header, "decode ms"],
+                       [row("3 keyframes", "student", f"{student['decode_ms']:.1f}"),
+                        row("8 uniform frames", "frames8", f"{ev('frames8')['decode_ms']:.1f}")]),
         f"\nSeed: 3 I-frames about as accurate as 8 frames at a fraction of the time. Here: "
         f"{ev('frames8')['total_ms'] / student['total_ms']:.1f}x the time for {gain('frames8')} mean Jaccard.\n",
         "## 2. Distillation through the K-way heads (normalised MSE + BCE)\n",
@@ -171,7 +176,8 @@ def pretrained_report(summary: dict) -> str:
     hard = r["hard_mine"]
     parts += [markdown_table(["model", "mean Jaccard", "top-1"], [
         ["before (the student)", _pct(student["mean_jaccard"]), _pct(student["top1"])],
-        *[[f"{label}, step {i}: {step}", _pct(ev(f'{name}_{stage}')["mean_jaccard"]), _pct(ev(f'{name}_{stage}')["top1"])]
+        *[[f"{label}, step {i}: {step}", _pct(ev(f'{name}_{stage}')["mean_jaccard"]),
+           _pct(ev(f'{name}_{stage}')["top1"])]
           for label, name in (("hard only", "hard"), ("hard + as many easy", "hard_easy"))
           for i, (stage, step) in enumerate((("frozen", "stem + 2 stages frozen"), ("full", "whole network")), 1)],
     ]), f"\nHard set: {hard['hard']} of {hard['videos']} training videos. Seed: fine-tuning on the hard set gains "

@@ -37,18 +37,20 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def probe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("videos", nargs="+", metavar="VIDEO")
-    add_frame_options(parser, "224")
+    add_frame_options(parser)
     parser.add_argument("--save", metavar="DIR", help="also write the frames as JPEG files into DIR")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds allowed per video (default: 10)")
     add_limit_options(parser)
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+    from ..decode import read_frames
+
     spec, limits = frame_spec(args), decode_limits(args)
     failures = 0
     for path in args.videos:
         try:
-            clip = spec.read(path, timeout=args.timeout, limits=limits)
+            clip = read_frames(path, spec, timeout=args.timeout, limits=limits)
             record = clip.to_dict()
             record["path"] = path
             if args.save:
@@ -67,7 +69,7 @@ def _save_frames(clip, path: str, folder: Path) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     stem = Path(path).stem
     saved = []
-    for i, (frame, t) in enumerate(zip(clip.frames, clip.times)):
+    for i, (frame, t) in enumerate(zip(clip.frames, clip.times, strict=True)):
         target = folder / f"{stem}_{i}_{t:.3f}s.jpg"
         Image.fromarray(frame).save(target, quality=95)
         saved.append(str(target))
@@ -102,7 +104,7 @@ def extract_arguments(parser: argparse.ArgumentParser) -> None:
                         help="AI Challenger folder (train.txt, val.txt, videos/), a .txt annotation file, "
                              "a path,labels CSV, or one folder per class")
     parser.add_argument("--out", required=True, metavar="CACHE")
-    add_frame_options(parser, "256")
+    add_frame_options(parser, size=256)
     parser.add_argument("--split", action="append", help="split(s) to extract (default: all found)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     parser.add_argument("--format", choices=["jpeg", "raw"], default="jpeg",

@@ -6,16 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-from ..backends import ALL_PRECISIONS, BACKENDS
 from .options import (
     add_dataset_options,
     add_device_option,
-    add_limit_options,
-    add_model_options,
+    add_inference_options,
     add_quiet_option,
-    backend_and_precision,
-    decode_limits,
-    model_options,
+    inference_options,
 )
 
 
@@ -46,13 +42,15 @@ def analyze_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--worst", type=int, default=12, help="worst errors shown with their frames")
     add_device_option(parser)
+    add_quiet_option(parser)
+    add_inference_options(parser, adaptive=True)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from ..evaluate.analyze import analyze_run
 
     report = analyze_run(args.run, args.data, args.split, args.out, limit=args.limit, worst=args.worst,
-                         device=args.device)
+                         device=args.device, progress=not args.quiet, **inference_options(args))
     summary = report.get("summary", {})
     print(json.dumps(summary, indent=2))
     print(f"report: {Path(args.out) / 'report.html'}")
@@ -66,15 +64,14 @@ def evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N videos")
     parser.add_argument("--out", default=None, help="where to write the metrics (default: RUN/metrics.json)")
     add_quiet_option(parser)
-    add_limit_options(parser)
-    add_model_options(parser)
+    add_inference_options(parser, adaptive=True)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..evaluate.runner import evaluate_run
 
     report = evaluate_run(args.run, args.data, args.split, device=args.device, limit=args.limit, out=args.out,
-                          progress=not args.quiet, **model_options(args), limits=decode_limits(args))
+                          progress=not args.quiet, **inference_options(args))
     total = report["timing_ms"].get("total", {})
     print(f"{report['num_videos']} videos ({report['failed']} failed): mean Jaccard {report['mean_jaccard']:.4f}, "
           f"top-1 {report['top1_hit']:.4f}, top-5 {report['top5_hit']:.4f}, mAP {report['mAP']:.4f}, "
@@ -92,19 +89,12 @@ def judge_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", required=True, help="tag file: name.mp4,label[,label]")
     parser.add_argument("--passes", type=int, default=10)
     parser.add_argument("--gpu", type=int, default=0)
-    parser.add_argument("--backend", choices=BACKENDS, default=None,
-                        help="default: $SHORTVID_BACKEND, else auto: onnx on the CPU (exported on first use), torch "
-                             "on a GPU and for bf16, torch with a warning where onnx cannot run; torch; onnx")
-    parser.add_argument("--precision", choices=ALL_PRECISIONS, default=None,
-                        help="default: $SHORTVID_PRECISION, else fp32; torch: fp32, bf16; onnx: fp32, int8, "
-                             "int8-dynamic")
+    add_inference_options(parser)
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
     from ..judge import judge
 
-    backend, precision = backend_and_precision(args.backend, args.precision)
-    report = judge(args.run, args.videos, args.labels, passes=args.passes, gpu_id=args.gpu, backend=backend,
-                   precision=precision)
+    report = judge(args.run, args.videos, args.labels, passes=args.passes, gpu_id=args.gpu, **inference_options(args))
     print(json.dumps(report, indent=2))
     return 0

@@ -7,18 +7,6 @@ import json
 import sys
 from typing import Any, Sequence
 
-from ..backends import ALL_PRECISIONS, BACKENDS, from_environment
-
-
-def frame_size(text: str) -> int | tuple[int, int] | None:
-    """``256`` (short side), ``256x455`` (height x width) or ``none`` (native size)."""
-    if text.lower() == "none":
-        return None
-    if "x" in text:
-        height, width = text.lower().split("x")
-        return int(height), int(width)
-    return int(text)
-
 
 def at_least_one(text: str) -> int:
     """A count that must be positive (an argparse ``type``)."""
@@ -28,38 +16,37 @@ def at_least_one(text: str) -> int:
     return value
 
 
-def add_frame_options(parser: argparse.ArgumentParser, size: str) -> None:
-    """--k/--sampler/--fill/--max-decode/--size/--crop/--skip-loop-filter: how frames are read (probe, extract)."""
-    from ..decode import DEFAULT_MAX_DECODE
+def add_frame_options(parser: argparse.ArgumentParser, **defaults: Any) -> None:
+    """One option per ``FrameSpec`` field (--k, --sampler, --size, --crop, --fill, --skip-loop-filter,
+    --max-decode): how frames are read (probe, extract). Help, parsing and choices come from the field's
+    metadata; ``defaults`` overrides the spec's defaults (``size=256``)."""
+    import dataclasses
 
-    parser.add_argument("--k", type=int, default=3, help="frames per video (default: 3)")
-    parser.add_argument("--sampler", choices=["keyframes", "uniform"], default="keyframes",
-                        help="keyframes: one keyframe per TSN segment, decoding nothing else (default); "
-                             "uniform: the frame at each segment centre, by seeking")
-    parser.add_argument("--fill", choices=["repeat", "seek", "near", "none"], default="repeat",
-                        help="fewer keyframes than --k: repeat keyframes (default, free), decode a "
-                             "frame at each empty segment's centre (costs a GOP decode each), near: the "
-                             "frame nearest each empty segment's centre within --max-decode frames of the "
-                             "keyframe before it, or none (return fewer frames)")
-    parser.add_argument("--max-decode", type=at_least_one, default=DEFAULT_MAX_DECODE, metavar="N",
-                        help=f"--fill near: frames decoded past a keyframe per segment filled, at most "
-                             f"(default: {DEFAULT_MAX_DECODE})")
-    parser.add_argument("--size", type=frame_size, default=frame_size(size),
-                        help=f"short side in pixels, HxW, or none for native size (default: {size})")
-    parser.add_argument("--crop", type=int, default=None, help="centre square crop after resizing")
-    parser.add_argument("--skip-loop-filter", action="store_true",
-                        help="skip the codec's deblocking filter: 5-16%% less decode time, slightly other "
-                             "pixels; a cache made so gives runs that serve the same way (BENCHMARKS.md)")
+    from ..decode import FrameSpec
+
+    shown = FrameSpec(**defaults)
+    for option in dataclasses.fields(FrameSpec):
+        flag, default = "--" + option.name.replace("_", "-"), getattr(shown, option.name)
+        meta = dict(option.metadata)
+        text = meta.pop("help").replace("%", "%%")
+        if isinstance(default, bool):
+            parser.add_argument(flag, action="store_true", default=default, help=text)
+            continue
+        if default is not None:
+            text += f" (default: {'x'.join(map(str, default)) if isinstance(default, tuple) else default})"
+        parser.add_argument(flag, default=default, help=text, **meta)
 
 
 def frame_spec(args: argparse.Namespace):
-    """The ``FrameSpec`` of ``add_frame_options``' values; impossible ones are an error naming them."""
+    """The ``FrameSpec`` of ``add_frame_options``' values, checked there once; impossible ones are an error
+    naming them (exit 2)."""
+    import dataclasses
+
     from ..decode import FrameSpec
     from ..errors import ShortvidError
 
     try:
-        return FrameSpec(k=args.k, sampler=args.sampler, size=args.size, crop=args.crop, fill=args.fill,
-                         skip_loop_filter=args.skip_loop_filter, max_decode=args.max_decode)
+        return FrameSpec(**{option.name: getattr(args, option.name) for option in dataclasses.fields(FrameSpec)})
     except ValueError as error:
         raise ShortvidError("frame options", str(error)) from None
 
@@ -92,35 +79,40 @@ def decode_limits(args: argparse.Namespace):
         raise ShortvidError("--max-aspect", str(error)) from None
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """How a run's model runs: --adaptive, --backend, --precision (evaluate, predict, serve)."""
-    parser.add_argument("--adaptive", action="store_true",
-                        help="classify a video with fewer keyframes than the run's frame count from those alone")
-    parser.add_argument("--backend", choices=BACKENDS, default=BACKENDS[0],
-                        help="auto (default): onnx on the CPU (exported on first use), torch on a GPU and for bf16, "
-                             "torch with a warning where onnx cannot run; torch: PyTorch; onnx: ONNX Runtime on "
-                             "RUN/model.onnx, exported when missing")
-    parser.add_argument("--precision", choices=ALL_PRECISIONS, default=ALL_PRECISIONS[0],
-                        help="fp32 (default); torch: bf16 (autocast); onnx: int8 (static, calibrated on training "
-                             "frames, RUN/model.int8-static.onnx) or int8-dynamic (RUN/model.int8-dynamic.onnx), "
-                             "made when missing")
+def add_inference_options(parser: argparse.ArgumentParser, *, adaptive: bool = False) -> None:
+    """How a command that classifies runs the run's model: --backend, --precision (with ``adaptive``, also
+    --adaptive) and the decode limits (``add_limit_options``). Every command that classifies takes them:
+    predict, serve, evaluate, analyze, judge, hardmine, fuse."""
+    from ..infer.backends import ALL_PRECISIONS, BACKENDS
+
+    group = parser.add_argument_group("inference", "how the run's model runs (docs/onnx.md)")
+    if adaptive:
+        group.add_argument("--adaptive", action="store_true",
+                           help="classify a video with fewer keyframes than the run's frame count from those alone")
+    group.add_argument("--backend", choices=BACKENDS, default=None,
+                       help="default: $SHORTVID_BACKEND, else auto: onnx on the CPU (exported on first use), torch "
+                            "on a GPU and for bf16, torch with a warning where onnx cannot run; torch: PyTorch; "
+                            "onnx: ONNX Runtime on RUN/model.onnx, exported when missing")
+    group.add_argument("--precision", choices=ALL_PRECISIONS, default=None,
+                       help="default: $SHORTVID_PRECISION, else fp32; torch: bf16 (autocast); onnx: int8 (static, "
+                            "calibrated on training frames, RUN/model.int8-static.onnx) or int8-dynamic "
+                            "(RUN/model.int8-dynamic.onnx), made when missing")
+    add_limit_options(parser)
 
 
-def model_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``add_model_options``' values as the keyword arguments of ``Classifier.load`` and ``evaluate_run``."""
-    backend, precision = backend_and_precision(args.backend, args.precision)
-    return {"adaptive": args.adaptive, "backend": backend, "precision": precision}
+def inference_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``add_inference_options``' values as keyword arguments of ``Classifier.load`` (and of ``evaluate_run``,
+    ``analyze_run``, ``judge``, ``mine_hard_set``, ``fuse_runs``): the backend and precision checked where
+    they enter (``check_backend``, which reads the environment for those not given) and the decode limits,
+    so that a pair that does not exist is an error naming the valid ones (exit 2) before anything is loaded
+    or written."""
+    from ..infer.backends import check_backend
 
-
-def backend_and_precision(backend: str | None, precision: str | None) -> tuple[str, str]:
-    """--backend and --precision, those not given from the environment (``from_environment``); a pair that
-    does not exist is an error naming the valid ones (exit 2), before any model is loaded."""
-    from ..errors import ShortvidError
-
-    try:
-        return from_environment(backend, precision)
-    except ValueError as error:
-        raise ShortvidError("--precision", str(error)) from None
+    backend, precision = check_backend(args.backend, args.precision)
+    options = {"backend": backend, "precision": precision, "limits": decode_limits(args)}
+    if "adaptive" in vars(args):
+        options["adaptive"] = args.adaptive
+    return options
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:

@@ -7,17 +7,14 @@ import json
 import sys
 from pathlib import Path
 
-from ..serve.store import FORMATS as STORE_FORMATS
 from .options import (
     add_device_option,
     add_engine_options,
-    add_limit_options,
-    add_model_options,
+    add_inference_options,
     at_least_one,
-    decode_limits,
     error_body,
     error_line,
-    model_options,
+    inference_options,
     ray_options,
 )
 
@@ -43,6 +40,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def predict_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..infer.store import FORMATS as STORE_FORMATS
+
     parser.add_argument("run", metavar="RUN")
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="video files, folders, globs or URIs (s3://, gs://, https://, any fsspec protocol)")
@@ -58,8 +57,7 @@ def predict_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --out: classify again the videos whose row is an error (a rerun always retries "
                              "WorkerCrashed rows); the new row supersedes the old")
     add_device_option(parser)
-    add_limit_options(parser)
-    add_model_options(parser)
+    add_inference_options(parser, adaptive=True)
     parser.add_argument("--batch-size", type=at_least_one, default=1,
                         help="videos per model call; above 1, decode threads run ahead of the model and the summary "
                              "reports videos/s (default: 1, one video at a time, the competition's timing)")
@@ -80,9 +78,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     paths = list(dict.fromkeys(paths))
     if args.engine == "ray" or args.out:
         return _predict_to_store(paths, empty, args)
-    from ..serve.classifier import Classifier
+    from ..infer.classifier import Classifier
 
-    classifier = Classifier.load(args.run, device=args.device, **model_options(args), limits=decode_limits(args),
+    classifier = Classifier.load(args.run, device=args.device, **inference_options(args),
                                  spin=args.batch_size == 1)  # one at a time: spinning threads are fastest
     for item, error in empty:
         print(error_line(item, error), flush=True)
@@ -110,10 +108,11 @@ def _predict_to_store(paths: list[str], empty: list, args: argparse.Namespace) -
     """``predict --out DIR`` (and every ``--engine ray`` run): one row per video in DIR, resumable; the exit
     status is non-zero only when a video has no row."""
     from ..errors import ShortvidError
-    from ..serve.store import PredictionStore, prediction_row
+    from ..infer.store import PredictionStore, prediction_row
 
     if not args.out:
         raise ShortvidError("predict", "--engine ray writes its rows into a folder: give --out DIR")
+    inference = inference_options(args)  # a backend, precision or limit that cannot be is refused before too
     if args.engine == "ray":
         from ..extras import require
 
@@ -123,8 +122,8 @@ def _predict_to_store(paths: list[str], empty: list, args: argparse.Namespace) -
     done = store.done(args.retry_failed)
     store.write([prediction_row({"path": item, "error": error_body(item, error)}) for item, error in empty
                  if item not in done])
-    common = {"fmt": args.format, "device": args.device, "limits": decode_limits(args), "batch_size": args.batch_size,
-              "workers": args.workers, "retry_failed": args.retry_failed, **model_options(args)}
+    common = {"fmt": args.format, "device": args.device, "batch_size": args.batch_size, "workers": args.workers,
+              "retry_failed": args.retry_failed, **inference}
     if args.engine == "ray":
         from ..distributed import predict_ray
 
@@ -139,8 +138,8 @@ def _predict_to_store(paths: list[str], empty: list, args: argparse.Namespace) -
 
 
 def _predict_pipelined(classifier, paths: list[str], empty: int, args: argparse.Namespace) -> int:
-    """``predict --batch-size N``: decode threads run ahead of batched model calls (shortvid.serve.batch)."""
-    from ..serve.batch import PipelineStats, classify_many
+    """``predict --batch-size N``: decode threads run ahead of batched model calls (shortvid.infer.batch)."""
+    from ..infer.batch import PipelineStats, classify_many
 
     stats = PipelineStats()
     for outcome in classify_many(classifier, paths, batch_size=args.batch_size, workers=args.workers, stats=stats):
@@ -159,7 +158,7 @@ def serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     add_device_option(parser)
-    add_model_options(parser)
+    add_inference_options(parser, adaptive=True)
     parser.add_argument("--max-batch", type=int, default=8, help="clips per model call (default: 8)")
     parser.add_argument("--max-wait-ms", type=float, default=5.0,
                         help="how long to wait for more clips after the first before calling the model (default: 5)")
@@ -203,11 +202,10 @@ def serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-root", default=None, metavar="DIR",
                         help='let JSON {"path": ...} requests read files under DIR (default: no server-side paths)')
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    add_limit_options(parser)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ..serve.classifier import Classifier
+    from ..infer.classifier import Classifier
     from ..serve.http import ServeSettings
     from ..serve.server import serve
 
@@ -232,7 +230,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:
         print(f"shortvid serve: error: {error}", file=sys.stderr)
         return 2
-    classifier = Classifier.load(args.run, device=args.device, **model_options(args), limits=decode_limits(args))
+    classifier = Classifier.load(args.run, device=args.device, **inference_options(args))
     try:
         serve(classifier, settings, host=args.host, port=args.port, log_level=args.log_level)
     except OSError as error:

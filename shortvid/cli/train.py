@@ -11,7 +11,9 @@ from pathlib import Path
 from .options import (
     add_dataset_options,
     add_device_option,
+    add_inference_options,
     add_quiet_option,
+    inference_options,
     load_config_announced,
 )
 
@@ -44,7 +46,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                                     "validation videos and the best is kept (report in OUT/fusion.json).",
                         arguments=fuse_arguments).set_defaults(handler=cmd_fuse)
     commands.add_parser("adaptive", help="one run choosing among runs trained on 1, 2, 3... frames by keyframe count",
-                        description="Combine runs trained on different frame counts (data.num_segments) into "
+                        description="Combine runs trained on different frame counts (data.k) into "
                                     "one run that classifies a video with the run trained on as many frames as "
                                     "the video has keyframes; nothing but keyframes is decoded.",
                         arguments=adaptive_arguments).set_defaults(handler=cmd_adaptive)
@@ -153,6 +155,7 @@ def fuse_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fusion rule (default: the best on the split)")
     add_device_option(parser)
     add_quiet_option(parser)
+    add_inference_options(parser)
 
 
 def cmd_fuse(args: argparse.Namespace) -> int:
@@ -161,7 +164,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
 
     rules = list(FUSION_RULES) if args.rule == "best" else [args.rule]
     report = fuse_runs(args.general, args.specialists, args.out, dataset=args.data, split=args.split,
-                       rules=rules, device=args.device, progress=not args.quiet)
+                       rules=rules, device=args.device, progress=not args.quiet, **inference_options(args))
     print(f"{report['videos']} {args.split} videos: general mean Jaccard {report['general']['mean_jaccard']:.4f}")
     for rule, result in report["rules"].items():
         chosen = "  <- kept" if rule == report["rule"] else ""
@@ -200,11 +203,13 @@ def ablate_arguments(parser: argparse.ArgumentParser) -> None:
     pretrained = parser.add_argument_group("pretrained regime")
     pretrained.add_argument("--pretrained", action="store_true",
                             help="start every network from a `shortvid pretrain` backbone, pretrained on the "
-                                 "--pretrain-preset corpus (the seed's setup; default out: runs/ablate-PRESET-pretrained)")
+                                 "--pretrain-preset corpus (the seed's setup; "
+                                 "default out: runs/ablate-PRESET-pretrained)")
     pretrained.add_argument("--pretrain-preset", choices=list(PRESETS), default="pretrain",
                             help="the source corpus's preset (default: pretrain)")
     pretrained.add_argument("--pretrain-data", default=None, help="the source corpus folder (default: data/PRESET)")
-    pretrained.add_argument("--pretrain-epochs", type=int, default=30, help="supervised pretraining epochs (default: 30)")
+    pretrained.add_argument("--pretrain-epochs", type=int, default=30,
+                            help="supervised pretraining epochs (default: 30)")
     pretrained.add_argument("--simclr-epochs", type=int, default=20, help="SimCLR pretraining epochs (default: 20)")
     add_quiet_option(parser)
 
@@ -233,13 +238,14 @@ def hardmine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default="hard", help="the hard split's name (default: hard)")
     add_device_option(parser)
     add_quiet_option(parser)
+    add_inference_options(parser)
 
 
 def cmd_hardmine(args: argparse.Namespace) -> int:
     from ..train.hardset import mine_hard_set
 
     report = mine_hard_set(args.run, args.data, split=args.split, margin=args.margin, name=args.name,
-                           device=args.device, progress=not args.quiet)
+                           device=args.device, progress=not args.quiet, **inference_options(args))
     print(json.dumps(report))
     return 0
 

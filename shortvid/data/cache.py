@@ -6,8 +6,8 @@ Layout of a cache folder::
     manifest.jsonl    one line per video: where its frames are and what the decoder saw, or why it failed
     shards/*.bin      the frames, concatenated; a manifest line points at offsets in one shard
 
-Frames come from ``FrameSpec.read`` — the same call prediction uses — so training sees the pixels
-serving will see (up to JPEG's loss when stored as jpeg, the default; ``raw`` keeps them exact).
+Frames come from ``read_frames`` with the cache's ``FrameSpec`` — the call prediction makes — so training sees
+the pixels serving will see (up to JPEG's loss when stored as jpeg, the default; ``raw`` keeps them exact).
 Few large append-only shards instead of one file per frame keep 200k videos manageable; a
 manifest line is written only after its frames are on disk, so a killed run loses nothing and a
 rerun extracts only what is missing. See ``docs/frame-cache.md``.
@@ -26,15 +26,15 @@ import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Literal, NamedTuple
+from typing import Callable, Iterable, Literal, NamedTuple, TypeVar
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..decode import DecodeError, DecodeLimits, FrameSpec
+from ..decode import DEFAULT_LIMITS, DecodeError, DecodeLimits, FrameSpec, read_frames
 from ..errors import DatasetError, WorkerCrashed
 from ..files import atomic_write
 
@@ -43,6 +43,7 @@ SHARD_BYTES = 1 << 30
 # Fresh interpreters for workers: forking a parent that runs torch or other threads can deadlock.
 _SPAWN = multiprocessing.get_context("spawn")
 CACHE_VERSION = 1
+Job = TypeVar("Job")  # run_isolated's jobs: each with a .name and a .path
 
 
 @dataclass(frozen=True)
@@ -100,19 +101,36 @@ def decode_image(data: bytes, fmt: Format, shape: tuple[int, int]) -> np.ndarray
         return np.asarray(image.convert("RGB"))
 
 
-def extract_one(job: tuple[str, str, dict, str, int, float, dict]) -> dict:
-    """Decode one video and encode its frames: the manifest record of ``job`` (name, path, frame spec,
-    format, quality, timeout, decode limits). Runs in a worker process (``run_isolated``, or a Ray
-    worker with ``shortvid.distributed``)."""
-    name, path, spec_dict, fmt, quality, timeout, limits = job
+class FrameCountError(DatasetError):
+    """A dataset or a run asks for more frames a video than its frame cache holds."""
+
+
+@dataclass(frozen=True)
+class ExtractJob:
+    """One video to extract, with everything its worker needs: pickled whole to the worker process
+    (``run_isolated``) or Ray actor (``shortvid.distributed``)."""
+
+    name: str  # the video's name in the annotations (the manifest's key)
+    path: str
+    spec: FrameSpec
+    fmt: Format
+    quality: int  # JPEG quality
+    timeout: float  # seconds for the decode
+    limits: DecodeLimits = DEFAULT_LIMITS
+
+
+def extract_one(job: ExtractJob) -> dict:
+    """Decode one video and encode its frames: the manifest record of ``job``. Runs in a worker process
+    (``run_isolated``, or a Ray worker with ``shortvid.distributed``)."""
+    name, path, fmt, quality = job.name, job.path, job.fmt, job.quality
     # A hard limit behind the decoder's own: a call stuck inside FFmpeg gets SIGALRM, whose default
     # action ends this process, and `run_isolated` reports the file as having crashed its worker.
-    signal.alarm(math.ceil(timeout * 2) + 5)
+    signal.alarm(math.ceil(job.timeout * 2) + 5)
     try:
-        clip = FrameSpec.from_dict(spec_dict).read(path, mode="test", timeout=timeout, limits=DecodeLimits(**limits))
+        clip = read_frames(path, job.spec, timeout=job.timeout, limits=job.limits)
     except DecodeError as error:
         return {"name": name, "path": path, "error": error.to_dict()}
-    except Exception as error:  # a bug or an unexpected library error must not stop the run
+    except Exception as error:  # noqa: BLE001 - a bug or an unexpected library error must not stop the run
         return {"name": name, "path": path, "error": {"type": type(error).__name__, "message": f"{path}: {error}"}}
     finally:
         signal.alarm(0)
@@ -155,6 +173,16 @@ class FrameCache:
     def __len__(self) -> int:
         return len(self.entries)
 
+    def spec_for(self, k: int) -> FrameSpec:
+        """The spec of ``k`` of this cache's frames a video: its own with ``k``, so a model trained on them
+        serves as the cache was decoded. A ``FrameCountError`` naming the cache and both counts when ``k`` is
+        more than the cache holds (sampling would repeat frames the model then takes for distinct ones)."""
+        if k > self.spec.k:
+            raise FrameCountError(str(self.root), f"holds {self.spec.k} frames a video (extracted with --k "
+                                  f"{self.spec.k}); {k} were asked for: ask for at most {self.spec.k}, or extract "
+                                  f"a cache with --k {k}")
+        return replace(self.spec, k=k)
+
     def __contains__(self, name: str) -> bool:
         return name in self.entries
 
@@ -167,10 +195,11 @@ class FrameCache:
             raise DatasetError(str(self.root), f"{name} is not in the cache: {cause}") from None
         fd = self._fd(entry.shard)
         frames = []
-        for offset, length in zip(entry.offsets, entry.lengths):
+        for offset, length in zip(entry.offsets, entry.lengths, strict=True):
             data = os.pread(fd, length, offset)
             if len(data) != length:
-                raise DatasetError(str(self.root / "shards" / entry.shard), f"shard is shorter than the manifest says ({name})")
+                raise DatasetError(str(self.root / "shards" / entry.shard),
+                                   f"shard is shorter than the manifest says ({name})")
             frames.append(decode_image(data, self.format, entry.shape))
         return CachedClip(name, np.stack(frames), entry.times, entry.keyframe, entry.start, entry.duration)
 
@@ -245,7 +274,7 @@ def extract(
     retry_failed: bool = False,
     progress: bool = True,
     limits: DecodeLimits | None = None,
-    run_jobs: Callable[[Callable[[tuple], dict], list[tuple]], Iterable[dict]] | None = None,
+    run_jobs: Callable[[Callable[[ExtractJob], dict], list[ExtractJob]], Iterable[dict]] | None = None,
 ) -> ExtractSummary:
     """Decode each ``(name, path)`` once into the cache at ``out``, in parallel processes.
 
@@ -263,7 +292,7 @@ def extract(
     config_path = root / "cache.json"
     if config_path.exists():
         existing = json.loads(config_path.read_text())
-        if existing["frames"] != config["frames"] or existing["format"] != fmt:
+        if FrameSpec.from_dict(existing["frames"]) != spec or existing["format"] != fmt:
             raise DatasetError(str(root), f"cache was made with {existing['frames']} as {existing['format']}; "
                                f"asked for {config['frames']} as {fmt}: use another folder")
     else:
@@ -282,10 +311,11 @@ def extract(
                                and failures[name].get("type") != WorkerCrashed.__name__):
             summary.skipped += 1
         else:
-            todo.append((name, str(path), spec.to_dict(), fmt, quality, timeout, (limits or DecodeLimits()).to_dict()))
+            todo.append(ExtractJob(name, str(path), spec, fmt, quality, timeout, limits or DEFAULT_LIMITS))
 
     started = time.perf_counter()
-    with _ManifestWriter(root) as writer, tqdm(total=len(todo), desc="extract", unit="video", disable=not progress) as bar:
+    with _ManifestWriter(root) as writer, \
+            tqdm(total=len(todo), desc="extract", unit="video", disable=not progress) as bar:
         run_jobs = run_jobs or (lambda function, jobs: run_isolated(function, jobs, workers or os.cpu_count() or 1))
         for record in run_jobs(extract_one, todo):
             writer.add(record)
@@ -301,18 +331,19 @@ def extract(
     return summary
 
 
-def run_isolated(function: Callable[[tuple], dict], jobs: list[tuple], workers: int) -> Iterable[dict]:
+def run_isolated(function: Callable[[Job], dict], jobs: list[Job], workers: int) -> Iterable[dict]:
     """``function(job)`` for every job in child processes, results in completion order.
 
-    A child that dies outright (a decoder crash on a hostile file, or a hang ended by an alarm) breaks the pool: the jobs it
-    held are retried one per fresh process afterwards, so only the guilty job is reported, as a
-    record with an ``error`` of type ``WorkerCrashed``. ``job[0]`` names the job, ``job[1]`` its file.
+    A child that dies outright (a decoder crash on a hostile file, or a hang ended by an alarm) breaks the
+    pool: the jobs it held are retried one per fresh process afterwards, so only the guilty job is reported, as a
+    record with an ``error`` of type ``WorkerCrashed``. ``job.name`` names the job, ``job.path`` its file
+    (an ``ExtractJob``, or any picklable object with those two).
     """
     queue = list(reversed(jobs))
-    suspects: list[tuple] = []
+    suspects: list[Job] = []
     while queue:
         with ProcessPoolExecutor(max_workers=workers, mp_context=_SPAWN) as pool:
-            running: dict[Future, tuple] = {}
+            running: dict[Future, Job] = {}
             try:
                 while queue or running:
                     while queue and len(running) < workers * 4:
@@ -330,8 +361,8 @@ def run_isolated(function: Callable[[tuple], dict], jobs: list[tuple], workers: 
             try:
                 yield pool.submit(function, job).result()
             except BrokenProcessPool:
-                error = WorkerCrashed(job[1], "the decoding process crashed or hung on this file")
-                yield {"name": job[0], "path": job[1], "error": error.to_dict()}
+                error = WorkerCrashed(job.path, "the decoding process crashed or hung on this file")
+                yield {"name": job.name, "path": job.path, "error": error.to_dict()}
 
 
 class _ManifestWriter:

@@ -1,6 +1,6 @@
 """Torch datasets of labelled videos: frames from the frame cache, or decoded on the fly.
 
-Both sample ``num_segments`` frames the TSN way with the decoder's own functions (random in each
+Both sample ``k`` frames the TSN way with the decoder's own functions (random in each
 segment when training, the segment centre when testing) and return the same item::
 
     {"frames": uint8 tensor [T, H, W, 3] (or whatever ``transform`` makes of it),
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..decode import DecodeError, FrameSpec, match_to_targets, segment_targets
+from ..decode import DecodeError, FrameSpec, match_to_targets, read_frames, segment_targets
 from ..decode.sampling import Mode
 from ..errors import DatasetError
 from .annotations import Annotations
@@ -40,13 +40,13 @@ def _multi_hot(labels: tuple[int, ...], num_classes: int) -> torch.Tensor:
 
 
 class _LabelledVideos(Dataset):
-    def __init__(self, annotations: Annotations, num_segments: int, mode: Mode, transform: Transform | None, seed: int | None):
+    def __init__(self, annotations: Annotations, k: int, mode: Mode, transform: Transform | None, seed: int | None):
         if mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
         self.annotations = annotations
         self.samples = list(annotations.samples)
         self.num_classes = len(annotations.label_map)
-        self.num_segments = num_segments
+        self.k = k  # frames per item
         self.mode = mode
         self.transform = transform
         self.seed = seed
@@ -88,7 +88,9 @@ class _LabelledVideos(Dataset):
 
 
 class CachedVideoDataset(_LabelledVideos):
-    """Labelled videos whose frames come from a frame cache made by ``shortvid extract``.
+    """Labelled videos whose frames come from a frame cache made by ``shortvid extract``: ``k`` of each
+    video's cached frames, at most as many as the cache holds (``FrameCountError`` otherwise). ``spec``:
+    the ``FrameSpec`` that reads them from a video, the cache's own with ``k``.
 
     Videos missing from the cache (failed to decode, or not extracted) are left out and listed
     in ``missing`` with the cause, so training runs on what is there and says what is not.
@@ -98,13 +100,14 @@ class CachedVideoDataset(_LabelledVideos):
         self,
         annotations: Annotations,
         cache: FrameCache | str | os.PathLike,
-        num_segments: int = 3,
+        k: int = 3,
         mode: Mode = "train",
         transform: Transform | None = None,
         seed: int | None = None,
     ):
-        super().__init__(annotations, num_segments, mode, transform, seed)
+        super().__init__(annotations, k, mode, transform, seed)
         self.cache = cache if isinstance(cache, FrameCache) else FrameCache(cache)
+        self.spec = self.cache.spec_for(k)
         self.missing: dict[str, str] = {}
         kept = []
         for sample in self.samples:
@@ -124,7 +127,7 @@ class CachedVideoDataset(_LabelledVideos):
         clip = self.cache.read(self.samples[index].name)
         # Sample among the cached frames exactly as the decoder samples among keyframes.
         end = clip.start + clip.duration
-        targets = segment_targets(clip.start, end, self.num_segments, self.mode, self._rng(index), candidates=clip.times)
+        targets = segment_targets(clip.start, end, self.k, self.mode, self._rng(index), candidates=clip.times)
         picks = match_to_targets(clip.times, targets)
         item = self._item(index, clip.frames[picks], [clip.times[i] for i in picks])
         item["picks"] = torch.tensor(picks, dtype=torch.int64)
@@ -132,7 +135,7 @@ class CachedVideoDataset(_LabelledVideos):
 
 
 class RawVideoDataset(_LabelledVideos):
-    """Labelled videos decoded on the fly with ``FrameSpec.read``.
+    """Labelled videos decoded on the fly: ``read_frames`` with ``spec`` (``spec.k`` frames an item).
 
     A video that fails to decode is logged and replaced by the next one, up to ``max_failures``
     in total; past that the dataset raises, since the data is more broken than a bad file or two.
@@ -159,12 +162,13 @@ class RawVideoDataset(_LabelledVideos):
             current = (index + attempt) % len(self.samples)
             sample = self.samples[current]
             try:
-                clip = self.spec.read(sample.path, mode=self.mode, rng=self._rng(current), timeout=self.timeout)
+                clip = read_frames(sample.path, self.spec, mode=self.mode, rng=self._rng(current), timeout=self.timeout)
             except DecodeError as error:
                 self.failures[sample.name] = str(error)
                 log.warning("skipping %s", error)
                 if len(self.failures) > self.max_failures:
-                    raise DatasetError(sample.name, f"more than {self.max_failures} videos failed to decode; last: {error.cause}") from error
+                    raise DatasetError(sample.name, f"more than {self.max_failures} videos failed to decode; "
+                                                    f"last: {error.cause}") from error
                 continue
             return self._item(current, clip.frames, clip.times)
         raise DatasetError(str(self.annotations.root), "no video in the dataset could be decoded")

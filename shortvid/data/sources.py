@@ -16,7 +16,7 @@ import posixpath
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..decode.reader import is_uri
+from ..decode import is_uri
 from ..errors import DatasetError, InvalidVideoError, VideoNotFoundError
 from .annotations import VIDEO_EXTENSIONS
 
@@ -105,5 +105,6 @@ def _parquet_paths(name: str, data: bytes) -> list[str]:
 
     table = pq.read_table(io.BytesIO(data), columns=None)
     if MANIFEST_COLUMN not in table.column_names:
-        raise DatasetError(name, f"a Parquet manifest needs a {MANIFEST_COLUMN!r} column (columns: {table.column_names})")
+        raise DatasetError(name, f"a Parquet manifest needs a {MANIFEST_COLUMN!r} column "
+                                 f"(columns: {table.column_names})")
     return [str(value) for value in table.column(MANIFEST_COLUMN).to_pylist() if value]

@@ -5,7 +5,8 @@ video share a crop). Training: random resized crop, horizontal flip, colour jitt
 serving: centre crop. Built on torchvision's v2 transforms, which take a [T, C, H, W] batch and use
 the same parameters for every frame in it; on the CPU the centre crop and normalisation run in
 NumPy instead (``centre_crop``): the same floats, without waking torch's thread pool, which cost
-the serving path 4-12 ms per video after an idle gap (BENCHMARKS.md, issue 14).
+the serving path milliseconds per video after an idle gap (BENCHMARKS.md, "What makes the single
+stream fast").
 """
 
 from __future__ import annotations

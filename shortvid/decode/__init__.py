@@ -1,4 +1,10 @@
-"""Keyframe decoding: ``read_frames`` turns a video into ``k`` upright RGB frames."""
+"""Keyframe decoding: ``read_frames`` turns a video into the ``k`` upright RGB frames a ``FrameSpec`` asks for.
+
+Modules, by concept: ``options`` (``FrameSpec``, ``DecodeLimits``, ``DecoderTuning``), ``opening`` (paths,
+bytes, file objects and URIs to an open container), ``keyframes`` (the keyframe index: what the container
+says without decoding), ``sampling`` (TSN segments and matching), ``decoder`` (``read_frames``) and
+``scaling`` (swscale, output size, centre crop).
+"""
 
 from ..errors import (
     CorruptVideoError,
@@ -10,15 +16,16 @@ from ..errors import (
     VideoNotFoundError,
     VideoTooLargeError,
 )
-from .reader import (
+from .decoder import Clip, VideoInfo, read_frames
+from .opening import Source, is_uri
+from .options import (
+    DEFAULT_LIMITS,
     DEFAULT_MAX_DECODE,
     DEFAULT_TUNING,
-    Clip,
     DecodeLimits,
     DecoderTuning,
     FrameSpec,
-    VideoInfo,
-    read_frames,
+    parse_size,
 )
 from .sampling import (
     match_to_targets,
@@ -29,6 +36,7 @@ from .sampling import (
 )
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "DEFAULT_MAX_DECODE",
     "DEFAULT_TUNING",
     "Clip",
@@ -40,13 +48,16 @@ __all__ = [
     "FrameSpec",
     "InvalidVideoError",
     "NoVideoStreamError",
+    "Source",
     "UnexpectedDecodeError",
     "VideoInfo",
     "VideoNotFoundError",
     "VideoTooLargeError",
+    "is_uri",
     "match_to_targets",
     "match_within_reach",
     "near_reach",
+    "parse_size",
     "place_times",
     "read_frames",
     "segment_targets",

@@ -2,9 +2,9 @@
 
 The pure functions (numpy only) count confusions, per-class precision and recall, split the
 errors into within-group and across-group ones, and propose groups from the confusions for a
-dataset that has none. `analyze_run` classifies a split with a run, computes ``analysis.json`` and
-has ``shortvid.evaluate.report`` render it: a browsable ``report.html``, the same tables in
-``summary.md``, a confusion heatmap and thumbnails of the worst errors.
+dataset that has none. `analyze_run` classifies a split with a run (``classify_split``), computes
+``analysis.json`` and has ``shortvid.evaluate.report`` render it: a browsable ``report.html``, the same
+tables in ``summary.md``, a confusion heatmap and thumbnails of the worst errors.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.labels import LabelMap
+from ..decode import DecodeLimits
 from ..files import atomic_write
 from ..metrics import (
     as_targets,
@@ -175,36 +176,45 @@ def analyze_run(
     worst: int = 12,
     device: str = "auto",
     num_groups: int | None = None,
+    adaptive: bool = False,
+    backend: str | None = "auto",
+    precision: str | None = "fp32",
+    limits: DecodeLimits | None = None,
+    progress: bool = False,
 ) -> dict:
     """Classify a split with a run and write the bad-case report into ``out``; returns analysis.json's dict.
 
     ``limit`` keeps the first videos only; ``worst`` is how many errors get thumbnails (lowest
-    Jaccard first, then the highest score given to a wrong class). A video that fails to decode is
-    listed under ``failures``. Groups come from the label map; ``proposed_groups`` clusters the
+    Jaccard first, then the highest score given to a wrong class). A video that fails to decode, or
+    that the model fails on, is listed under ``failures`` with its typed error, and the report is
+    written from the others. Groups come from the label map; ``proposed_groups`` clusters the
     confusions into ``num_groups`` groups (default: the map's group count, else round(sqrt(C))).
+    ``adaptive``, ``backend``, ``precision`` and ``limits``: how the run classifies, as in
+    ``Classifier.load``.
     """
     from ..data.annotations import load_dataset
-    from ..errors import DecodeError
-    from ..serve.classifier import Classifier
+    from ..infer.batch import classify_split
+    from ..infer.classifier import Classifier
 
     out = Path(out)
     (out / "errors").mkdir(parents=True, exist_ok=True)
     for old in (out / "errors").glob("*.jpg"):
         old.unlink()
-    classifier = Classifier.load(run_dir, device=device)
+    classifier = Classifier.load(run_dir, device=device, adaptive=adaptive, backend=backend, precision=precision,
+                                 limits=limits)
     label_map = classifier.labels
     num_classes = len(label_map)
     annotations = load_dataset(dataset, split, labels=label_map, on_error="skip")
     samples = annotations.samples[:limit] if limit is not None else annotations.samples
 
     kept, rows, predicted, failures, errors = [], [], [], [], []
-    for sample in samples:
-        try:
-            clip = classifier.read(sample.path)
-        except DecodeError as error:
-            failures.append({"name": sample.name, "path": str(sample.path), "error": str(error)})
+    for video in classify_split(classifier, samples, progress=progress, desc="analyze"):
+        sample = video.sample
+        if video.error is not None:
+            failures.append({"name": sample.name, "path": str(sample.path), "type": type(video.error).__name__,
+                             "error": str(video.error)})
             continue
-        scores, _ = classifier.scores(clip)
+        scores = video.scores
         labels, top = classifier.decide(scores)
         ids = [label.id for label in labels]
         index = len(kept)
@@ -217,7 +227,7 @@ def analyze_run(
             wrong = np.delete(scores, list(truth))
             candidate = _Error(index, score, float(wrong.max()) if wrong.size else 0.0, None)
             if len(errors) < worst or candidate.key < errors[-1].key:
-                candidate.strip = frame_strip(clip.frames)
+                candidate.strip = frame_strip(video.clip.frames)
                 errors = sorted([*errors, candidate], key=lambda e: e.key)[:worst]
 
     scores = np.array(rows, dtype=np.float64).reshape(len(rows), num_classes)

@@ -75,7 +75,7 @@ def _summary_rows(analysis: dict) -> list[tuple[str, str]]:
     share = s["within_share"]
     return [
         ("run", analysis["run"]), ("dataset", f"{analysis['dataset']} ({analysis['split']})"),
-        ("videos", str(s["videos"])), ("classified", str(s["classified"])), ("failed to decode", str(s["failed"])),
+        ("videos", str(s["videos"])), ("classified", str(s["classified"])), ("failed", str(s["failed"])),
         ("skipped annotations", str(s["skipped_annotations"])),
         ("mean Jaccard", _fmt(s["mean_jaccard"], 4)), ("perfectly labelled", str(s["perfect"])),
         ("mAP", _fmt(s["mAP"], 4)),
@@ -113,7 +113,8 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def markdown_report(analysis: dict) -> str:
     """summary.md: the report's tables, without images."""
-    parts = ["# Bad-case analysis\n\n", markdown_table(("metric", "value"), _summary_rows(analysis)), "\n## Confusions by group\n"]
+    parts = ["# Bad-case analysis\n\n", markdown_table(("metric", "value"), _summary_rows(analysis)),
+             "\n## Confusions by group\n"]
     grouped = _group_pair_rows(analysis)
     if not grouped:
         parts.append("No confusions.\n")
@@ -129,7 +130,7 @@ def markdown_report(analysis: dict) -> str:
          ", ".join(f"{p['name']} {p['score']:.2f}" for p in w["predicted"]) or "(none)", _fmt(w["jaccard"], 2))
         for w in analysis["worst"]]))
     if analysis["failures"]:
-        parts.append("\n## Failed to decode\n\n")
+        parts.append("\n## Failed (the video, or the model on it)\n\n")
         parts += [f"- {f['name']}: {f['error']}\n" for f in analysis["failures"]]
     return "".join(parts)
 
@@ -167,7 +168,7 @@ def html_report(analysis: dict) -> str:
                      f"<b>{e(w['name'])}</b> — true: {e(true)}; predicted: {e(pred)}; Jaccard {w['jaccard']:.2f}"
                      f"<br><span class='score'>top 5: {e(top)}</span></figcaption></figure>")
     if analysis["failures"]:
-        parts.append("<h2>Failed to decode</h2><ul>")
+        parts.append("<h2>Failed (the video, or the model on it)</h2><ul>")
         parts += [f"<li>{e(f['name'])}: {e(f['error'])}</li>" for f in analysis["failures"]]
         parts.append("</ul>")
     parts.append("</body></html>\n")

@@ -1,8 +1,9 @@
 """Evaluating a run the way the competition did: every video through the serving path, timed.
 
-Each video is decoded, preprocessed and classified by ``Classifier`` exactly as in serving, so the
-accuracy and the per-stage times are the ones users will get. A video that fails to decode scores 0
-(the competition's rule) and is listed in the report.
+Each video is decoded, preprocessed and classified by ``Classifier`` exactly as in serving
+(``classify_split``), so the accuracy and the per-stage times are the ones users will get. A video that
+fails to decode, or that the model fails on, scores 0 (the competition's rule) and is listed in the
+report with its typed error.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..data.annotations import load_dataset
 from ..decode import DecodeLimits
-from ..errors import DecodeError, InferenceError
 from ..files import atomic_write
+from ..infer.batch import classify_split
+from ..infer.classifier import Classifier
 from ..metrics import evaluation_report, jaccard, timing_summary
-from ..serve.classifier import Classifier
 
 
 def evaluate_run(
@@ -33,8 +33,8 @@ def evaluate_run(
     out: str | os.PathLike | None = None,
     progress: bool = True,
     adaptive: bool = False,
-    backend: str = "auto",
-    precision: str = "fp32",
+    backend: str | None = "auto",
+    precision: str | None = "fp32",
     limits: DecodeLimits | None = None,
 ) -> dict:
     """Metrics of ``run_dir`` on ``dataset``'s ``split``; written to ``out`` (default RUN/metrics.json).
@@ -53,27 +53,18 @@ def evaluate_run(
     failures = []
     frame_counts: list[int] = []
     keyframes = np.zeros(len(samples), dtype=np.int64)  # 0: not decoded
-    for i, sample in enumerate(tqdm(samples, desc="evaluate", unit="video", disable=not progress)):
-        targets[i, list(sample.labels)] = 1
-        try:
-            clip = classifier.read(sample.path)
-            video_scores, timings = classifier.scores(clip)
-        except DecodeError as error:
+    for i, video in enumerate(classify_split(classifier, samples, progress=progress, desc="evaluate")):
+        targets[i, list(video.sample.labels)] = 1
+        if video.error is not None:
             predicted.append(())
-            failures.append(error.to_dict())
+            failures.append(video.error.to_dict())
             continue
-        except Exception as error:  # noqa: BLE001 - a video that breaks the model fails alone
-            predicted.append(())
-            failures.append(InferenceError(str(sample.path), f"the model failed: {type(error).__name__}: {error}").to_dict())
-            continue
-        frame_counts.append(len(clip.frames))
-        keyframes[i] = clip.info.keyframes
-        scores[i] = video_scores
-        labels, _ = classifier.decide(video_scores)
+        frame_counts.append(len(video.clip.frames))
+        keyframes[i] = video.clip.info.keyframes
+        scores[i] = video.scores
+        labels, _ = classifier.decide(video.scores)
         predicted.append(tuple(label.id for label in labels))
-        timings = {"decode": clip.decode_ms, **timings}
-        timings["total"] = sum(timings.values())
-        for stage, ms in timings.items():
+        for stage, ms in video.timings.items():
             stages[stage].append(ms)
     report = evaluation_report(scores, targets, predicted, classifier.labels.names)
     report.update({

@@ -271,7 +271,8 @@ def final_states(rnn: nn.RNNBase, x: Tensor, mask: Tensor | None) -> Tensor:
     _, state = rnn(packed)
     hidden = state[0] if isinstance(state, tuple) else state  # an LSTM returns (h, c)
     hidden = hidden.view(rnn.num_layers, -1, batch, rnn.hidden_size)[-1]
-    return torch.where((lengths > 0).view(1, batch, 1), hidden, torch.zeros((), dtype=hidden.dtype, device=hidden.device))
+    zero = torch.zeros((), dtype=hidden.dtype, device=hidden.device)
+    return torch.where((lengths > 0).view(1, batch, 1), hidden, zero)
 
 
 @register_aggregator("lstm")

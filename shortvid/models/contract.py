@@ -22,8 +22,8 @@ class ServableModel(Protocol):
     real; logits ``[B, num_classes]``, turned into scores by the run's score function (sigmoid or
     softmax, ``preprocess.json``). ``T`` may be any count from 1 up. Padding is invisible: the
     values of masked frames never change the logits, and in eval mode a padded video gets the
-    logits its valid frames give alone, unpadded. Used by ``serve.classifier.TorchBackend`` (padded
-    dynamic batches), ``export`` (traced without a mask), and ``serve.classifier.OnnxBackend``, which
+    logits its valid frames give alone, unpadded. Used by ``infer.backends.TorchBackend`` (padded
+    dynamic batches), ``export`` (traced without a mask), and ``infer.backends.OnnxBackend``, which
     runs a padded batch as unpadded groups and so relies on the equality.
 
     ``config``: the keyword arguments that rebuild the architecture, name included:

@@ -72,7 +72,7 @@ class FusedClassifier(nn.Module):
         super().__init__()
         if not (len(specialists) == len(specialist_scores) == len(class_ids)):
             raise ValueError("one score kind and one class list per specialist")
-        for ids, specialist in zip(class_ids, specialists):
+        for ids, specialist in zip(class_ids, specialists, strict=True):
             if len(ids) != specialist.num_classes:
                 raise ValueError(f"a specialist of {specialist.num_classes} classes was given {len(ids)} class ids")
         flat = [i for ids in class_ids for i in ids]
@@ -105,7 +105,7 @@ class FusedClassifier(nn.Module):
         """The general model's probabilities ``[B, C]`` and each specialist's ``[B, K]``."""
         general = probabilities(self.general(frames, mask).float(), self.general_scores)
         own = []
-        for index, (specialist, kind) in enumerate(zip(self.specialists, self.specialist_scores)):
+        for index, (specialist, kind) in enumerate(zip(self.specialists, self.specialist_scores, strict=True)):
             inputs = frames * getattr(self, f"scale_{index}") + getattr(self, f"shift_{index}")
             own.append(probabilities(specialist(inputs, mask).float(), kind))
         return general, own
@@ -124,8 +124,8 @@ class FusedClassifier(nn.Module):
 def renormalisation(mean: list[float], std: list[float], member_mean: list[float],
                     member_std: list[float]) -> tuple[list[float], list[float]]:
     """Scale and shift turning inputs normalised by (mean, std) into inputs normalised by the member's."""
-    scale = [s / ms for s, ms in zip(std, member_std)]
-    shift = [(m - mm) / ms for m, mm, ms in zip(mean, member_mean, member_std)]
+    scale = [s / ms for s, ms in zip(std, member_std, strict=True)]
+    shift = [(m - mm) / ms for m, mm, ms in zip(mean, member_mean, member_std, strict=True)]
     return scale, shift
 
 

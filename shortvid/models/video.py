@@ -35,7 +35,8 @@ class VideoClassifier(nn.Module):
         if aggregator.in_features != self.num_features:
             raise ValueError(f"aggregator takes {aggregator.in_features} features, backbone gives {self.num_features}")
         if classifier.in_features != aggregator.out_features:
-            raise ValueError(f"classifier takes {classifier.in_features} features, aggregator gives {aggregator.out_features}")
+            raise ValueError(f"classifier takes {classifier.in_features} features, "
+                             f"aggregator gives {aggregator.out_features}")
         self.backbone = backbone.to(memory_format=torch.channels_last)
         self.aggregator = aggregator
         self.classifier = classifier

@@ -1,7 +1,7 @@
 """The service's model thread: dynamic batching of the clips that concurrent requests decoded.
 
 One thread owns the model. It collects clips for up to ``max_wait_ms`` after the first (or until
-``max_batch``), scores them with ``shortvid.serve.batch.score_clips`` (one call; one by one if that
+``max_batch``), scores them with ``shortvid.infer.batch.score_clips`` (one call; one by one if that
 fails, so a clip that breaks the model fails only its own request) and resolves each clip's future.
 Each clip names the classifier it is for: while a new model goes live, clips of requests admitted
 before the swap are scored by the old one, and a batch never mixes the two.
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..decode import Clip
-from .batch import ClipFailure, score_clips
-from .classifier import Classifier
+from ..infer.batch import ClipFailure, score_clips
+from ..infer.classifier import Classifier
 from .metrics import Metrics
 
 log = logging.getLogger("shortvid.serve")
@@ -62,7 +62,8 @@ class Batcher:
 
     def run(self) -> None:
         """Batch on the calling thread until ``stop()``: ``serve()`` gives the model the main thread,
-        where PyTorch CPU calls ran up to 2x faster than from a secondary thread (BENCHMARKS.md)."""
+        where PyTorch CPU calls ran faster than from a secondary thread (docs/benchmark-history.md,
+        "Service under load (issue 5)")."""
         self._run()
 
     def stop(self) -> None:
@@ -107,7 +108,7 @@ class Batcher:
             try:
                 if batch:
                     self._classify(batch)
-            except Exception as error:  # noqa: BLE001 - the model thread must outlive any one batch
+            except Exception as error:  # the model thread must outlive any one batch
                 log.exception("the model thread failed on a batch")
                 for job in batch:
                     if not job.future.done():

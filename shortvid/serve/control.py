@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import ShortvidError
+from ..infer.classifier import Classifier
 from ..run import RunDir
-from .classifier import Classifier
 
 log = logging.getLogger("shortvid.serve")
 

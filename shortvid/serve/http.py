@@ -40,10 +40,10 @@ from starlette.requests import ClientDisconnect
 
 from ..decode import DecodeLimits
 from ..errors import DecodeError, DecodeTimeoutError, ShortvidError
+from ..infer.classifier import Classifier, Prediction
 from ..machine import memory_bytes
 from .admission import Admission, Refusal
 from .batcher import Batcher
-from .classifier import Classifier, Prediction
 from .control import ModelSlot, ReloadInProgress, ServedModel
 from .metrics import Metrics
 from .requests import (
@@ -133,7 +133,8 @@ class Service:
         # A new model inherits the capacity estimate, which follows its speed within the window:
         # measuring from nothing would refuse requests on the first answers' noise (bench/reload.py).
         self.models = ModelSlot(classifier, self.warm)
-        self.pool = ThreadPoolExecutor(max_workers=max(1, settings.decode_workers), thread_name_prefix="shortvid-decode")
+        self.pool = ThreadPoolExecutor(max_workers=max(1, settings.decode_workers),
+                                       thread_name_prefix="shortvid-decode")
         self.root = Path(settings.allow_root).resolve(strict=True) if settings.allow_root else None
         self.ready = threading.Event()
         self.warmup_error: str | None = None
@@ -250,7 +251,7 @@ class Service:
             classifier = self.classifier
             log.info("warm-up done; ready (model %s, backend %s, %s, on %s)", self.models.current.id,
                      classifier.backend.name, classifier.backend.precision, classifier.device)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             self.warmup_error = f"{type(error).__name__}: {error}"
             log.exception("warm-up failed")
 
@@ -331,7 +332,7 @@ def create_app(classifier: Classifier, settings: ServeSettings | None = None) ->
         except DecodeError as error:
             status = 422
             return problem(error, status, request_id, headers)
-        except Exception as error:  # noqa: BLE001 - one request's crash is its own 500
+        except Exception as error:  # one request's crash is its own 500
             log.exception("request %s failed", request_id)
             status = 500
             return problem(HTTPProblem(500, type(error).__name__, str(error) or type(error).__name__), status,

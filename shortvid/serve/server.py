@@ -42,7 +42,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .classifier import Classifier
+from ..infer.classifier import Classifier
 from .http import ServeSettings, create_app
 
 log = logging.getLogger("shortvid.serve")

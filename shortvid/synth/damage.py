@@ -96,7 +96,7 @@ def serialise_boxes(boxes: list[Box]) -> bytes:
     data grew or shrank."""
     out = [box.serialise() for box in boxes]
     positions, where = [], 0
-    for box, raw in zip(boxes, out):
+    for raw in out:
         positions.append(where)
         where += len(raw)
     media = [(box, positions[i]) for i, box in enumerate(boxes) if box.kind == b"mdat"]

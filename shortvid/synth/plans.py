@@ -329,7 +329,7 @@ def plan_video(rng: np.random.Generator, labels: Sequence[int], classes: Sequenc
     if not together and 1 < len(labels) <= len(content):
         shortest_first = sorted(content, key=lambda index: spans[index][2] - spans[index][1])
         shown = {index: labels[:1] for index in content}
-        for index, label in zip(shortest_first, rng.permutation(labels[1:])):
+        for index, label in zip(shortest_first, rng.permutation(labels[1:]), strict=False):
             shown[index] = (int(label),)
     aspect = height / width
     shots: list[Shot] = []

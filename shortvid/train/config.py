@@ -4,7 +4,8 @@
 
 ``--config`` takes a YAML file or the name of a shipped config (``shortvid/configs/NAME.yaml``): an
 existing file wins, else the shipped name; anything else (a folder named ``tiny``, say) is an error.
-Unknown keys are errors, so a typo never silently trains the wrong thing.
+Unknown keys are errors, so a typo never silently trains the wrong thing. Keys renamed since (``RENAMED``)
+are read under their old names too, so older YAML files and runs' ``config.yaml`` still load.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     cache: str | None = None  # a frame cache made by `shortvid extract`; None: decode videos on the fly
-    num_segments: int = 3  # frames per video (TSN segments)
+    k: int = 3  # frames per video (TSN segments), a FrameSpec's k: at most the frame cache's (`extract --k`)
     resize: int | list[int] = 256  # short side the frames are decoded to, or [height, width] (must match the cache)
     input_size: int = 224  # crop fed to the network
     batch_size: int = 16
@@ -77,7 +78,7 @@ class DistillConfig:
     # training video (needs data.cache) and keep its features as float16 in RUN/teacher_features.npy
     # (reused on --resume); each batch then runs only the teacher's heads on the features of the
     # frames the student got. Teacher backbone passes: once per cached frame instead of
-    # epochs x videos x num_segments. The teacher sees the centre crop of each frame: with
+    # epochs x videos x data.k. The teacher sees the centre crop of each frame: with
     # data.augment=false that is the student's view (same targets up to float16 rounding); with
     # augmentation the student sees a random view and the teacher the clean one ("teacher on the
     # clean view" distillation, not the uncached per-view targets).
@@ -103,6 +104,43 @@ class TrainConfig:
         """``data.resize`` as the decoder's FrameSpec takes it."""
         resize = self.data.resize
         return tuple(resize) if isinstance(resize, (list, tuple)) else int(resize)
+
+
+# Keys renamed since configs were first written: (section, old name) -> new name. Old YAML files, the
+# config.yaml of runs made before, and overrides given the old way all read as the new name.
+RENAMED: dict[tuple[type, str], str] = {(DataConfig, "num_segments"): "k"}
+
+
+def _current_names(cls, values, where: str):
+    """``values`` (a section of ``cls``, as YAML gives it) with old key names renamed (``RENAMED``), in its
+    subsections too; a key given under both names is an error."""
+    if not isinstance(values, dict):
+        return values
+    current: dict = {}
+    for key, value in values.items():
+        name = RENAMED.get((cls, key), key)
+        if name in current:
+            old = [old for (section, old), new in RENAMED.items() if section is cls and new == name]
+            raise ConfigError(where, f"{name} is given twice, once under its old name {old[0]}: keep {name}")
+        current[name] = _current_names(_section(cls, name), value, where)
+    return current
+
+
+def _current_path(cls, parts: list[str]) -> list[str]:
+    """An override's dotted key (``["data", "num_segments"]``) under the current names (``["data", "k"]``)."""
+    current = []
+    for part in parts:
+        current.append(RENAMED.get((cls, part), part))
+        cls = _section(cls, current[-1])
+    return current
+
+
+def _section(cls, name: str) -> type | None:
+    """The config class of section ``name`` of ``cls`` (``DataConfig`` for ``data``); None for a value."""
+    if not dataclasses.is_dataclass(cls) or name not in {f.name for f in dataclasses.fields(cls)}:
+        return None
+    default = getattr(cls(), name)
+    return type(default) if dataclasses.is_dataclass(default) else None
 
 
 def _build(cls, values: dict, where: str):
@@ -157,12 +195,13 @@ def load_config(source: str | Path | None = None, overrides: Sequence[str] = (),
             values = yaml.safe_load(text) or {}
         except yaml.YAMLError as error:
             raise ConfigError(where, f"invalid YAML: {error}") from None
+        values = _current_names(schema, values, where)
     for override in overrides:
         key, sep, raw = override.partition("=")
         if not sep or not key:
             raise ConfigError(override, "overrides look like key.sub=value")
         target = values
-        parts = key.split(".")
+        parts = _current_path(schema, key.split("."))
         for part in parts[:-1]:
             target = target.setdefault(part, {})
             if not isinstance(target, dict):

@@ -4,9 +4,9 @@
 
 Specialists' classes are matched to the general model's by name (a specialist numbers its group's
 classes 0..K-1). Every fusion rule of :mod:`shortvid.models.fusion` is scored on the validation
-videos, decoded once through the serving path; the best rule and a decision policy fitted to its
-scores are saved with the weights of all members, and ``fusion.json`` reports general vs fused,
-overall and per group.
+videos, each decoded once and scored by every member through the serving path (``classify_split``);
+the best rule and a decision policy fitted to its scores are saved with the weights of all members,
+and ``fusion.json`` reports general vs fused, overall and per group.
 
 ``shortvid adaptive``: runs trained on 1, 2, 3... frames in one run that hands each video to the
 member trained on as many frames as the video has keyframes (see :mod:`shortvid.models.adaptive`).
@@ -22,13 +22,13 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..data.annotations import load_dataset
 from ..data.labels import UnknownLabelError
-from ..errors import DecodeError
+from ..decode import Clip, DecodeLimits
 from ..files import atomic_write
-from ..machine import resolve_device
+from ..infer.batch import classify_split
+from ..infer.classifier import Classifier
 from ..metrics import jaccard, mean_ap, top_k_hit
 from ..models import FUSION_RULES, FusedClassifier, create_model
 from ..models.adaptive import FrameCountSwitch
@@ -48,7 +48,8 @@ def _members(general: RunDir, specialists: Sequence[RunDir]) -> tuple[dict, list
         own = run.preprocess()
         if own.frames != preprocess.frames or own.input_size != preprocess.input_size:
             raise RunError(str(run.root), f"reads frames as {own.frames} at {own.input_size} px, but the general run "
-                                          f"as {preprocess.frames} at {preprocess.input_size} px; fused models share their frames")
+                                          f"as {preprocess.frames} at {preprocess.input_size} px; fused models share "
+                                          f"their frames")
         try:
             classes = [labels.id(name) for name in run.label_map().names]
         except UnknownLabelError as error:
@@ -71,10 +72,14 @@ def _summary(scores: np.ndarray, targets: np.ndarray) -> dict:
 
 def fuse_runs(general_run: str | os.PathLike, specialist_runs: Sequence[str | os.PathLike], out: str | os.PathLike,
               *, dataset: str | os.PathLike | None = None, split: str = "val", rules: Sequence[str] = FUSION_RULES,
-              device: str = "auto", progress: bool = True) -> dict:
+              device: str = "auto", progress: bool = True, backend: str | None = "auto", precision: str | None = "fp32",
+              limits: DecodeLimits | None = None) -> dict:
     """Fuse the runs into ``out`` with the best of ``rules`` on ``dataset``'s ``split``; returns the report.
 
-    ``dataset`` defaults to the general run's training dataset.
+    ``dataset`` defaults to the general run's training dataset. Each video is decoded once
+    (``classify_split`` with the general run's classifier, within ``limits``) and scored by every member
+    run's own classifier (``backend``, ``precision`` and ``device`` as in ``Classifier.load``); a video
+    that fails is counted in ``failed`` and left out.
     """
     if not specialist_runs:
         raise RunError(str(general_run), "no specialist runs to fuse")
@@ -86,39 +91,42 @@ def fuse_runs(general_run: str | os.PathLike, specialist_runs: Sequence[str | os
     specialists = [RunDir(run) for run in specialist_runs]
     general_member, members = _members(general, specialists)
     labels, preprocess = general.label_map(), general.preprocess()
-    torch_device = resolve_device(device)
     model: FusedClassifier = create_model("fused", num_classes=len(labels), general=general_member,
                                           specialists=members, rule=rules[0])
-    model.general.load_state_dict(general.load_model("best", torch_device).state_dict())
-    for slot, run in zip(model.specialists, specialists):
-        slot.load_state_dict(run.load_model("best", torch_device).state_dict())
-    model.to(torch_device).eval()
+    model.general.load_state_dict(general.load_model("best").state_dict())
+    for slot, run in zip(model.specialists, specialists, strict=True):
+        slot.load_state_dict(run.load_model("best").state_dict())
+    model.eval()
+
+    # Each member scores the frames as its own run does: the same as the fused model's parts, whose
+    # re-normalisation turns the general run's inputs into each specialist's.
+    load = {"device": device, "backend": backend, "precision": precision, "limits": limits, "spin": True}
+    scorers = [Classifier.load(run.root, **load) for run in (general, *specialists)]
+
+    def member_scores(clip: Clip) -> tuple[np.ndarray, dict[str, float]]:
+        parts = [scorer.scores(clip) for scorer in scorers]
+        timings = {stage: sum(part[1][stage] for part in parts) for stage in parts[0][1]}
+        return np.concatenate([part[0] for part in parts]), timings
 
     annotations = load_dataset(dataset, split, labels=labels, on_error="skip")
-    transform = preprocess.transform()
-    general_scores, specialist_scores, targets, failed = [], [[] for _ in members], [], []
-    with torch.inference_mode():
-        for sample in tqdm(annotations.samples, desc="fuse", unit="video", disable=not progress):
-            try:
-                clip = preprocess.frames.read(sample.path, mode="test", timeout=30.0)
-            except DecodeError as error:
-                failed.append(error.to_dict())
-                continue
-            frames = transform(torch.from_numpy(clip.frames).to(torch_device), "test").unsqueeze(0)
-            scores, own = model.parts(frames)
-            general_scores.append(scores)
-            for collected, part in zip(specialist_scores, own):
-                collected.append(part)
-            target = np.zeros(len(labels), dtype=np.int8)
-            target[list(sample.labels)] = 1
-            targets.append(target)
+    rows, targets, failed = [], [], []
+    for video in classify_split(scorers[0], annotations.samples, score=member_scores, progress=progress,
+                                desc="fuse"):
+        if video.error is not None:
+            failed.append(video.error.to_dict())
+            continue
+        rows.append(video.scores)
+        target = np.zeros(len(labels), dtype=np.int8)
+        target[list(video.sample.labels)] = 1
+        targets.append(target)
     if not targets:
-        raise RunError(str(dataset), f"no {split} video could be decoded to choose a fusion rule")
-    p = torch.cat(general_scores)
-    qs = [torch.cat(collected) for collected in specialist_scores]
+        raise RunError(str(dataset), f"no {split} video could be classified to choose a fusion rule")
+    widths = [len(labels), *(len(member["classes"]) for member in members)]
+    p, *qs = (torch.from_numpy(np.ascontiguousarray(part))
+              for part in np.split(np.stack(rows), np.cumsum(widths)[:-1], axis=1))
     y = np.stack(targets)
 
-    report = {"general": _summary(p.cpu().numpy(), y), "rules": {}, "videos": len(y), "failed": len(failed),
+    report = {"general": _summary(p.numpy(), y), "rules": {}, "videos": len(y), "failed": len(failed),
               "dataset": str(dataset), "split": split}
     fused = {}
     for rule in rules:
@@ -126,7 +134,7 @@ def fuse_runs(general_run: str | os.PathLike, specialist_runs: Sequence[str | os
         report["rules"][rule] = _summary(fused[rule], y)
     best = max(rules, key=lambda rule: report["rules"][rule]["mean_jaccard"])
     report["rule"] = best
-    report["groups"] = _per_group(labels, members, p.cpu().numpy(), fused[best], y,
+    report["groups"] = _per_group(labels, members, p.numpy(), fused[best], y,
                                   DecisionPolicy.from_dict(report["general"]["policy"]),
                                   DecisionPolicy.from_dict(report["rules"][best]["policy"]))
 
@@ -134,7 +142,7 @@ def fuse_runs(general_run: str | os.PathLike, specialist_runs: Sequence[str | os
     model.config["rule"] = best
     run = RunDir(out)
     fused_preprocess = Preprocess(preprocess.frames, preprocess.input_size, "sigmoid", preprocess.mean, preprocess.std)
-    run.write_inference(model.cpu(), labels, fused_preprocess, report["rules"][best]["policy"])
+    run.write_inference(model, labels, fused_preprocess, report["rules"][best]["policy"])
     report["members"] = {"general": str(general.root), "specialists": [str(s.root) for s in specialists]}
     atomic_write(Path(out) / "fusion.json", json.dumps(report, indent=2) + "\n")
     return report
@@ -177,9 +185,10 @@ def adaptive_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike) -> 
             reference_pre.std, reference_pre.scores)
         if not same or run.label_map().names != labels.names:
             raise RunError(str(run.root), f"does not read, normalise or label videos as {reference.root} does")
-    model = FrameCountSwitch({count: run.load_model() for count, run in zip(counts, members)})
+    model = FrameCountSwitch({count: run.load_model() for count, run in zip(counts, members, strict=True)})
     model.config = {"name": "by_frame_count", "num_classes": len(labels),
-                    "members": {str(count): run.load_checkpoint()["model_config"] for count, run in zip(counts, members)}}
+                    "members": {str(count): run.load_checkpoint()["model_config"]
+                                for count, run in zip(counts, members, strict=True)}}
     frames = dataclasses.replace(reference_pre.frames, fill="none")
     RunDir(out).write_inference(model, labels, dataclasses.replace(reference_pre, frames=frames), reference.policy())
-    return {"run": str(out), "members": {str(count): str(run.root) for count, run in zip(counts, members)}}
+    return {"run": str(out), "members": {str(count): str(run.root) for count, run in zip(counts, members, strict=True)}}

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from ..data.annotations import Annotations, load_dataset
-from ..errors import DatasetError, DecodeError
+from ..decode import DecodeLimits
+from ..errors import DatasetError
 from ..metrics import jaccard, predicted_matrix
 from .config import load_config
 from .ranks import process_group
@@ -19,35 +20,36 @@ from .trainer import train
 
 
 def mine_hard_set(run_dir: str | os.PathLike, dataset: str | os.PathLike, *, split: str = "train",
-                  margin: float | None = None, name: str = "hard", device: str = "auto",
-                  progress: bool = True) -> dict:
+                  margin: float | None = None, name: str = "hard", device: str = "auto", progress: bool = True,
+                  backend: str | None = "auto", precision: str | None = "fp32",
+                  limits: DecodeLimits | None = None) -> dict:
     """Write ``DATASET/<name>.txt``: the ``split`` videos the run gets wrong under its decision policy
     (Jaccard below 1), or, with ``margin``, whose lowest true-label score beats the highest wrong
     one by less than ``margin``. The file reads as a split of the same dataset (same names, so the
-    same frame cache serves it)."""
-    from tqdm import tqdm
-
-    from ..serve.classifier import Classifier
+    same frame cache serves it). ``backend``, ``precision`` and ``limits``: how the run classifies, as
+    in ``Classifier.load``. A video that fails (to decode, or in the model) is counted in ``failed``,
+    its typed errors in ``failures``, and left out."""
+    from ..infer.batch import classify_split
+    from ..infer.classifier import Classifier
 
     root = Path(dataset)
     if not (root.is_dir() and (root / f"{split}.txt").is_file()):
-        raise DatasetError(str(root), f"hard-set mining writes a split beside {split}.txt: give an AI Challenger folder")
-    classifier = Classifier.load(run_dir, device=device)
+        raise DatasetError(str(root), f"hard-set mining writes a split beside {split}.txt: give an AI Challenger "
+                                      f"folder")
+    classifier = Classifier.load(run_dir, device=device, backend=backend, precision=precision, limits=limits,
+                                 spin=True)  # one video at a time
     annotations = load_dataset(root, split, labels=classifier.labels, on_error="skip")
-    hard, skipped = [], 0
-    for sample in tqdm(annotations.samples, desc="mine", unit="video", disable=not progress):
-        try:
-            scores, _ = classifier.scores(classifier.read(sample.path))
-        except DecodeError:
-            skipped += 1
-            continue
-        if is_hard(scores, sample.labels, classifier.decide(scores)[0], margin):
-            hard.append(sample)
+    hard, failures = [], []
+    for video in classify_split(classifier, annotations.samples, progress=progress, desc="mine"):
+        if video.error is not None:
+            failures.append(video.error.to_dict())
+        elif is_hard(video.scores, video.sample.labels, classifier.decide(video.scores)[0], margin):
+            hard.append(video.sample)
     if not hard:
         raise DatasetError(str(root), f"the run gets every {split} video right: no hard set")
     Annotations(hard, classifier.labels, annotations.root).write_aichallenger(root / f"{name}.txt", write_labels=False)
     return {"split": name, "file": str(root / f"{name}.txt"), "videos": len(annotations.samples),
-            "hard": len(hard), "undecodable": skipped}
+            "hard": len(hard), "failed": len(failures), "failures": failures[:100]}
 
 
 def is_hard(scores: np.ndarray, truth: tuple[int, ...], decided, margin: float | None) -> bool:
@@ -109,7 +111,8 @@ def finetune(run_dir: str | os.PathLike, out: str | os.PathLike, *, hard: str = 
                   f"optim.lr={lr}", "optim.warmup_epochs=0", "model.pretrained=false", "model.checkpoint_path=null",
                   *overrides]
         frozen = load_config(Path(run_dir) / "config.yaml", [*common, f"out={out / 'frozen'}",
-                                                            f"model.init_from={run_dir}", f"model.freeze_stages={stages}"])
+                                                            f"model.init_from={run_dir}",
+                                                            f"model.freeze_stages={stages}"])
         first = train(frozen)
         full = load_config(Path(run_dir) / "config.yaml", [*common, f"out={out / 'full'}",
                                                           f"model.init_from={out / 'frozen'}", "model.freeze_stages=0"])

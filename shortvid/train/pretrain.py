@@ -28,6 +28,7 @@ from ..models.aggregators import MeanAggregator
 from ..models.classifiers import LinearClassifier
 from ..run import RunDir
 from .config import ConfigError, TrainConfig
+from .ranks import Ranks
 from .trainer import train
 
 BACKBONE_FILE = "backbone.pth"
@@ -37,9 +38,9 @@ def pretrain_supervised(config: TrainConfig, *, resume: bool = False) -> dict:
     """Train ``config`` as a one-frame image classifier and export ``RUN/backbone.pth``; returns what
     ``pretrain.json`` records (the backbone, its classes, the file, the last epoch's metrics)."""
     backbone = _image_model_name(config)
-    config.data.num_segments = 1
+    config.data.k = 1
     record = train(config, resume=resume)
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not Ranks.from_environment().main:  # under torchrun, rank 0 alone exports
         return record
     path = export_backbone(config.out)
     summary = {"method": "supervised", "backbone": backbone, "classes": len(RunDir(config.out).label_map()),

@@ -1,6 +1,7 @@
-"""The processes of a torchrun job: which one this is (``Ranks``), and the process group they share
-(``process_group``). One process started without torchrun is rank 0 of 1, and every collective is a
-no-op, so the trainer has one code path (docs/scaling.md)."""
+"""The processes of a torchrun job: which one this is (``Ranks``), what they do together (collectives,
+the DistributedDataParallel wrap), and the process group they share (``process_group``). One process
+started without torchrun is rank 0 of 1, and every collective is a no-op, so the training loop has
+one code path (docs/scaling.md)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from ..machine import resolve_device
 from .config import ConfigError
@@ -46,7 +48,8 @@ class Ranks:
         missing = [name for name in TORCHRUN_VARIABLES if not environ.get(name)]
         if missing:
             raise ConfigError("environment", f"WORLD_SIZE is set but {', '.join(missing)} not: start several "
-                                             "processes with torchrun (`torchrun --nproc-per-node N -m shortvid train ...`)")
+                                             "processes with torchrun "
+                                             "(`torchrun --nproc-per-node N -m shortvid train ...`)")
         ranks = cls(int(environ["RANK"]), int(environ["WORLD_SIZE"]), int(environ["LOCAL_RANK"]), True)
         if not 0 <= ranks.rank < ranks.world_size:
             raise ConfigError("environment", f"RANK {ranks.rank} is not below WORLD_SIZE {ranks.world_size}")
@@ -67,7 +70,8 @@ class Ranks:
             count = torch.cuda.device_count()
             if self.local_rank >= count:
                 raise ConfigError("device", f"process {self.local_rank} on this machine has no GPU of its own "
-                                            f"({count} GPUs): start at most {count} processes per machine, or device=cpu")
+                                            f"({count} GPUs): start at most {count} processes per machine, "
+                                            "or device=cpu")
             return torch.device("cuda", self.local_rank)
         if name.startswith("cuda:"):
             raise ConfigError("device", f"{name} would put every process on one GPU: give device=cuda "
@@ -93,6 +97,16 @@ class Ranks:
         values: list[Any] = [None] * self.world_size
         dist.all_gather_object(values, value)
         return values
+
+    def wrap(self, module: torch.nn.Module, device: torch.device, *,
+             find_unused_parameters: bool = False) -> torch.nn.Module:
+        """``module`` as the ranks train it: under torchrun, DistributedDataParallel (gradients averaged
+        over the ranks in the backward pass; ``find_unused_parameters`` when some parameters get no
+        gradient), else ``module`` itself. Only its ``forward`` synchronises: call the wrapper."""
+        if not self.distributed:
+            return module
+        return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
+                                       find_unused_parameters=find_unused_parameters)
 
     def main_first(self, make: Callable[[bool], T]) -> T:
         """``make(True)`` on rank 0, then, once it is done, ``make(False)`` on the others: for what rank

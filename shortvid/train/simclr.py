@@ -44,10 +44,11 @@ Adapted to a 2-core CPU and small frames:
 - one process (one CPU or GPU): no torchrun/DDP, hence no cross-device negatives or global BN
   across devices.
 
-Seeded and resumable like the trainer: the epoch's order from (seed, epoch) (``EpochSampler``),
-each video's frame pair and augmentation from (seed, epoch, index); ``checkpoints/last.pt`` (atomic)
-holds model, optimiser, scheduler, scaler, RNG, epoch and step, written at every epoch end (and
-every ``checkpoint_every`` steps), so ``resume=True`` continues where a killed run stopped.
+Seeded and resumable through the trainer's loop (``shortvid.train.loop.TrainLoop``): the epoch's
+order from (seed, epoch) (``EpochSampler``), each video's frame pair and augmentation from (seed,
+epoch, index); ``checkpoints/last.pt`` (atomic) holds model, optimiser, scheduler, scaler, RNG, epoch,
+step and the epoch's losses so far, written at every epoch end (and every ``checkpoint_every``
+steps), so ``resume=True`` continues where a killed run stopped.
 
 The output folder: ``config.yaml``, ``metrics.jsonl`` (one line per epoch), ``checkpoints/last.pt``,
 and at the end ``backbone.pth`` (the backbone's state dict, keys exactly as
@@ -60,7 +61,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
@@ -71,19 +71,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
-from tqdm import tqdm
 
 from ..data.annotations import load_dataset
 from ..data.cache import CachedClip, FrameCache
 from ..data.transforms import VideoTransform
 from ..errors import DatasetError
 from ..files import atomic_path, atomic_write
-from ..machine import resolve_device
 from ..models.backbones import create_backbone, feature_dim
-from ..run import RunDir
-from .config import ConfigError, save_config
+from .config import ConfigError
+from .loop import EpochSampler, TrainLoop
 from .pretrain import BACKBONE_FILE
-from .trainer import EpochSampler, optimizer_step, rng_state, warmup_cosine
 
 log = logging.getLogger("shortvid.train.simclr")
 
@@ -192,7 +189,8 @@ class SimCLRAugment:
         steps: list = [v2.RandomResizedCrop(size, scale=tuple(config.crop_scale), ratio=(3 / 4, 4 / 3), antialias=True),
                        v2.RandomHorizontalFlip(config.flip)]
         if s > 0 and config.color_p > 0:
-            steps.append(v2.RandomApply([v2.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, min(0.2 * s, 0.5))], p=config.color_p))
+            jitter = v2.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, min(0.2 * s, 0.5))
+            steps.append(v2.RandomApply([jitter], p=config.color_p))
         if config.grayscale_p > 0:
             steps.append(v2.RandomGrayscale(config.grayscale_p))
         self.blur_kernel = max(3, int(0.1 * size) // 2 * 2 + 1)  # 10% of the side, odd (23 at 224, as the paper's code)
@@ -291,45 +289,16 @@ def build_simclr_model(config: SimCLRModelConfig) -> SimCLRModel:
 
 # -- training ----------------------------------------------------------------------------------------
 
-def _optimizer(model: nn.Module, config: SimCLROptimConfig) -> torch.optim.Optimizer:
-    if config.name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    if config.name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay, nesterov=True)
-    raise ConfigError("optim.name", f"unknown optimiser {config.name!r} (adamw, sgd)")
-
-
-@dataclass
-class _State:
-    epoch: int = 0
-    step: int = 0  # batches done in this epoch
-    global_step: int = 0
-    epoch_losses: list[float] = field(default_factory=list)  # this epoch's so far (a resumed epoch reports them all)
-    last_loss: float | None = None
-
-
 def pretrain_simclr(config: SimCLRConfig, *, resume: bool = False) -> dict:
     """Pretrain ``config.model.backbone`` with SimCLR on the videos of ``config.data.cache`` into the
     folder ``config.out``; returns what ``pretrain.json`` holds.
 
     ``resume``: continue from ``out/checkpoints/last.pt`` (same semantics as ``train``: a folder
     with a checkpoint is never overwritten without it; one without a checkpoint starts over)."""
-    out = RunDir(config.out)
-    if resume and not out.last.exists():
-        out.require(out.config, "checkpoint or config to resume from")
-        log.warning("%s has no checkpoint (stopped before its first was written): starting it from scratch", out.root)
-        out.keep_metrics_before(0)
-        resume = False
-    elif out.last.exists() and not resume:
-        raise ConfigError(config.out, "already holds a pretraining run: resume it, or choose another out=")
-    out.root.mkdir(parents=True, exist_ok=True)
     if not config.data.cache:
         raise ConfigError("data.cache", "SimCLR pretrains from a frame cache (data.cache=PATH; `shortvid extract`)")
-    torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
-    amp = config.optim.amp and device.type == "cuda"
-
+    loop = TrainLoop(config, resume=resume)  # one process: no torchrun (see the module's docstring)
+    device = loop.device
     cache = FrameCache(config.data.cache)
     names = pretraining_videos(config, cache)
     if len(names) < 2:
@@ -338,80 +307,33 @@ def pretrain_simclr(config: SimCLRConfig, *, resume: bool = False) -> dict:
     normalise = timm.data.resolve_model_data_config(model.backbone)
     augment = SimCLRAugment(config.data.input_size, config.augment, mean=normalise["mean"], std=normalise["std"])
     videos = SimCLRVideos(cache, names, augment, seed=config.seed)
-    sampler = EpochSampler(len(videos), config.seed)
     batch_size = config.data.batch_size
-    loader = DataLoader(videos, batch_size=batch_size, sampler=sampler, num_workers=config.data.workers,
-                        pin_memory=device.type == "cuda", drop_last=len(videos) > batch_size)
-    optimizer = _optimizer(model, config.optim)
-    steps_per_epoch = len(loader)
-    scheduler = warmup_cosine(optimizer, int(config.optim.warmup_epochs * steps_per_epoch),
-                              steps_per_epoch * config.optim.epochs)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
-    state = _State()
+    loader = DataLoader(videos, batch_size=batch_size, sampler=EpochSampler(len(videos), config.seed),
+                        num_workers=config.data.workers, pin_memory=device.type == "cuda",
+                        drop_last=len(videos) > batch_size)
+    loop.prepare(model, loader, checkpoint={"method": METHOD})
 
-    if resume:
-        checkpoint = out.load_checkpoint(out.last, map_location=device)
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        state = _State(**checkpoint["state"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        if device.type == "cuda" and checkpoint["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], device)
-        out.keep_metrics_before(state.epoch)
-    else:
-        save_config(config, out.config)
+    def step(batch: dict) -> tuple[torch.Tensor, dict]:
+        views = batch["views"].to(device, non_blocking=True)  # [B, 2, 3, S, S]
+        with loop.autocast():
+            # Both views in one pass: batch norm normalises over all 2B (the paper's global BN).
+            z = model(torch.cat([views[:, 0], views[:, 1]]))
+        return nt_xent_loss(*z.float().chunk(2), config.optim.temperature), {}
 
-    def save_last() -> None:
-        out.save_checkpoint({
-            "method": METHOD, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "state": dataclasses.asdict(state),
-            "rng": rng_state(device), "config": config.to_dict(),
-        }, out.last)
+    loop.fit(step, name="simclr", loss_name="loss",
+             describe=lambda record: f"simclr epoch {record['epoch'] + 1}: loss {record['loss']:.4f}")
 
-    while state.epoch < config.optim.epochs:
-        epoch_started = time.perf_counter()
-        videos.set_epoch(state.epoch)
-        sampler.set_epoch(state.epoch, start=state.step * batch_size)
-        model.train()
-        losses = state.epoch_losses
-        bar = tqdm(loader, desc=f"simclr {state.epoch + 1}/{config.optim.epochs}", unit="batch", initial=state.step,
-                   total=steps_per_epoch, disable=not config.progress, leave=False)
-        for batch in bar:
-            views = batch["views"].to(device, non_blocking=True)  # [B, 2, 3, S, S]
-            with torch.autocast(device.type, enabled=amp):
-                # Both views in one pass: batch norm normalises over all 2B (the paper's global BN).
-                z = model(torch.cat([views[:, 0], views[:, 1]]))
-            loss = nt_xent_loss(*z.float().chunk(2), config.optim.temperature)
-            optimizer_step(loss, model, optimizer, scaler, scheduler, config.optim.grad_clip)
-            losses.append(loss.item())
-            state.step += 1
-            state.global_step += 1
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            if config.checkpoint_every and state.global_step % config.checkpoint_every == 0:
-                save_last()
-        record = {"epoch": state.epoch, "loss": float(np.mean(losses)) if losses else None,
-                  "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - epoch_started, 2)}
-        state.epoch += 1
-        state.step = 0
-        state.epoch_losses = []
-        state.last_loss = record["loss"]
-        out.append_metrics(record)
-        save_last()
-        if config.progress:
-            print(f"simclr epoch {record['epoch'] + 1}: loss {record['loss']:.4f}", flush=True)
-
-    metrics = out.read_metrics()
-    with atomic_path(out.root / BACKBONE_FILE) as temporary:
+    metrics = loop.run.read_metrics()
+    with atomic_path(loop.run.root / BACKBONE_FILE) as temporary:
         torch.save({key: value.cpu() for key, value in model.backbone.state_dict().items()}, temporary)
     summary = {
-        "method": METHOD, "backbone": config.model.backbone, "epochs": state.epoch, "final_loss": state.last_loss,
+        "method": METHOD, "backbone": config.model.backbone, "epochs": loop.state.epoch,
+        "final_loss": metrics[-1]["loss"] if metrics else None,
         "videos": len(videos), "batch_size": batch_size, "input_size": config.data.input_size,
         "temperature": config.optim.temperature, "projection_dim": config.model.projection_dim,
         "feature_dim": feature_dim(model.backbone), "mean": list(normalise["mean"]), "std": list(normalise["std"]),
         "cache": str(config.data.cache), "losses": [r["loss"] for r in metrics],
         "seconds": round(sum(r["seconds"] for r in metrics), 2),  # training epochs, all calls together
     }
-    atomic_write(out.root / "pretrain.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write(loop.run.root / "pretrain.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -38,7 +38,8 @@ class Teacher:
                  compute_features: bool = True):
         if config.distill.cache and not (config.data.cache and isinstance(train_set, CachedVideoDataset)):
             raise ConfigError("data.cache", "distill.cache=true computes the teacher's features once over the frame "
-                                            "cache: give data.cache=CACHE (made by `shortvid extract`), or set distill.cache=false")
+                                            "cache: give data.cache=CACHE (made by `shortvid extract`), "
+                                            "or set distill.cache=false")
         teacher_run = RunDir(run_dir)
         self.model = teacher_run.load_model("best", device)
         for parameter in self.model.parameters():
@@ -54,7 +55,8 @@ class Teacher:
         preprocess = teacher_run.preprocess()
         shape = (1, 1, 3, 1, 1)
         self.scale = (torch.tensor(std) / torch.tensor(preprocess.std)).view(shape).to(device)
-        self.shift = ((torch.tensor(mean) - torch.tensor(preprocess.mean)) / torch.tensor(preprocess.std)).view(shape).to(device)
+        shift = (torch.tensor(mean) - torch.tensor(preprocess.mean)) / torch.tensor(preprocess.std)
+        self.shift = shift.view(shape).to(device)
         self.config = config.distill
         self.loss_kind = config.optim.loss
         self.device = device
@@ -89,7 +91,8 @@ class Teacher:
             out["imagenet"] = masked_mean(self.model.imagenet_head(features), None, dim=1)
         return out
 
-    def loss(self, frames: torch.Tensor, student_outputs: dict[str, torch.Tensor], batch: dict | None = None) -> torch.Tensor:
+    def loss(self, frames: torch.Tensor, student_outputs: dict[str, torch.Tensor],
+             batch: dict | None = None) -> torch.Tensor:
         teacher_outputs = self.targets(frames, batch)
         if self.kind == "imagenet":
             return imagenet_distillation_loss(student_outputs["imagenet"], teacher_outputs["imagenet"])

@@ -1,11 +1,13 @@
-"""The YouTube-8M aggregation heads: NetVLAD, NetFV, DBoF, LSTM and BiGRU (plus mean for contrast)."""
+"""The aggregation heads (frame features to one video vector): the contract every registered head
+keeps (shapes, padding, masks, gradients, frame order), and each head's formula: mean (TSN's consensus),
+max pooling, NeXtVLAD, and the YouTube-8M heads NetVLAD, NetFV, DBoF, LSTM and BiGRU."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from shortvid.models import create_aggregator, create_model, list_aggregators
-from shortvid.models.aggregators import NetFV, NetVLAD
+from shortvid.models.aggregators import NetFV, NetVLAD, NeXtVLAD
 from shortvid.train.config import load_config
 
 D = 16
@@ -17,10 +19,13 @@ SMALL_ARGS = {
     "dbof_mean": {"clusters": 32, "hidden_size": 24, "pool": "mean"},
     "lstm": {"hidden_size": 12},
     "bigru": {"hidden_size": 10},
+    "nextvlad": {"clusters": 8, "hidden_size": 32, "groups": 4},
     "mean": {},
+    "max": {},
 }
-OUT_FEATURES = {"netvlad": 4 * D, "netfv": 2 * 3 * D, "dbof": 24, "dbof_mean": 24, "lstm": 12, "bigru": 20, "mean": D}
-ORDER_FREE = ["mean", "netvlad", "netfv", "dbof", "dbof_mean"]
+OUT_FEATURES = {"netvlad": 4 * D, "netfv": 2 * 3 * D, "dbof": 24, "dbof_mean": 24, "lstm": 12, "bigru": 20,
+                "nextvlad": 32, "mean": D, "max": D}
+ORDER_FREE = ["mean", "max", "nextvlad", "netvlad", "netfv", "dbof", "dbof_mean"]
 ORDER_AWARE = ["lstm", "bigru"]
 ALL = ORDER_FREE + ORDER_AWARE
 
@@ -45,9 +50,14 @@ def fill_padding(x: torch.Tensor, mask: torch.Tensor, fill: float) -> torch.Tens
     return out
 
 
-def test_registry_lists_the_new_heads():
-    assert set(NEW) <= set(list_aggregators())
+def test_every_registered_head_is_tested():
+    assert set(list_aggregators()) == set(ALL) - {"dbof_mean"}
     assert "logistic" not in list_aggregators()  # that is mean + the linear classifier
+
+
+def test_unknown_name_suggests_registered_ones():
+    with pytest.raises(ValueError, match="registered: .*mean"):
+        create_aggregator("avg", D)
 
 
 @pytest.mark.parametrize("key", ALL)
@@ -56,8 +66,16 @@ def test_output_shapes(key, frames):
     agg = make(key)
     with torch.no_grad():
         out = agg(torch.randn(3, frames, D), torch.ones(3, frames, dtype=torch.bool))
-    assert agg.out_features == OUT_FEATURES[key]
+    assert agg.in_features == D and agg.out_features == OUT_FEATURES[key]
     assert out.shape == (3, OUT_FEATURES[key]) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("key", ALL)
+def test_without_a_mask_every_frame_is_valid(key):
+    agg = make(key)
+    x = torch.randn(2, 3, D)
+    with torch.no_grad():
+        torch.testing.assert_close(agg(x), agg(x, torch.ones(2, 3, dtype=torch.bool)))
 
 
 def test_default_sizes_and_projection():
@@ -167,6 +185,35 @@ def test_video_without_valid_frames_is_finite(key):
     assert torch.isfinite(empty).all()
 
 
+def test_mean_is_tsn_consensus():
+    x = torch.randn(2, 3, D)
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    out = make("mean")(x, mask)
+    torch.testing.assert_close(out, torch.stack([x[0, :2].mean(0), x[1, 0]]))
+
+
+def test_nextvlad_dimensions():
+    agg = create_aggregator("nextvlad", 96, expansion=2, groups=8, clusters=16, hidden_size=40)
+    assert isinstance(agg, NeXtVLAD)
+    assert agg.group_features == 2 * 96 // 8
+    assert agg.vlad_features == 16 * 24 and agg.reduce.in_features == 16 * 24
+    assert agg.out_features == 40
+    with pytest.raises(ValueError, match="divisible"):
+        create_aggregator("nextvlad", 10, expansion=1, groups=4)
+
+
+def test_nextvlad_is_not_a_function_of_the_mean():
+    """Two videos with the same mean frame: mean pooling cannot tell them apart, NeXtVLAD can."""
+    a = torch.randn(1, 2, D)
+    b = torch.stack([a.mean(1), a.mean(1)], 1)
+    x = torch.cat([a, b])
+    mean = make("mean")(x)
+    torch.testing.assert_close(mean[0], mean[1])
+    with torch.no_grad():
+        vlad = make("nextvlad")(x)
+    assert (vlad[0] - vlad[1]).abs().max() > 1e-3
+
+
 def test_netvlad_is_the_vlad_formula():
     agg = make("netvlad")
     assert isinstance(agg, NetVLAD)
@@ -244,7 +291,7 @@ def test_tsn_tiny_trains_end_to_end(key):
         assert sum(g.abs().sum() for g in grads) > 0
     before = [p.detach().clone() for p in model.aggregator.parameters()]
     optimiser.step()
-    assert any(not torch.equal(b, p) for b, p in zip(before, model.aggregator.parameters()))
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.aggregator.parameters(), strict=True))
     with torch.no_grad():
         model.eval()
         assert model(frames, mask).shape == (2, 5)

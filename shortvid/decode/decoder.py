@@ -1,0 +1,523 @@
+"""Decoding: ``read_frames`` reads a ``FrameSpec``'s frames from a short video with PyAV, decoding as little
+as possible.
+
+The keyframe sampler never decodes a non-key frame: it finds the keyframes without decoding
+(``shortvid.decode.keyframes``), chooses one per TSN segment (``shortvid.decode.sampling``), and decodes
+each chosen keyframe packet on its own. Scaling and pixel conversion happen in swscale
+(``shortvid.decode.scaling``); rotation metadata is applied so frames come out upright. See
+``docs/decoding.md`` for the measured reasons.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import av
+import numpy as np
+
+from ..errors import (
+    CorruptVideoError,
+    DecodeError,
+    DecodeTimeoutError,
+    InvalidVideoError,
+    NoVideoStreamError,
+    UnexpectedDecodeError,
+    VideoTooLargeError,
+)
+from .keyframes import KeyframeIndex, Provenance, demuxing, packet_time
+from .opening import Source, open_container, resolve
+from .options import DEFAULT_LIMITS, DEFAULT_TUNING, DecodeLimits, DecoderTuning, FrameSpec
+from .sampling import (
+    Mode,
+    match_to_targets,
+    match_within_reach,
+    near_reach,
+    place_times,
+    segment_targets,
+)
+from .scaling import center_crop, output_size, scale_frame
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Facts about a video, each from where it was measured (index or packets, not header counts).
+
+    ``sources`` says where each measured value came from: ``"header"`` (the stream parameters FFmpeg
+    reports), ``"index"`` (the MP4/MOV sample table), ``"packets"`` (one pass over the demuxed
+    packets) or ``"decoded"`` (the decoded frames), keyed by ``fps``, ``start``, ``duration``,
+    ``keyframes`` (count and times), ``width``, ``height`` and ``rotation``. A field it leaves out was
+    not measured: ``fps`` is then None, and ``keyframes`` 0 (the uniform sampler does not look for
+    keyframes where the index or the header gives the span).
+    """
+
+    source: str
+    container: str
+    codec: str
+    width: int  # upright, after rotation
+    height: int
+    rotation: int  # counter-clockwise degrees applied to make frames upright
+    fps: float | None  # the headers' nominal frame rate; None when they give none
+    start: float  # presentation time of the first frame, seconds
+    duration: float  # seconds, from packet timestamps where known
+    keyframes: int  # keyframes found in the video stream
+    keyframe_times: tuple[float, ...]
+    index: Literal["container", "packets", "none"]  # where the keyframes were found
+    sources: dict[str, Provenance] = field(hash=False)  # field -> where its value came from
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "container": self.container,
+            "codec": self.codec,
+            "width": self.width,
+            "height": self.height,
+            "rotation": self.rotation,
+            "fps": None if self.fps is None else round(self.fps, 3),
+            "start": round(self.start, 4),
+            "duration": round(self.duration, 4),
+            "keyframes": self.keyframes,
+            "keyframe_times": [round(t, 4) for t in self.keyframe_times],
+            "index": self.index,
+            "sources": dict(self.sources),
+        }
+
+
+@dataclass(frozen=True)
+class Clip:
+    """The frames read from one video and how they were obtained."""
+
+    frames: np.ndarray  # [k, H, W, 3] uint8 RGB
+    times: tuple[float, ...]  # presentation time of each frame, seconds
+    keyframe: tuple[bool, ...]  # whether each frame was a keyframe
+    info: VideoInfo
+    decode_ms: float
+    decoded: int = field(default=0)  # frames the decoder produced, all calls included
+
+    def to_dict(self) -> dict:
+        """The JSON form ``shortvid probe`` prints."""
+        return {
+            "path": self.info.source,
+            "keyframes": self.info.keyframes,
+            "frames": [{"time": round(t, 4), "keyframe": k} for t, k in zip(self.times, self.keyframe, strict=True)],
+            "decode_ms": round(self.decode_ms, 2),
+            "decoded": self.decoded,
+            "info": self.info.to_dict(),
+        }
+
+
+def read_frames(
+    source: Source,
+    spec: FrameSpec | int | None = None,
+    *,
+    mode: Mode = "test",
+    rng: np.random.Generator | None = None,
+    timeout: float | None = 10.0,
+    limits: DecodeLimits | None = None,
+    tuning: DecoderTuning | None = None,
+    **options,
+) -> Clip:
+    """The frames ``spec`` asks for from ``source`` (a path, bytes, a binary file or a URI): ``k`` upright
+    RGB frames, exactly ``k`` unless ``fill="none"``.
+
+    spec: a ``FrameSpec``, passed whole; or ``k`` with the other options of a ``FrameSpec`` as keywords
+        (``read_frames(path, 3, size=224)``), which make one. The options:
+    sampler: ``"keyframes"`` takes, in each of ``k`` equal time segments, the keyframe nearest the
+        segment centre (``mode="test"``) or a random keyframe of the segment (``mode="train"``),
+        decoding only those keyframe packets. ``"uniform"`` takes the frame on screen at each
+        segment's centre (or a random time in it), seeking and decoding forward: the usual TSN way.
+    fill: when the video has fewer keyframes than ``k``: ``"repeat"`` (default) repeats keyframes,
+        costing nothing; ``"seek"`` decodes a frame at the centre of each segment left without a
+        keyframe, costing a decode from the previous keyframe (docs/decoding.md); ``"near"`` gives
+        each such segment the frame nearest its centre among the cheap ones: those at most
+        ``max_decode`` frames (decode order) past the keyframe before it, ``i * max_decode`` for the
+        ``i``-th segment filled after the same keyframe, which one forward decode of that GOP's prefix
+        serves; ``"none"`` returns each keyframe once, so fewer than ``k`` frames (the adaptive model: a
+        TSN averages over however many frames it gets, and the model runs on no repeated frame).
+        With at least ``k`` keyframes every policy gives the keyframe sampler's frames.
+    max_decode: the cap of ``fill="near"`` (``DEFAULT_MAX_DECODE``): a video with ``n`` keyframes
+        decodes at most ``(k - n) * max_decode`` frames more than ``"repeat"``, whatever the file holds
+        (again for the others when a keyframe will not decode and the choice is made without it).
+        Each keyframe of the video is placed first, as with ``"seek"``; each segment left over gets a
+        frame of the prefix of the keyframe before it, read by seeking to that keyframe (by its index
+        entry in MP4/MOV, by its time in other containers, whose keyframes came from the packet pass)
+        and demuxing at most the cap's packets, whose presentation times pick the frames before any is
+        decoded; then the prefix is decoded once, up to the last frame picked, skipping the frames no
+        later frame refers to (FFmpeg's ``NONREF``) unless picked. Train mode draws each
+        segment's reach within its last ``max_decode`` frames (``near_reach``). A segment that gets no
+        frame this way (none before the first keyframe, a GOP shorter than the segments it fills, a
+        prefix that would not demux or decode) repeats its neighbour's, as ``"repeat"`` would.
+        ``Clip.keyframe`` says which frames are keyframes.
+    size: an int resizes the short side to it, keeping the aspect ratio; ``(height, width)``
+        resizes to exactly that; ``None`` keeps the video's size. ``crop`` then takes a centre
+        square of that side.
+    skip_loop_filter: skip the codec's in-loop (deblocking) filter (FFmpeg ``skip_loop_filter=all``):
+        a faster decode whose pixels differ slightly from the default (mean absolute difference well
+        under 1 on H.264 keyframes); with ``sampler="uniform"`` or ``fill="seek"`` the difference
+        grows along the frames decoded from the keyframe. Off by default; a ``FrameSpec`` records it.
+
+    mode: ``"test"`` (segment centres) or ``"train"`` (random in each segment, drawn from ``rng``).
+    timeout: seconds for the whole call; a file that takes longer raises ``DecodeTimeoutError``.
+    limits: the largest frames decoded (``DecodeLimits()`` by default); beyond them
+        ``VideoTooLargeError``.
+    tuning: how the decoder and the scaler run (``DEFAULT_TUNING``: the fastest settings that give the
+        same pixels); for measuring other settings.
+
+    Raises a subclass of ``DecodeError`` naming the source and the cause, whatever goes wrong with
+    the file: a failure shortvid does not classify is an ``UnexpectedDecodeError``. Bad options are a
+    ``ValueError`` (``FrameSpec``'s check), raised before the source is touched.
+    """
+    spec = _frame_spec(spec, options)
+    started = time.perf_counter()
+    deadline = started + timeout if timeout else None
+    limits = limits or DEFAULT_LIMITS
+    name, opened = resolve(source)
+    tuning = tuning or DEFAULT_TUNING
+    if spec.skip_loop_filter:
+        tuning = dataclasses.replace(tuning, options=(*tuning.options, ("skip_loop_filter", "all")))
+    reader = _Reader(name, deadline, spec, tuning, limits)
+    try:
+        with open_container(name, opened, limits) as container:
+            reader.attach(container)
+            if spec.sampler == "keyframes":
+                frames, times, keys = reader.keyframe_frames(mode, rng)
+            else:
+                frames, times, keys = reader.uniform_frames(mode, rng)
+            info = reader.info()
+    except DecodeError:
+        raise
+    except av.FFmpegError as error:
+        raise CorruptVideoError(name, f"decoding failed: {error}") from error
+    except MemoryError:
+        raise CorruptVideoError(name, "out of memory while decoding") from None
+    except OSError as error:  # raised by a caller's file object while FFmpeg reads it
+        raise InvalidVideoError(name, f"reading failed: {type(error).__name__}: {error}") from error
+    except Exception as error:  # a damaged file must fail alone, with a typed error
+        raise UnexpectedDecodeError(name, f"{type(error).__name__}: {error}") from error
+    finally:
+        if opened is not source and not isinstance(opened, str):
+            opened.close()  # our own BytesIO; a caller's file stays open
+    return Clip(
+        frames=np.stack(frames),
+        times=tuple(times),
+        keyframe=tuple(keys),
+        info=info,
+        decode_ms=(time.perf_counter() - started) * 1000,
+        decoded=reader.decoded,
+    )
+
+
+def _frame_spec(spec: FrameSpec | int | None, options: dict) -> FrameSpec:
+    """``read_frames``' spec: the ``FrameSpec`` given, else one made of ``k`` and the keyword options."""
+    if isinstance(spec, FrameSpec):
+        if options:
+            raise TypeError(f"read_frames takes a FrameSpec or its options, not both: {sorted(options)}")
+        return spec
+    return FrameSpec(**options) if spec is None else FrameSpec(spec, **options)
+
+
+class _Reader:
+    """The state of one ``read_frames`` call on an open container."""
+
+    def __init__(self, name: str, deadline: float | None, spec: FrameSpec, tuning: DecoderTuning = DEFAULT_TUNING,
+                 limits: DecodeLimits = DEFAULT_LIMITS):
+        self.name = name
+        self.spec = spec
+        self.tuning = tuning
+        self.limits = limits
+        self.deadline = deadline
+        self.decoded = 0
+        self.sources: dict[str, Provenance] = {}
+        self.upright: tuple[int, int] | None = None  # (width, height) of the last decoded frame, upright
+
+    # -- set-up ---------------------------------------------------------------------------
+    def attach(self, container: av.container.InputContainer) -> None:
+        self.container = container
+        if not container.streams.video:
+            kinds = sorted({s.type for s in container.streams}) or ["none"]
+            raise NoVideoStreamError(self.name, f"no video stream (streams: {', '.join(kinds)})")
+        self.stream = container.streams.video[0]
+        self.ctx = self.stream.codec_context
+        if self.ctx is None:  # e.g. a damaged sample description (stsd) or handler (hdlr) box
+            raise CorruptVideoError(self.name, "the video stream has no decoder (damaged header or unknown codec)")
+        self._check_size(self.ctx.width, self.ctx.height, either_way=True, where="the headers claim frames of")
+        self._tune(self.ctx)
+        self.index = KeyframeIndex(container, self.stream, self.sources, self._check_time)
+        self.tb = self.index.tb
+        self.rotation = 0
+
+    def _tune(self, ctx: av.CodecContext) -> None:
+        """Apply the tuning and the pixel limit to a decoder not yet opened (PyAV opens it at its
+        first decode)."""
+        ctx.thread_count = self.tuning.thread_count
+        if self.tuning.thread_type:
+            ctx.thread_type = self.tuning.thread_type
+        ctx.options = {**ctx.options, **dict(self.tuning.options), "max_pixels": str(self.limits.max_pixels)}
+
+    def _check_size(self, width: int, height: int, *, either_way: bool = False, where: str = "a frame is") -> None:
+        problem = self.limits.problem(width, height, either_way)
+        if problem:
+            raise VideoTooLargeError(self.name, f"{where} {width}x{height}: {problem}")
+
+    def _check_decoder_size(self) -> None:
+        """After a failed decode: the decoder refuses a picture over the pixel limit, and keeps the
+        size the stream claimed."""
+        self._check_size(self.ctx.width, self.ctx.height, either_way=True, where="the stream claims frames of")
+
+    def _check_time(self) -> None:
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            raise DecodeTimeoutError(self.name, "time limit exceeded while decoding")
+
+    # -- the keyframe sampler -------------------------------------------------------------
+    def keyframe_frames(self, mode: Mode, rng: np.random.Generator | None) -> tuple[list, list, list]:
+        """The keyframe sampler's frames, times and keyframe flags (``read_frames`` says how ``fill``
+        completes them)."""
+        k, fill, max_decode = self.spec.k, self.spec.fill, self.spec.max_decode
+        index = self.index
+        index.find()
+        self.ctx.skip_frame = "NONKEY"
+        if mode == "train" and rng is None and fill == "near":
+            rng = np.random.default_rng()  # one generator for the targets and the reaches
+        decoded: dict[int, tuple[np.ndarray, float]] = {}
+        while True:
+            if not index.keyframes:
+                raise CorruptVideoError(self.name, "no decodable keyframe")
+            times = [kf.time for kf in index.keyframes]
+            targets = segment_targets(index.start, index.end, k, mode, rng, candidates=times)
+            if fill in ("seek", "near") and len(times) < k:
+                placed = place_times(times, targets)
+            elif fill == "none" and len(times) < k:
+                placed = list(range(len(times)))  # each keyframe once: fewer than k frames
+            else:
+                placed = match_to_targets(times, targets)
+            wanted = sorted({i for i in placed if i is not None})
+            # fill="near": the empty segments after each keyframe, filled from its GOP's prefix
+            gops = _segments_after(placed) if fill == "near" and len(times) < k else {}
+            filled: dict[int, tuple[np.ndarray, float]] = {}
+            failed = []
+            for i in wanted:
+                if i in gops:
+                    reaches = near_reach(len(gops[i]), max_decode, mode, rng)
+                    ok = self._decode_prefix(i, gops[i], [float(targets[s]) for s in gops[i]], reaches, decoded,
+                                             filled)
+                else:
+                    ok = i in decoded or self._decode_keyframe(i, decoded)
+                if not ok:
+                    failed.append(i)
+            if not failed:
+                break
+            # Drop keyframes that would not decode and choose again among the others.
+            keep = [i for i in range(len(index.keyframes)) if i not in failed]
+            decoded = {keep.index(i): v for i, v in decoded.items() if i in keep}
+            index.keyframes = [index.keyframes[i] for i in keep]
+        self.ctx.skip_frame = "DEFAULT"
+        chosen: list[tuple[np.ndarray, float, bool] | None] = []
+        for slot, position in enumerate(placed):
+            if position is not None:
+                chosen.append((*decoded[position], True))
+            elif fill == "near":
+                chosen.append((*filled[slot], False) if slot in filled else None)
+            else:
+                chosen.append((*self._frame_at(float(targets[slot])), False))
+        if fill == "near":  # a segment left without a frame repeats its neighbour's, as "repeat" would
+            chosen = _repeat_neighbours(chosen)
+        frames = [image for image, _, _ in chosen]
+        return frames, [t for _, t, _ in chosen], [key for _, _, key in chosen]
+
+    def _decode_prefix(self, index: int, slots: list[int], targets: list[float], reaches: list[int],
+                       decoded: dict, filled: dict) -> bool:
+        """fill="near": decode keyframe ``index`` and, from its GOP, the frame nearest each target within
+        its reach (frames after the keyframe, decode order), in one forward decode of the GOP's prefix.
+        The keyframe's picture goes to ``decoded``, each slot's to ``filled`` (a slot whose frame does
+        not come out stays empty). False where the keyframe itself is missing or will not decode."""
+        self._check_time()
+        keyframes = self.index.keyframes
+        keyframe = keyframes[index]
+        packets = self.index.prefix_packets(index, max(reaches) + 1)
+        if not packets:  # the seek did not find it: the keyframe alone, as the other policies read it
+            return self._decode_keyframe(index, decoded)
+        key_ts = packet_time(packets[0])
+        keyframe.packet, keyframe.time = packets[0], key_ts * self.tb
+        later = keyframes[index + 1].time if index + 1 < len(keyframes) else float("inf")
+        # The prefix's presentation times come from its packets, before anything is decoded: the
+        # index holds decode times only, and B-frames are shown in another order.
+        stamps = [packet_time(packet) for packet in packets]  # (position: decode order, stamp) -> time order
+        candidates = sorted((stamp, position) for position, stamp in enumerate(stamps)
+                            if position and keyframe.time < stamp * self.tb < later)
+        reachable = [[position <= reach for _, position in candidates] for reach in reaches]
+        picks = match_within_reach([stamp * self.tb for stamp, _ in candidates], targets, reachable)
+        # stamp -> slot
+        wanted = {candidates[j][0]: slot for slot, j in zip(slots, picks, strict=True) if j is not None}
+        last = max((candidates[j][1] for j in picks if j is not None), default=0)
+        key = None
+
+        def keep(frame: av.VideoFrame) -> None:
+            nonlocal key
+            self.decoded += 1
+            if key is None and (frame.pts == key_ts or frame.pts is None):
+                key = frame
+                decoded[index] = (self._to_rgb(frame), self._time_of(frame, keyframe.time))
+            elif frame.pts in wanted:
+                filled[wanted[frame.pts]] = (self._to_rgb(frame), frame.pts * self.tb)
+
+        try:
+            for position, packet in enumerate(packets[: last + 1]):
+                self._check_time()
+                # A frame no later frame refers to (FFmpeg's NONREF) is skipped unless it is one of those
+                # taken: the same pixels for the others, a third fewer frames decoded with B-frames.
+                self.ctx.skip_frame = "DEFAULT" if not position or stamps[position] in wanted else "NONREF"
+                for frame in self.ctx.decode(packet):
+                    keep(frame)
+            for frame in self.ctx.decode(None):
+                keep(frame)
+        except av.FFmpegError:
+            self._check_decoder_size()  # damaged non-key packets: keep what came out
+        finally:
+            self.ctx.flush_buffers()
+            self.ctx.skip_frame = "NONKEY"
+        if key is None:
+            self._check_decoder_size()
+            return False
+        return True
+
+    def _decode_keyframe(self, index: int, decoded: dict) -> bool:
+        """Decode one keyframe packet alone; False if it is damaged or missing."""
+        self._check_time()
+        keyframe = self.index.keyframes[index]
+        if keyframe.packet is None:
+            keyframe.packet = self.index.indexed_packet(keyframe.dts, keyframe.following)
+            if keyframe.packet is None:  # listed but cut off or unreadable
+                return False
+            keyframe.time = packet_time(keyframe.packet) * self.tb
+        try:
+            frames = self.ctx.decode(keyframe.packet) + self.ctx.decode(None)
+        except av.FFmpegError:
+            self._check_decoder_size()
+            return False
+        finally:
+            self.ctx.flush_buffers()
+        self.decoded += len(frames)
+        if not frames:
+            self._check_decoder_size()
+            return False
+        frame = frames[0]
+        t = self._time_of(frame, keyframe.time)
+        decoded[index] = (self._to_rgb(frame), t)
+        return True
+
+    # -- seeking to a time ----------------------------------------------------------------
+    def _frame_at(self, target: float) -> tuple[np.ndarray, float]:
+        """Seek to the keyframe before ``target`` and decode forward to the frame on screen then."""
+        self.container.seek(int(target / self.tb), stream=self.stream, backward=True, any_frame=False)
+        self.ctx.flush_buffers()
+        shown = None
+        try:
+            with demuxing(self.container, self.stream) as packets:
+                for packet in packets:
+                    self._check_time()
+                    for frame in self.ctx.decode(packet):
+                        self.decoded += 1
+                        t = self._time_of(frame, target)
+                        if shown is not None and t > target + 1e-6:
+                            return self._to_rgb(shown[0]), shown[1]
+                        shown = (frame, t)
+        except av.FFmpegError:
+            if shown is None:
+                self._check_decoder_size()
+                raise
+        if shown is None:
+            raise CorruptVideoError(self.name, f"no frame decodable at {target:.3f} s")
+        return self._to_rgb(shown[0]), shown[1]
+
+    def uniform_frames(self, mode: Mode, rng: np.random.Generator | None) -> tuple[list, list, list]:
+        """The uniform sampler's frames, times and keyframe flags: the frame on screen at each target."""
+        index = self.index
+        index.read_sample_index()
+        if index.end <= index.start:
+            index.from_packets()  # no duration in the header: measure it
+        targets = segment_targets(index.start, index.end, self.spec.k, mode, rng)
+        frames, times, keys = [], [], []
+        for target in targets:
+            image, t = self._frame_at(float(target))
+            frames.append(image)
+            times.append(t)
+            keys.append(False)
+        return frames, times, keys
+
+    def _time_of(self, frame: av.VideoFrame, fallback: float) -> float:
+        # Frames from a bare codec context carry the packet's pts but no time base.
+        return frame.pts * self.tb if frame.pts is not None else fallback
+
+    # -- pixels ---------------------------------------------------------------------------
+    def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        """Scale and convert in swscale, then turn upright (a quarter turn is a numpy view copy)."""
+        rotation = int(frame.rotation or 0) % 360
+        self.rotation = rotation
+        quarter = rotation in (90, 270)
+        up_w, up_h = (frame.height, frame.width) if quarter else (frame.width, frame.height)
+        self._check_size(up_w, up_h)
+        self.upright = (up_w, up_h)
+        self.sources.update(width="decoded", height="decoded", rotation="decoded")
+        out_h, out_w = output_size(up_h, up_w, self.spec.size)
+        if quarter:
+            image = scale_frame(frame, out_h, out_w, self.tuning)
+        else:
+            image = scale_frame(frame, out_w, out_h, self.tuning)
+        if rotation:
+            image = np.rot90(image, k=rotation // 90)
+        crop = self.spec.crop
+        if crop:
+            if crop > min(image.shape[:2]):  # only with size=None: the video's own size
+                raise InvalidVideoError(self.name, f"frames of {image.shape[1]}x{image.shape[0]} are smaller than "
+                                                   f"the crop of {crop}")
+            image = center_crop(image, crop)
+        return np.ascontiguousarray(image)
+
+    def info(self) -> VideoInfo:
+        """What was learnt about the video, each value with its source."""
+        index = self.index
+        if self.upright is not None:
+            w, h = self.upright
+        else:  # nothing decoded: the headers' size, as stored
+            w, h = self.stream.codec_context.width, self.stream.codec_context.height
+            self.sources.update(width="header", height="header")
+        return VideoInfo(
+            source=self.name,
+            container=self.container.format.name,
+            codec=self.stream.codec_context.name,
+            width=w,
+            height=h,
+            rotation=self.rotation,
+            fps=index.fps,
+            start=index.start,
+            duration=max(index.end - index.start, 0.0),
+            keyframes=len(index.keyframes),
+            keyframe_times=tuple(kf.time for kf in index.keyframes),
+            index=index.kind,
+            sources=dict(self.sources),
+        )
+
+
+def _segments_after(placed: list[int | None]) -> dict[int, list[int]]:
+    """For each placed keyframe, the empty segments between it and the next placed one (fill="near")."""
+    after: dict[int, list[int]] = {}
+    last = None
+    for slot, index in enumerate(placed):
+        if index is not None:
+            last = index
+        elif last is not None:
+            after.setdefault(last, []).append(slot)
+    return after
+
+
+def _repeat_neighbours(chosen: list) -> list:
+    """Each empty slot takes the previous slot's entry (the next one's before the first), so the
+    frames stay in time order."""
+    out = list(chosen)
+    for slot in range(len(out)):
+        if out[slot] is None and slot:
+            out[slot] = out[slot - 1]
+    first = next(entry for entry in out if entry is not None)
+    return [first if entry is None else entry for entry in out]
