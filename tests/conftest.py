@@ -27,6 +27,23 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto`` (make test): one worker a core this process may use (its CPU affinity and a cgroup's
+    CPU quota, where a container sets one, not the host's count), fewer where memory would not hold
+    4 GiB a worker (a worker that starts Ray or trains peaks near that)."""
+    from shortvid.machine import memory_bytes
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    memory = memory_bytes()
+    return max(1, min(cores, memory // (4 << 30) if memory else cores))
+
+
 def shared(tmp_path_factory, name: str, make: Callable[[Path], object]) -> Path:
     """The folder ``name``, filled by ``make(folder)`` once for the session. Under pytest-xdist every
     worker has a temporary folder of its own inside the session's: the folder is made there, by the

@@ -103,7 +103,10 @@ def test_cli_predict_pipelined_matches_one_at_a_time(trained_run, paths, tmp_pat
     single, _ = predict()
     batched, summary = predict("--batch-size", "3", "--workers", "2")
     assert [line["path"] for line in batched] == inputs
-    ids = lambda lines: [[label["id"] for label in line.get("labels", [])] for line in lines]  # noqa: E731
+
+    def ids(lines):
+        return [[label["id"] for label in line.get("labels", [])] for line in lines]
+
     assert ids(batched) == ids(single)
     assert batched[-1]["error"]["type"] == "InvalidVideoError"
     assert "videos/s" in summary and "1 failed" in summary

@@ -16,12 +16,12 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from shortvid import distributed  # noqa: E402
-from shortvid.cli import main  # noqa: E402
-from shortvid.data.annotations import load_dataset  # noqa: E402
-from shortvid.data.cache import FrameCache, extract  # noqa: E402
-from shortvid.decode import FrameSpec  # noqa: E402
-from shortvid.distributed import (  # noqa: E402
+from shortvid import distributed
+from shortvid.cli import main
+from shortvid.data.annotations import load_dataset
+from shortvid.data.cache import FrameCache, extract
+from shortvid.decode import FrameSpec
+from shortvid.distributed import (
     DistributedError,
     PredictProcessor,
     RayOptions,
@@ -32,8 +32,8 @@ from shortvid.distributed import (  # noqa: E402
     predict_ray,
     run_isolated_on_ray,
 )
-from shortvid.errors import WorkerCrashed  # noqa: E402
-from shortvid.infer.store import PredictionStore  # noqa: E402
+from shortvid.errors import WorkerCrashed
+from shortvid.infer.store import PredictionStore
 
 OPTIONS = RayOptions(actors=1, block_size=4, max_retries=4)
 

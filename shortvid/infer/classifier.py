@@ -162,7 +162,10 @@ class Classifier:
 
     def decide(self, scores: np.ndarray) -> tuple[tuple[Label, ...], tuple[Label, ...]]:
         chosen = self.policy.apply_one(scores)
-        label = lambda i: Label(int(i), self.labels.name(int(i)), float(scores[i]))  # noqa: E731
+
+        def label(i: int) -> Label:
+            return Label(int(i), self.labels.name(int(i)), float(scores[i]))
+
         return tuple(label(i) for i in chosen), tuple(label(i) for i in np.argsort(-scores)[:5])
 
     def predict(self, source: Source, timeout: float | None = 10.0) -> Prediction:
