@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from av.video.frame import PictureType
 
-from shortvid.synth.encode import EncodedVideo, EncodeSpec, encode_video
+from shortvid.synth.encode import AUDIO_RATE, EncodedVideo, EncodeSpec, encode_video
 
 from media import (
     CODEC_CASES,
@@ -252,6 +252,39 @@ def test_audio_track_and_order(tmp_path, codec, suffix, audio_codec, audio_first
     # avi cannot mark the AAC priming samples to skip: they count there (+21 ms), as does the last frame's padding
     assert audio_duration == pytest.approx(video.duration, abs=0.045 if suffix == ".avi" else 0.025)
     assert len(decoded(path)) == 15
+
+
+def decoded_audio(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.concatenate([frame.to_ndarray().reshape(-1) for frame in container.decode(audio=0)])
+
+
+def test_given_audio_samples_are_encoded_padded_and_checked(tmp_path):
+    """`audio_samples` replace the tone: a 1 kHz sine comes back at 1 kHz, silence after its end; the
+    default (no samples) is still the quiet 440 Hz tone."""
+    seconds = np.arange(AUDIO_RATE // 2) / AUDIO_RATE  # half a second under a 1 s video: padded
+    encode_video(tmp_path / "given.mp4", frames(30), spec_for("libx264", fps=30.0, audio=True),
+                 audio_samples=0.3 * np.sin(2 * np.pi * 1000.0 * seconds))
+    encode_video(tmp_path / "tone.mp4", frames(30), spec_for("libx264", fps=30.0, audio=True))
+    for name, hertz, peak in (("given.mp4", 1000.0, 0.3), ("tone.mp4", 440.0, 0.05)):
+        sound = decoded_audio(tmp_path / name)
+        assert sound.size == pytest.approx(AUDIO_RATE, abs=1100), name
+        head = sound[2048:2048 + 8192]
+        spectrum = np.abs(np.fft.rfft(head * np.hanning(head.size)))
+        assert np.fft.rfftfreq(head.size, 1 / AUDIO_RATE)[spectrum.argmax()] == pytest.approx(hertz, abs=10), name
+        assert np.abs(head).max() == pytest.approx(peak, rel=0.15), name
+        if name == "given.mp4":
+            assert np.abs(sound[AUDIO_RATE // 2 + 2048:]).max() < 0.01, "silence after the samples end"
+    for samples, spec, match in [
+        (np.zeros(10), spec_for("libx264", audio=False), "spec.audio is False"),
+        (np.zeros((2, 10)), spec_for("libx264", audio=True), "1-D float"),
+        (np.zeros(10, np.int16), spec_for("libx264", audio=True), "1-D float"),
+        (np.full(10, 1.5), spec_for("libx264", audio=True), "within"),
+        (np.full(10, np.nan), spec_for("libx264", audio=True), "finite"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            encode_video(tmp_path / "bad.mp4", frames(3), spec, audio_samples=samples)
+    assert not (tmp_path / "bad.mp4").exists()
 
 
 def test_no_audio_when_not_asked(tmp_path):

@@ -2,7 +2,7 @@
 
 Mutated copies of generated videos (truncations, bit flips, box damage, entry counts claiming
 billions, moved or dropped boxes, headers and SPS claiming huge frames) plus hand-made non-videos go
-through ``read_frames``, ``shortvid probe``, ``shortvid predict`` and the HTTP service. Each must
+through ``read_frames``, ``read_audio``, ``shortvid probe``, ``shortvid predict`` and the HTTP service. Each must
 give frames or a ``DecodeError`` that names its cause (a 422 from the service, never a 500; never
 the catch-all ``UnexpectedDecodeError``) within a time limit that only a hang would exceed.
 ``bench/fuzz.py --files N`` runs the same on many more files.
@@ -18,7 +18,7 @@ import pytest
 from shortvid import errors
 from shortvid.cli import main
 from shortvid.data.annotations import load_dataset
-from shortvid.decode import DecodeError, read_frames
+from shortvid.decode import AudioSpec, DecodeError, read_audio, read_frames
 from shortvid.infer.classifier import Classifier
 from shortvid.synth.damage import damaged_copies, with_coded_size
 
@@ -74,6 +74,28 @@ def test_read_frames_gives_frames_or_a_typed_error(fuzz_files):
     kinds = set(outcomes.values())
     assert "frames" in kinds and {"CorruptVideoError", "InvalidVideoError", "VideoTooLargeError"} <= kinds, kinds
     assert process.memory_info().rss - before < 300 * 2**20  # no file costs gigabytes
+
+
+def test_read_audio_gives_a_sound_or_a_typed_error(fuzz_files):
+    """The same files' sound: never an error for the audio (a status says what it is), and for a file that
+    does not open, the typed error ``read_frames`` gives."""
+    process = psutil.Process()
+    before = process.memory_info().rss
+    outcomes = {}
+    for path in fuzz_files:
+        started = time.perf_counter()
+        try:
+            sound = read_audio(path, AudioSpec(seconds=2.0, placement="spread"), timeout=5)
+            assert sound.samples.shape == sound.mask.shape == (32000,) and sound.source == path
+            assert sound.status in ("ok", "none", "silent", "broken") and (sound.status == "ok") == (
+                sound.valid > 0 and sound.status != "silent"), sound.to_dict()
+            outcomes[path] = sound.status
+        except DecodeError as error:
+            assert type(error).__name__ in TYPED_ERRORS and error.source == path, error
+            outcomes[path] = type(error).__name__
+        assert time.perf_counter() - started < HANG, path
+    assert {"ok", "InvalidVideoError"} <= set(outcomes.values()), set(outcomes.values())
+    assert process.memory_info().rss - before < 300 * 2**20
 
 
 def test_probe_gives_every_file_a_line(fuzz_files, capsys):

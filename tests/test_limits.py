@@ -61,7 +61,9 @@ def test_either_way_admits_a_picture_that_fits_turned():
 
 def test_the_defaults_admit_real_uploads_and_say_what_they_are():
     limits = DecodeLimits()
-    assert limits.to_dict() == {"max_width": 8192, "max_height": 8192, "max_pixels": 7680 * 4320, "max_aspect": 8.0}
+    assert limits.to_dict() == {"max_width": 8192, "max_height": 8192, "max_pixels": 7680 * 4320, "max_aspect": 8.0,
+                                "max_sample_rate": 192_000, "max_channels": 16, "max_audio_seconds": 60.0}
+    assert DecodeLimits(**limits.to_dict()) == limits
     for width, height in ((7680, 4320), (4320, 7680), (3840, 2160), (1080, 1920), (8192, 1024), (1024, 8192), (16, 16)):
         assert limits.problem(width, height) is None, (width, height)
     assert limits.problem(8193, 1100) == "over the 8192x8192 limit"

@@ -248,7 +248,7 @@ def test_catalogue_groups_and_presets():
     assert len(names) == len(set(names))
     classes = select_classes(10, 4)
     assert [sum(c.group == g for c in classes) for g in list(GROUPS)[:4]] == [3, 3, 2, 2]
-    assert set(PRESETS) == {"tiny", "small", "bench", "pretrain"}
+    assert set(PRESETS) == {"tiny", "small", "bench", "pretrain", "av", "av-tiny"}
     assert preset("small", seed=9).seed == 9
     assert preset("bench").num_groups == 4 and preset("bench").long_tail > 0
     with pytest.raises(ValueError, match="unknown corpus preset"):
@@ -259,8 +259,10 @@ def test_catalogue_groups_and_presets():
         preset("tiny", catalogue="imagenet")
     # Fields added later stay out of the records of specs that leave them at their defaults, so those
     # corpora keep their corpus.json byte for byte (and resume).
-    later = {"catalogue", "distractors"}
-    assert later.isdisjoint(preset("bench").to_dict()) and later <= set(preset("pretrain").to_dict())
+    later = {"catalogue", "distractors", "max_shots", "scenecut"}
+    assert later.isdisjoint(preset("bench").to_dict())
+    assert {"catalogue", "distractors"} <= set(preset("pretrain").to_dict())
+    assert later <= set(preset("av").to_dict())
     assert all(CorpusSpec.from_dict(spec.to_dict()) == spec for spec in PRESETS.values())
     with pytest.raises(ValueError):
         preset("tiny", sizes=((95, 160),))

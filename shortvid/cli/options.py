@@ -18,7 +18,7 @@ def at_least_one(text: str) -> int:
 
 def add_frame_options(parser: argparse.ArgumentParser, **defaults: Any) -> None:
     """One option per ``FrameSpec`` field (--k, --sampler, --size, --crop, --fill, --skip-loop-filter,
-    --max-decode): how frames are read (probe, extract). Help, parsing and choices come from the field's
+    --max-decode, --motion): how frames are read (probe, extract). Help, parsing and choices come from the field's
     metadata; ``defaults`` overrides the spec's defaults (``size=256``)."""
     import dataclasses
 

@@ -287,6 +287,9 @@ def extract(
     alone writes the cache, so its format and resume are the same whoever decoded.
     """
     root = Path(out)
+    if spec.motion:
+        raise DatasetError(str(root), f"the frame cache does not store motion frames yet (motion {spec.motion}): "
+                                      "extract with motion 0")
     (root / "shards").mkdir(parents=True, exist_ok=True)
     config = {"version": CACHE_VERSION, "frames": spec.to_dict(), "format": fmt, "quality": quality}
     config_path = root / "cache.json"

@@ -44,8 +44,9 @@ class LabelMap:
     """Immutable map between class ids (0..N-1), names and groups.
 
     ``names[i]`` is the name of class ``i``; ``class_groups[i]`` its group ("" when ungrouped);
-    ``names_zh`` the Chinese names of the official map (empty otherwise). ``source`` says where the
-    map came from, for error messages. Name look-ups ignore case, so names must differ in more
+    ``names_zh`` the Chinese names of the official map (empty otherwise); ``class_kinds`` the optional
+    ``kind`` column of synthetic audio-visual maps (appearance, motion or sound; empty otherwise).
+    ``source`` says where the map came from, for error messages. Name look-ups ignore case, so names must differ in more
     than case.
     """
 
@@ -53,6 +54,7 @@ class LabelMap:
     class_groups: tuple[str, ...] = ()
     names_zh: tuple[str, ...] = ()
     source: str = field(default="label map", compare=False, repr=False)
+    class_kinds: tuple[str, ...] = ()  # what tells a class apart (appearance, motion, sound); () when not given
     _ids_by_key: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -65,6 +67,10 @@ class LabelMap:
             raise DatasetError(self.source, f"{len(groups)} groups given for {len(names)} classes")
         if names_zh and len(names_zh) != len(names):
             raise DatasetError(self.source, f"{len(names_zh)} Chinese names given for {len(names)} classes")
+        kinds = tuple(str(kind).strip() for kind in self.class_kinds)
+        if kinds and len(kinds) != len(names):
+            raise DatasetError(self.source, f"{len(kinds)} kinds given for {len(names)} classes")
+        object.__setattr__(self, "class_kinds", kinds)
         ids_by_key: dict[str, int] = {}
         for class_id, name in enumerate(names):
             if not name:
@@ -106,8 +112,8 @@ class LabelMap:
             header = ["id", "name_zh", "name_en", "group"]
             rows = [[i, self.names_zh[i], self.names[i], self.class_groups[i]] for i in range(len(self))]
         else:
-            header = ["id", "name", "group"]
-            rows = [[i, self.names[i], self.class_groups[i]] for i in range(len(self))]
+            header = ["id", "name", "group"] + ["kind"] * bool(self.class_kinds)
+            rows = [[i, self.names[i], self.class_groups[i], *self.class_kinds[i:i + 1]] for i in range(len(self))]
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
         writer.writerow(header)
@@ -170,6 +176,7 @@ class LabelMap:
             class_groups=tuple(self.class_groups[i] for i in kept),
             names_zh=tuple(self.names_zh[i] for i in kept) if self.names_zh else (),
             source=self.source,
+            class_kinds=tuple(self.class_kinds[i] for i in kept) if self.class_kinds else (),
         )
 
     def _suggestion(self, key: str) -> str:
@@ -193,11 +200,12 @@ def _parse_label_csv(text: str, source: str) -> LabelMap:
     id_column = columns["id"]
     zh_column = columns.get("name_zh")
     group_column = columns.get("group")
+    kind_column = columns.get("kind")
 
     def cell(row: list[str], column: int | None) -> str:
         return row[column].strip() if column is not None and column < len(row) else ""
 
-    rows_by_id: dict[int, tuple[str, str, str]] = {}
+    rows_by_id: dict[int, tuple[str, str, str, str]] = {}
     line_of_id: dict[int, int] = {}
     for row in reader:
         if not any(value.strip() for value in row):
@@ -213,7 +221,7 @@ def _parse_label_csv(text: str, source: str) -> LabelMap:
         name = cell(row, name_column)
         if not name:
             raise DatasetError(source, f"line {line}: class {class_id} has an empty name")
-        rows_by_id[class_id] = (name, cell(row, group_column), cell(row, zh_column))
+        rows_by_id[class_id] = (name, cell(row, group_column), cell(row, zh_column), cell(row, kind_column))
         line_of_id[class_id] = line
     if not rows_by_id:
         raise DatasetError(source, "label map has no classes")
@@ -227,12 +235,13 @@ def _parse_label_csv(text: str, source: str) -> LabelMap:
             f"out of range {_short_list(extra)}",
         )
     ordered = [rows_by_id[i] for i in range(len(rows_by_id))]
-    has_chinese = zh_column is not None and any(zh for _, _, zh in ordered)
+    has_chinese = zh_column is not None and any(zh for _, _, zh, _ in ordered)
     return LabelMap(
-        names=tuple(name for name, _, _ in ordered),
-        class_groups=tuple(group for _, group, _ in ordered),
-        names_zh=tuple(zh for _, _, zh in ordered) if has_chinese else (),
+        names=tuple(name for name, _, _, _ in ordered),
+        class_groups=tuple(group for _, group, _, _ in ordered),
+        names_zh=tuple(zh for _, _, zh, _ in ordered) if has_chinese else (),
         source=source,
+        class_kinds=tuple(kind for _, _, _, kind in ordered) if kind_column is not None else (),
     )
 
 

@@ -40,6 +40,10 @@ from .sampling import (
 )
 from .scaling import center_crop, output_size, scale_frame
 
+# motion: packets demuxed past a keyframe beyond the frames taken, to find the next frames in presentation
+# order where B-frames are decoded after the P-frame shown after them (x264 puts up to 3 in a row by default).
+_MOTION_REORDER = 4
+
 
 @dataclass(frozen=True)
 class VideoInfo:
@@ -95,13 +99,24 @@ class Clip:
     info: VideoInfo
     decode_ms: float
     decoded: int = field(default=0)  # frames the decoder produced, all calls included
+    # FrameSpec.motion > 0: the frames after each frame's keyframe, in presentation order, [k, motion, H, W, 3]
+    # uint8; where its GOP has fewer, the last one read (the keyframe where none) is repeated and
+    # motion_valid says how many are real. None with motion=0.
+    motion: np.ndarray | None = None
+    motion_times: tuple[tuple[float, ...], ...] | None = None  # [k][motion] seconds
+    motion_valid: tuple[int, ...] | None = None  # [k] real motion frames of each frame
 
     def to_dict(self) -> dict:
-        """The JSON form ``shortvid probe`` prints."""
+        """The JSON form ``shortvid probe`` prints; with motion frames each frame lists their times and
+        how many are real."""
+        frames = [{"time": round(t, 4), "keyframe": k} for t, k in zip(self.times, self.keyframe, strict=True)]
+        if self.motion_times is not None and self.motion_valid is not None:
+            for entry, times, valid in zip(frames, self.motion_times, self.motion_valid, strict=True):
+                entry.update(motion=[round(t, 4) for t in times], motion_valid=valid)
         return {
             "path": self.info.source,
             "keyframes": self.info.keyframes,
-            "frames": [{"time": round(t, 4), "keyframe": k} for t, k in zip(self.times, self.keyframe, strict=True)],
+            "frames": frames,
             "decode_ms": round(self.decode_ms, 2),
             "decoded": self.decoded,
             "info": self.info.to_dict(),
@@ -157,6 +172,11 @@ def read_frames(
         a faster decode whose pixels differ slightly from the default (mean absolute difference well
         under 1 on H.264 keyframes); with ``sampler="uniform"`` or ``fill="seek"`` the difference
         grows along the frames decoded from the keyframe. Off by default; a ``FrameSpec`` records it.
+    motion: also read the ``motion`` frames shown right after each chosen keyframe (0-4; 0, the default,
+        reads none): ``Clip.motion`` ``[k, motion, H, W, 3]``, ``Clip.motion_times`` and
+        ``Clip.motion_valid``, from one forward decode of the keyframe's GOP prefix under the same limits
+        and time limit; a GOP with fewer repeats its last frame read and ``motion_valid`` counts the real
+        ones (docs/decoding.md, "Motion frames"). With the keyframe sampler and ``fill`` "repeat" or "none".
 
     mode: ``"test"`` (segment centres) or ``"train"`` (random in each segment, drawn from ``rng``).
     timeout: seconds for the whole call; a file that takes longer raises ``DecodeTimeoutError``.
@@ -199,6 +219,10 @@ def read_frames(
     finally:
         if opened is not source and not isinstance(opened, str):
             opened.close()  # our own BytesIO; a caller's file stays open
+    motion = {}
+    if reader.motion is not None:
+        images, motion_times, valid = reader.motion
+        motion = {"motion": np.stack(images), "motion_times": motion_times, "motion_valid": valid}
     return Clip(
         frames=np.stack(frames),
         times=tuple(times),
@@ -206,6 +230,7 @@ def read_frames(
         info=info,
         decode_ms=(time.perf_counter() - started) * 1000,
         decoded=reader.decoded,
+        **motion,
     )
 
 
@@ -231,6 +256,8 @@ class _Reader:
         self.decoded = 0
         self.sources: dict[str, Provenance] = {}
         self.upright: tuple[int, int] | None = None  # (width, height) of the last decoded frame, upright
+        # FrameSpec.motion > 0: per frame, its motion frames [motion, H, W, 3], their times and how many are real
+        self.motion: tuple[list[np.ndarray], tuple[tuple[float, ...], ...], tuple[int, ...]] | None = None
 
     # -- set-up ---------------------------------------------------------------------------
     def attach(self, container: av.container.InputContainer) -> None:
@@ -281,6 +308,7 @@ class _Reader:
         if mode == "train" and rng is None and fill == "near":
             rng = np.random.default_rng()  # one generator for the targets and the reaches
         decoded: dict[int, tuple[np.ndarray, float]] = {}
+        following: dict[int, list[tuple[np.ndarray, float]]] = {}  # motion: keyframe -> the frames after it
         while True:
             if not index.keyframes:
                 raise CorruptVideoError(self.name, "no decodable keyframe")
@@ -302,6 +330,8 @@ class _Reader:
                     reaches = near_reach(len(gops[i]), max_decode, mode, rng)
                     ok = self._decode_prefix(i, gops[i], [float(targets[s]) for s in gops[i]], reaches, decoded,
                                              filled)
+                elif self.spec.motion:
+                    ok = i in decoded or self._decode_motion(i, decoded, following)
                 else:
                     ok = i in decoded or self._decode_keyframe(i, decoded)
                 if not ok:
@@ -311,6 +341,7 @@ class _Reader:
             # Drop keyframes that would not decode and choose again among the others.
             keep = [i for i in range(len(index.keyframes)) if i not in failed]
             decoded = {keep.index(i): v for i, v in decoded.items() if i in keep}
+            following = {keep.index(i): v for i, v in following.items() if i in keep}
             index.keyframes = [index.keyframes[i] for i in keep]
         self.ctx.skip_frame = "DEFAULT"
         chosen: list[tuple[np.ndarray, float, bool] | None] = []
@@ -324,7 +355,34 @@ class _Reader:
         if fill == "near":  # a segment left without a frame repeats its neighbour's, as "repeat" would
             chosen = _repeat_neighbours(chosen)
         frames = [image for image, _, _ in chosen]
+        if self.spec.motion:
+            self.motion = _motion_frames([decoded[i] for i in placed], [following[i] for i in placed],
+                                         self.spec.motion)
         return frames, [t for _, t, _ in chosen], [key for _, _, key in chosen]
+
+    def _decode_motion(self, index: int, decoded: dict, following: dict) -> bool:
+        """Decode keyframe ``index`` and the ``spec.motion`` frames after it in presentation order, in one
+        forward decode of its GOP's prefix: the keyframe's picture goes to ``decoded``, the others, in time
+        order, to ``following`` (fewer where the GOP is shorter or a packet will not decode). Picked among
+        the first ``motion + _MOTION_REORDER`` packets after the keyframe (decode order), so B-frames shown
+        before the P-frame decoded ahead of them are found. False where the keyframe itself will not decode."""
+        self._check_time()
+        keyframe = self.index.keyframes[index]
+        packets = self.index.prefix_packets(index, 1 + self.spec.motion + _MOTION_REORDER)
+        if not packets:  # the seek did not find it: the keyframe alone, with no motion frames
+            following[index] = []
+            return self._decode_keyframe(index, decoded)
+        key_ts = packet_time(packets[0])
+        keyframe.packet, keyframe.time = packets[0], key_ts * self.tb
+        # open GOPs: frames decoded after the keyframe but shown before it are not after it
+        later = sorted(stamp for stamp in map(packet_time, packets[1:]) if stamp is not None and stamp > key_ts)
+        wanted = later[: self.spec.motion]
+        key, images = self._decode_from_keyframe(packets, set(wanted), keyframe.time)
+        if key is None:
+            return False
+        decoded[index] = key
+        following[index] = [(images[stamp], stamp * self.tb) for stamp in wanted if stamp in images]
+        return True
 
     def _decode_prefix(self, index: int, slots: list[int], targets: list[float], reaches: list[int],
                        decoded: dict, filled: dict) -> bool:
@@ -350,17 +408,32 @@ class _Reader:
         picks = match_within_reach([stamp * self.tb for stamp, _ in candidates], targets, reachable)
         # stamp -> slot
         wanted = {candidates[j][0]: slot for slot, j in zip(slots, picks, strict=True) if j is not None}
-        last = max((candidates[j][1] for j in picks if j is not None), default=0)
-        key = None
+        key, images = self._decode_from_keyframe(packets, set(wanted), keyframe.time)
+        if key is None:
+            return False
+        decoded[index] = key
+        for stamp, image in images.items():
+            filled[wanted[stamp]] = (image, stamp * self.tb)
+        return True
+
+    def _decode_from_keyframe(self, packets: list[av.Packet], wanted: set[int],
+                              key_time: float) -> tuple[tuple[np.ndarray, float] | None, dict[int, np.ndarray]]:
+        """Decode ``packets`` (a GOP's prefix, its keyframe first) up to the last one whose presentation
+        time is in ``wanted``: the keyframe's picture and time (None where it will not decode) and the
+        pictures of ``wanted``, by time (those that came out). Checks the time limit at each packet."""
+        key_ts = packet_time(packets[0])
+        stamps = [packet_time(packet) for packet in packets]
+        last = max((position for position, stamp in enumerate(stamps) if position and stamp in wanted), default=0)
+        key: tuple[np.ndarray, float] | None = None
+        images: dict[int, np.ndarray] = {}
 
         def keep(frame: av.VideoFrame) -> None:
             nonlocal key
             self.decoded += 1
             if key is None and (frame.pts == key_ts or frame.pts is None):
-                key = frame
-                decoded[index] = (self._to_rgb(frame), self._time_of(frame, keyframe.time))
+                key = (self._to_rgb(frame), self._time_of(frame, key_time))
             elif frame.pts in wanted:
-                filled[wanted[frame.pts]] = (self._to_rgb(frame), frame.pts * self.tb)
+                images[frame.pts] = self._to_rgb(frame)
 
         try:
             for position, packet in enumerate(packets[: last + 1]):
@@ -379,8 +452,7 @@ class _Reader:
             self.ctx.skip_frame = "NONKEY"
         if key is None:
             self._check_decoder_size()
-            return False
-        return True
+        return key, images
 
     def _decode_keyframe(self, index: int, decoded: dict) -> bool:
         """Decode one keyframe packet alone; False if it is damaged or missing."""
@@ -498,6 +570,19 @@ class _Reader:
             index=index.kind,
             sources=dict(self.sources),
         )
+
+
+def _motion_frames(keys: list[tuple[np.ndarray, float]], following: list[list[tuple[np.ndarray, float]]],
+                   motion: int) -> tuple[list[np.ndarray], tuple[tuple[float, ...], ...], tuple[int, ...]]:
+    """Each frame's ``motion`` frames as one array, their times and how many are real: a GOP with fewer
+    repeats its last frame read (the keyframe where it has none), so every array has the same shape."""
+    images, times, valid = [], [], []
+    for (key_image, key_time), frames in zip(keys, following, strict=True):
+        padded = frames + [frames[-1] if frames else (key_image, key_time)] * (motion - len(frames))
+        images.append(np.stack([image for image, _ in padded]))
+        times.append(tuple(t for _, t in padded))
+        valid.append(len(frames))
+    return images, tuple(times), tuple(valid)
 
 
 def _segments_after(placed: list[int | None]) -> dict[int, list[int]]:

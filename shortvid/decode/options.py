@@ -15,6 +15,8 @@ Size = Union[int, tuple[int, int], None]
 # 30 fps) keeps the decode time near the keyframes-only one where 16 does not (BENCHMARKS.md,
 # "Frames for videos with fewer keyframes than segments"; docs/decoding.md).
 DEFAULT_MAX_DECODE = 8
+# motion: frames read after each keyframe, at most (TSN's RGB difference takes a few consecutive frames).
+MAX_MOTION = 4
 
 
 @dataclass(frozen=True)
@@ -39,21 +41,37 @@ DEFAULT_TUNING = DecoderTuning()
 
 @dataclass(frozen=True)
 class DecodeLimits:
-    """The largest frames ``read_frames`` decodes. A video beyond them raises ``VideoTooLargeError``
-    before its pixels are decoded or scaled: the headers are checked when the file opens, FFmpeg's
-    decoder refuses pictures over ``max_pixels`` (a stream can claim another size than its headers),
-    and each decoded frame is checked before scaling. The defaults admit every real upload, 8K UHD
-    (7680x4320) and portrait 4K included, and refuse a 1.7 KB file claiming 65520x16 (which, scaled
-    to a short side of 128, would be a 575 MiB array)."""
+    """The largest frames ``read_frames`` decodes, and the largest audio ``read_audio`` decodes. A video
+    beyond them raises ``VideoTooLargeError`` before its pixels are decoded or scaled: the headers are
+    checked when the file opens, FFmpeg's decoder refuses pictures over ``max_pixels`` (a stream can claim
+    another size than its headers), and each decoded frame is checked before scaling. The defaults admit
+    every real upload, 8K UHD (7680x4320) and portrait 4K included, and refuse a 1.7 KB file claiming
+    65520x16 (which, scaled to a short side of 128, would be a 575 MiB array)."""
 
     max_width: int = 8192  # of the upright picture
     max_height: int = 8192
     max_pixels: int = 7680 * 4320  # width x height
     max_aspect: float = 8.0  # longer side / shorter side
+    # The audio track (``read_audio``): a stream over these is refused (a Sound of status "broken"), and
+    # each call decodes at most ``max_audio_seconds`` of the source's audio, whatever its timestamps say.
+    max_sample_rate: int = 192_000  # Hz; studio masters reach 192 kHz
+    max_channels: int = 16  # 7.1.4 and 9.1.6 layouts are 12 and 16
+    max_audio_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         if min(self.max_width, self.max_height, self.max_pixels) < 1 or not self.max_aspect >= 1:
             raise ValueError(f"decode limits must be positive and max_aspect at least 1: {self}")
+        if min(self.max_sample_rate, self.max_channels) < 1 or not self.max_audio_seconds > 0:
+            raise ValueError(f"audio limits must be positive: {self}")
+
+    def audio_problem(self, sample_rate: int, channels: int) -> str | None:
+        """Why an audio stream of ``sample_rate`` Hz and ``channels`` channels is refused, or None (an
+        unknown value, 0, is checked again on the decoded frames)."""
+        if sample_rate > self.max_sample_rate:
+            return f"{sample_rate} Hz, over the {self.max_sample_rate} Hz limit"
+        if channels > self.max_channels:
+            return f"{channels} channels, over the {self.max_channels} channel limit"
+        return None
 
     def problem(self, width: int, height: int, either_way: bool = False) -> str | None:
         """Why a ``width`` x ``height`` picture is refused, or None. ``either_way``: the rotation is not
@@ -122,12 +140,17 @@ class FrameSpec:
         "runs that serve the same way (docs/decoding.md)"))
     max_decode: int = field(default=DEFAULT_MAX_DECODE, metadata=_option(
         "--fill near: frames decoded past a keyframe per segment filled, at most", type=int, metavar="N"))
+    motion: int = field(default=0, metadata=_option(
+        f"frames read right after each keyframe, from its GOP, for motion (0: none; at most {MAX_MOTION}); "
+        "with --sampler keyframes and --fill repeat or none", type=int, metavar="N"))
 
     def __post_init__(self) -> None:
         """Check the options: ``k`` an int of at least 1, a known ``sampler`` and ``fill``, ``size`` an int
         of at least 1, a ``(height, width)`` pair of them or None, ``crop`` None or an int of at least 1
         that fits in the resized frame when ``size`` says how large that is, ``max_decode`` an int of at
-        least 1. A list ``size`` (as JSON and YAML give it) becomes a tuple, so the spec stays hashable."""
+        least 1, ``motion`` an int from 0 to ``MAX_MOTION``, above 0 with the keyframe sampler and
+        ``fill`` "repeat" or "none" only (motion frames follow keyframes). A list ``size`` (as JSON and YAML
+        give it) becomes a tuple, so the spec stays hashable."""
         if isinstance(self.size, list):
             object.__setattr__(self, "size", tuple(self.size))
         if not _positive_int(self.k):
@@ -138,6 +161,11 @@ class FrameSpec:
             raise ValueError(f"fill must be one of {', '.join(map(repr, get_args(Fill)))}, got {self.fill!r}")
         if not _positive_int(self.max_decode):
             raise ValueError(f"max_decode must be an integer of at least 1, got {self.max_decode!r}")
+        if not (self.motion == 0 or _positive_int(self.motion)) or self.motion > MAX_MOTION:
+            raise ValueError(f"motion must be an integer from 0 to {MAX_MOTION}, got {self.motion!r}")
+        if self.motion and (self.sampler != "keyframes" or self.fill not in ("repeat", "none")):
+            raise ValueError(f"motion frames follow keyframes: motion {self.motion} takes sampler 'keyframes' "
+                             f"with fill 'repeat' or 'none', got sampler {self.sampler!r}, fill {self.fill!r}")
         size = self.size
         if isinstance(size, tuple):
             if len(size) != 2 or not all(_positive_int(side) for side in size):
@@ -166,6 +194,8 @@ class FrameSpec:
             del data["skip_loop_filter"]
         if self.fill != "near" and self.max_decode == DEFAULT_MAX_DECODE:
             del data["max_decode"]
+        if not self.motion:
+            del data["motion"]
         return data
 
     @classmethod

@@ -56,3 +56,11 @@ def center_crop(image: np.ndarray, side: int) -> np.ndarray:
         raise ValueError(f"crop {side} is larger than the resized frame {h}x{w}")
     top, left = (h - side) // 2, (w - side) // 2
     return image[top : top + side, left : left + side]
+
+
+def rgb_difference(keyframe: np.ndarray, following: np.ndarray) -> np.ndarray:
+    """TSN's RGB-difference input: each motion frame less the frame before it, the first less the keyframe,
+    as int16 (-255 to 255, no wrap-around). ``keyframe`` [..., H, W, 3] and ``following`` [..., motion, H, W,
+    3] uint8, as ``Clip.frames`` and ``Clip.motion`` hold them; returns [..., motion, H, W, 3]."""
+    frames = np.concatenate([keyframe[..., None, :, :, :], following], axis=-4).astype(np.int16)
+    return np.diff(frames, axis=-4)

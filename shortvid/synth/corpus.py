@@ -3,7 +3,7 @@
 Layout under `out`:
   videos/<name>.mp4   H.264 + AAC, faststart, forced IDR keyframes at every scene cut
   train.txt, val.txt  `<name>.mp4,<label>[,<label>...]`, integer ids, labels unsorted, no header
-  labels.csv          `id,name,group`
+  labels.csv          `id,name,group`, plus `kind` (appearance, motion or sound) for the `av` catalogue
   corpus.json         the spec used (checked on reruns) and the class list
   manifest.jsonl      per video: size, fps, frame rate kind, style, cut and keyframe times
 
@@ -36,11 +36,12 @@ from .encode import EncodeSpec, encode_video
 from .plans import VideoScript, plan_video, select_classes
 from .render import render_frames
 from .shapes import SceneClass
+from .sound import video_sound
 
 CORPUS_FORMAT = "shortvid-synth-corpus"
 CORPUS_FORMAT_VERSION = 2  # bump whenever the same spec would draw or encode different videos (2: x264 cpu-independent)
 _VFR_CLOCK = 90000  # VFR frame times are kept on the container's 1/90000 s grid
-_LATER_FIELDS = {"catalogue": "standard", "distractors": True}  # CorpusSpec fields added since version 2
+_LATER_FIELDS = {"catalogue": "standard", "distractors": True, "max_shots": 4, "scenecut": True}  # added since v2
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,10 @@ class CorpusSpec:
     `catalogue` is where the classes come from (`plans.CATALOGUES`): `standard` (`shapes.GROUPS`) or
     `pretrain` (`compounds.PRETRAIN_GROUPS`, the pretraining stand-in for ImageNet).
     `distractors`: title cards and black lead-ins in some videos (frames that show no class).
+    `max_shots`: content shots per video at most (1-4), hence cuts and keyframes.
+    `scenecut`: x264 may add keyframes where it detects a change (fast motion, say) besides the forced cuts.
+    The `av` catalogue's motion and sound classes move by their rule (`motion.MOTIONS`) and get the audio
+    of their rule (`sound.SOUNDS`, rendered per video from (seed, index)); other videos keep the tone.
     """
 
     name: str = "custom"
@@ -81,6 +86,8 @@ class CorpusSpec:
     render_short_side: int = 180
     difficulty: float = 0.0
     distractors: bool = True
+    max_shots: int = 4
+    scenecut: bool = True
     crf: int = 23
     preset: str = "veryfast"
     audio: bool = True
@@ -107,6 +114,8 @@ class CorpusSpec:
                 raise ValueError(f"sizes must be even and at least 16 pixels, got {width}x{height}")
         if not 0.0 < self.duration[0] <= self.duration[1]:
             raise ValueError(f"duration must be (shortest, longest) seconds, got {self.duration}")
+        if not 1 <= self.max_shots <= 4:
+            raise ValueError(f"max_shots must be 1..4, got {self.max_shots}")
         if not self.fps > 0 or self.gop < 1 or self.long_tail < 0 or self.render_short_side < 16:
             raise ValueError("fps must be positive, gop at least 1, long_tail non-negative, render_short_side >= 16")
 
@@ -171,11 +180,29 @@ PRESETS: dict[str, CorpusSpec] = {
         legacy_share=0.05, vfr_share=0.05, rotated_share=0.02, audio_first_share=0.0, clip_name_share=0.0,
         duration=(1.5, 3.0), fps=10.0, gop=15, render_short_side=128, difficulty=0.3, distractors=False, audio=False,
     ),
+    # Audio-visual: 28 classes of the `av` catalogue (`shapes.AV_GROUPS`): 12 appearance classes (stars,
+    # rings), 8 motion classes sharing one look and 8 sound classes sharing another. 30 fps, GOP 120
+    # over 2-4 s, at most 3 content shots, no title cards, legacy videos or x264 scene detection (fast
+    # motion set it off): 1-3 keyframes a video, so that keyframes cannot tell a motion or sound class
+    # from its siblings. 1120 videos (40 a class), about 3 minutes on 2 cores.
+    "av": CorpusSpec(
+        name="av", num_classes=28, num_groups=4, catalogue="av", num_videos=1120, val_fraction=0.2,
+        min_videos_per_class=40, multilabel_share=0.1, sizes=((180, 320),), legacy_share=0.0,
+        duration=(2.0, 4.0), fps=30.0, gop=120, render_short_side=180, distractors=False, max_shots=3,
+        scenecut=False,
+    ),
+    # Tests: the `av` classes, 2 videos each, at 96x160 and 15 fps over 1.5-2.5 s (GOP 60).
+    "av-tiny": CorpusSpec(
+        name="av-tiny", num_classes=28, num_groups=4, catalogue="av", num_videos=56, val_fraction=0.25,
+        min_videos_per_class=2, multilabel_share=0.1, sizes=((96, 160),), legacy_size=(96, 96), legacy_share=0.0,
+        duration=(1.5, 2.5), fps=15.0, gop=60, render_short_side=96, distractors=False, max_shots=3,
+        scenecut=False,
+    ),
 }
 
 
 def preset(name: str, **overrides) -> CorpusSpec:
-    """A named preset (`tiny`, `small`, `bench`, `pretrain`) with fields replaced by `overrides`."""
+    """A named preset (`tiny`, `small`, `bench`, `pretrain`, `av`, `av-tiny`) with fields replaced by `overrides`."""
     if name not in PRESETS:
         raise ValueError(f"unknown corpus preset {name!r}; choose one of {sorted(PRESETS)}")
     return dataclasses.replace(PRESETS[name], **overrides)
@@ -367,6 +394,7 @@ def encode_spec_for(spec: CorpusSpec, plan: VideoPlan) -> EncodeSpec:
         fps=spec.fps,
         gop=max(1, round(spec.fps)) if plan.legacy else spec.gop,
         bframes=0 if plan.legacy else None,
+        scenecut=spec.scenecut,
         crf=spec.crf,
         preset=spec.preset,
         audio=spec.audio,
@@ -401,7 +429,15 @@ def script_for(spec: CorpusSpec, plan: VideoPlan) -> VideoScript:
     rng = np.random.default_rng([spec.seed, plan.index])
     times = frame_times(rng, plan.duration, spec.fps, plan.vfr)
     return plan_video(rng, plan.labels, spec.classes, times, plan.width, plan.height, difficulty=spec.difficulty,
-                      distractors=spec.distractors)
+                      distractors=spec.distractors, max_shots=spec.max_shots)
+
+
+def sound_for(spec: CorpusSpec, plan: VideoPlan, seconds: float) -> np.ndarray | None:
+    """The audio track of one video (`seconds` long) from a Generator seeded with (spec.seed, plan.index, 1);
+    None (the encoder's default tone) without audio or without a sound class among its labels."""
+    if not spec.audio:
+        return None
+    return video_sound((spec.seed, plan.index, 1), plan.labels, spec.classes, seconds)
 
 
 def make_video(spec: CorpusSpec, plan: VideoPlan, videos_dir: str | Path) -> VideoRecord:
@@ -420,19 +456,24 @@ def make_video(spec: CorpusSpec, plan: VideoPlan, videos_dir: str | Path) -> Vid
     pictures = render_frames(script, spec.classes, render_short_side=spec.render_short_side)
     if plan.rotated:  # stored landscape with a 90-degree display rotation, as phones write them
         pictures = (np.rot90(picture, k=-1) for picture in pictures)
+    sound = sound_for(spec, plan, times[-1] + 1.0 / spec.fps)
     with atomic_path(path, suffix=".mp4") as partial:
         encoded = encode_video(partial, pictures, encode_spec_for(spec, plan), times=times if plan.vfr else None,
-                               keyframes=script.cut_frames)
+                               keyframes=script.cut_frames, audio_samples=sound)
     return VideoRecord(plan, encoded.frames, encoded.duration, cut_times, encoded.keyframe_times, reused=False)
 
 
+def _has_kinds(spec: CorpusSpec) -> bool:
+    """Whether the records name each class's kind: only where some class is not an appearance class, so
+    the records of corpora made before kinds existed stay byte for byte."""
+    return any(c.kind != "appearance" for c in spec.classes)
+
+
 def _corpus_record(spec: CorpusSpec) -> dict:
-    return {
-        "format": CORPUS_FORMAT,
-        "version": CORPUS_FORMAT_VERSION,
-        "spec": spec.to_dict(),
-        "classes": [{"id": i, "name": c.name, "group": c.group} for i, c in enumerate(spec.classes)],
-    }
+    classes = [{"id": i, "name": c.name, "group": c.group} for i, c in enumerate(spec.classes)]
+    if _has_kinds(spec):
+        classes = [{**entry, "kind": c.kind} for entry, c in zip(classes, spec.classes, strict=True)]
+    return {"format": CORPUS_FORMAT, "version": CORPUS_FORMAT_VERSION, "spec": spec.to_dict(), "classes": classes}
 
 
 def _claim_folder(out: Path, spec: CorpusSpec) -> None:
@@ -520,7 +561,10 @@ def generate_corpus(out: str | Path, spec: CorpusSpec, *, workers: int | None = 
         lines = [f"{r.plan.file_name},{','.join(str(label) for label in r.plan.listed_labels)}"
                  for r in records if r.plan.split == split]
         atomic_write(out / f"{split}.txt", "".join(line + "\n" for line in lines))
-    rows = ["id,name,group"] + [f"{i},{c.name},{c.group}" for i, c in enumerate(spec.classes)]
+    if _has_kinds(spec):
+        rows = ["id,name,group,kind"] + [f"{i},{c.name},{c.group},{c.kind}" for i, c in enumerate(spec.classes)]
+    else:
+        rows = ["id,name,group"] + [f"{i},{c.name},{c.group}" for i, c in enumerate(spec.classes)]
     atomic_write(out / "labels.csv", "\n".join(rows) + "\n")
     atomic_write(out / "manifest.jsonl", "".join(json.dumps(r.to_dict()) + "\n" for r in records))
     return _summary(out, spec, records, time.perf_counter() - started)

@@ -26,11 +26,13 @@ CONTAINER_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": 
 ROTATION_CONTAINERS = frozenset({".mp4", ".mov", ".mkv", ".webm"})
 """Suffixes whose muxer stores display rotation (a display matrix) so that it reads back."""
 
+AUDIO_RATE = 48000
+"""Sample rate (Hz) of the audio track, mono; `encode_video`'s `audio_samples` are at this rate."""
+
 _EVEN_SIZE_CODECS = ("libx264", "libx265")
 _X265_MIN_SIZE = 16
 _SUBSAMPLED_420 = ("yuv420p", "yuvj420p", "nv12", "nv21")
 _X264_8BIT_420_PROFILES = ("baseline", "main", "high")
-_AUDIO_RATE = 48000
 _AUDIO_TONE_HZ = 440.0
 _AUDIO_AMPLITUDE = 0.05
 _AUDIO_PRELOAD_US = 1_000_000  # audio_first: interleave audio this much ahead, beyond any B-frame delay
@@ -51,7 +53,7 @@ class EncodeSpec:
     crf: int = 23  # x264/x265/vp9 constant quality; mpeg4 uses qscale round(crf / 4)
     preset: str = "veryfast"  # x264/x265 speed preset
     pix_fmt: str = "yuv420p"
-    audio: bool = True  # a quiet 440 Hz mono tone: AAC, or Opus in webm
+    audio: bool = True  # a mono track, AAC or Opus in webm: a quiet 440 Hz tone unless samples are given
     audio_first: bool = False  # audio is stream 0 and its packets come before the video's
     faststart: bool = True  # mp4/mov: index (moov) before the media data
     rotation: int = 0  # display rotation, counter-clockwise degrees (multiple of 90)
@@ -77,10 +79,14 @@ def encode_video(
     *,
     times: Sequence[float] | None = None,
     keyframes: Collection[int] = (),
+    audio_samples: np.ndarray | None = None,
 ) -> EncodedVideo:
     """Encode RGB uint8 frames [H, W, 3] (stored as given) into `path`; the container comes from the suffix
     (.mp4 .mov .mkv .webm .avi). `times`: per-frame presentation timestamps in seconds for variable frame rate
     (strictly increasing); `keyframes`: frame indices forced to be keyframes (IDR), e.g. at scene cuts.
+
+    `audio_samples`: the audio track instead of the default tone, float mono samples in [-1, 1] at
+    `AUDIO_RATE` (needs `spec.audio`); cut at the video's end, or padded with silence up to it.
 
     Frame 0 is always a keyframe. libx264/libx265 with a 4:2:0 pix_fmt need even sizes (ValueError
     otherwise): for odd sizes use pix_fmt="yuv444p" with profile=None, or libvpx-vp9 or mpeg4, which
@@ -91,6 +97,7 @@ def encode_video(
     suffix = path.suffix.lower()
     _check_spec(spec, suffix, times)
     forced = _check_keyframes(keyframes)
+    sound = None if audio_samples is None else _check_audio(audio_samples, spec)
     iterator = iter(frames)
     first = next(iterator, None)
     if first is None:
@@ -99,7 +106,7 @@ def encode_video(
     height, width = first.shape[:2]
     _check_size(spec, width, height)
     try:
-        count, keyframe_times, end = _write(path, suffix, first, iterator, spec, times, forced)
+        count, keyframe_times, end = _write(path, suffix, first, iterator, spec, times, forced, sound)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -148,6 +155,18 @@ def _check_keyframes(keyframes: Collection[int]) -> frozenset[int]:
     if any(k < 0 for k in forced):
         raise ValueError(f"keyframe indices must be >= 0, got {sorted(forced)}")
     return forced
+
+
+def _check_audio(samples: np.ndarray, spec: EncodeSpec) -> np.ndarray:
+    """Mono float samples in [-1, 1], or ValueError."""
+    if not spec.audio:
+        raise ValueError("audio_samples given but spec.audio is False")
+    array = np.asarray(samples)
+    if array.ndim != 1 or not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"audio_samples must be 1-D float (mono), got {array.dtype} {array.shape}")
+    if not np.isfinite(array).all() or (array.size and float(np.abs(array).max()) > 1.0):
+        raise ValueError("audio_samples must be finite and within [-1, 1]")
+    return array.astype(np.float64)
 
 
 def _check_size(spec: EncodeSpec, width: int, height: int) -> None:
@@ -215,34 +234,45 @@ def _video_options(spec: EncodeSpec) -> dict[str, str]:
 
 
 def _add_audio(container: av.container.OutputContainer, suffix: str) -> av.audio.stream.AudioStream:
-    stream = container.add_stream("libopus" if suffix == ".webm" else "aac", rate=_AUDIO_RATE)
+    stream = container.add_stream("libopus" if suffix == ".webm" else "aac", rate=AUDIO_RATE)
     stream.layout = "mono"
-    stream.time_base = Fraction(1, _AUDIO_RATE)
+    stream.time_base = Fraction(1, AUDIO_RATE)
     return stream
 
 
 class _Tone:
-    """A quiet sine tone cut into encoder-sized frames, produced on demand up to a given time."""
+    """The audio track cut into encoder-sized frames, produced on demand up to a given time: `samples`
+    (silence after their end), or a quiet sine tone without them."""
 
-    def __init__(self, stream: av.audio.stream.AudioStream):
+    def __init__(self, stream: av.audio.stream.AudioStream, samples: np.ndarray | None = None):
         self.stream = stream
+        self.given = samples
         self.samples = 0
 
     def frames_until(self, seconds: float, *, final: bool = False) -> Iterator[av.AudioFrame]:
         """Whole encoder frames that start before `seconds`; with `final`, end exactly there instead."""
         size = self.stream.codec_context.frame_size or 1024
-        target = round(seconds * _AUDIO_RATE)
+        target = round(seconds * AUDIO_RATE)
         while self.samples + (0 if final else size) < target:
             yield self._frame(min(size, target - self.samples))
 
+    def _wave(self, size: int) -> np.ndarray:
+        if self.given is None:
+            ticks = self.samples + np.arange(size)
+            return _AUDIO_AMPLITUDE * np.sin(2 * math.pi * _AUDIO_TONE_HZ * ticks / AUDIO_RATE)
+        wave = np.zeros(size)
+        part = self.given[self.samples:self.samples + size]
+        wave[:part.size] = part
+        return wave
+
     def _frame(self, size: int) -> av.AudioFrame:
         fmt = self.stream.codec_context.format.name
-        wave = _AUDIO_AMPLITUDE * np.sin(2 * math.pi * _AUDIO_TONE_HZ * (self.samples + np.arange(size)) / _AUDIO_RATE)
+        wave = self._wave(size)
         data = (wave * 32767).astype(np.int16) if fmt.startswith("s16") else wave.astype(np.float32)
         frame = av.AudioFrame.from_ndarray(data[None, :], format=fmt, layout="mono")
-        frame.sample_rate = _AUDIO_RATE
+        frame.sample_rate = AUDIO_RATE
         frame.pts = self.samples
-        frame.time_base = Fraction(1, _AUDIO_RATE)
+        frame.time_base = Fraction(1, AUDIO_RATE)
         self.samples += size
         return frame
 
@@ -289,6 +319,7 @@ def _write(
     spec: EncodeSpec,
     times: Sequence[float] | None,
     forced: frozenset[int],
+    sound: np.ndarray | None = None,
 ) -> tuple[int, tuple[float, ...], float]:
     """Open the container, stream every frame through the encoder(s); return count, keyframe times, end."""
     clock = _clock(spec, times)
@@ -309,7 +340,7 @@ def _write(
         video.codec_context.thread_count = spec.threads
         if spec.rotation % 360:
             video.set_display_rotation(spec.rotation % 360)
-        tone = _Tone(audio) if audio is not None else None
+        tone = _Tone(audio, sound) if audio is not None else None
 
         def mux_video(frame: av.VideoFrame | None) -> None:
             for packet in video.encode(frame):

@@ -10,6 +10,7 @@ backdrop kind, so context helps to tell groups apart, but not alone.
 from __future__ import annotations
 
 import colorsys
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .compounds import PRETRAIN_GROUPS
-from .shapes import GROUPS, TAU, VARIATION_SIZE, SceneClass
+from .motion import Trajectory, plan_trajectory
+from .shapes import AV_GROUPS, GROUPS, TAU, VARIATION_SIZE, SceneClass
 
 Colour = tuple[float, float, float]
 Rect = tuple[float, float, float, float]
@@ -27,9 +29,12 @@ _GROUP_BACKDROPS = {"stars": "radial", "rings": "linear", "patterns": "noise", "
 _GROUP_BACKDROP_SHARE = 0.6  # how often a shot uses its group's backdrop: context helps, but not alone
 
 
-CATALOGUES: dict[str, dict[str, tuple[SceneClass, ...]]] = {"standard": GROUPS, "pretrain": PRETRAIN_GROUPS}
+CATALOGUES: dict[str, dict[str, tuple[SceneClass, ...]]] = {
+    "standard": GROUPS, "pretrain": PRETRAIN_GROUPS, "av": AV_GROUPS,
+}
 """The class catalogues a corpus draws from: `standard` (`shapes.GROUPS`: the tiny, small and bench
-presets) and `pretrain` (`compounds.PRETRAIN_GROUPS`: hundreds of classes none of which is standard)."""
+presets), `pretrain` (`compounds.PRETRAIN_GROUPS`: hundreds of classes none of which is standard) and
+`av` (`shapes.AV_GROUPS`: appearance, motion and sound classes)."""
 
 
 def select_classes(num_classes: int, num_groups: int, catalogue: str = "standard") -> tuple[SceneClass, ...]:
@@ -40,14 +45,17 @@ def select_classes(num_classes: int, num_groups: int, catalogue: str = "standard
     if catalogue not in CATALOGUES:
         raise ValueError(f"unknown class catalogue {catalogue!r}; choose one of {sorted(CATALOGUES)}")
     catalogue_groups = CATALOGUES[catalogue]
-    per_group_limit = min(len(members) for members in catalogue_groups.values())
     if not 1 <= num_groups <= len(catalogue_groups):
         raise ValueError(f"num_groups must be 1..{len(catalogue_groups)}, got {num_groups}")
-    if not 2 * num_groups <= num_classes <= per_group_limit * num_groups:
-        raise ValueError(f"num_classes must be {2 * num_groups}..{per_group_limit * num_groups} "
-                         f"for {num_groups} groups (2..{per_group_limit} per group), got {num_classes}")
     groups = list(catalogue_groups.values())[:num_groups]
-    per_group = [num_classes // num_groups + (index < num_classes % num_groups) for index in range(num_groups)]
+    most = sum(len(members) for members in groups)
+    if not 2 * num_groups <= num_classes <= most:
+        raise ValueError(f"num_classes must be {2 * num_groups}..{most} for {num_groups} groups "
+                         f"(2..{max(len(members) for members in groups)} per group), got {num_classes}")
+    per_group = [0] * num_groups
+    for _ in range(num_classes):  # round robin, skipping full groups: an even spread, earlier groups first
+        open_groups = [index for index in range(num_groups) if per_group[index] < len(groups[index])]
+        per_group[min(open_groups, key=lambda index: per_group[index])] += 1
     return tuple(member for members, count in zip(groups, per_group, strict=True) for member in members[:count])
 
 
@@ -70,6 +78,7 @@ class Sprite:
     variation: tuple[float, ...]
     mode: str = "object"  # "object", "full_frame" (covers the frame) or "window" (a scene in a frame)
     window_fill: Colour = (0.0, 0.0, 0.0)
+    trajectory: Trajectory | None = None  # a motion class's path, instead of start, end and wobble
 
 
 @dataclass(frozen=True)
@@ -245,7 +254,12 @@ def _content_shot(rng: np.random.Generator, start: int, stop: int, class_ids: Se
             sprites.append(_sprite(rng, class_id, mode, fg, ac, backdrop_colour, difficulty))
             continue
         copies = 2 if position == 0 and len(class_ids) == 1 and rng.random() < 0.25 else 1
-        sprites.extend(_sprite(rng, class_id, "object", fg, ac, backdrop_colour, difficulty) for _ in range(copies))
+        for _ in range(copies):
+            sprite = _sprite(rng, class_id, "object", fg, ac, backdrop_colour, difficulty)
+            if classes[class_id].motion:
+                path = plan_trajectory(rng, classes[class_id].motion, 1.2 * max(sprite.radius))
+                sprite = dataclasses.replace(sprite, wobble=(0.0, 0.0, 0.0), trajectory=path)
+            sprites.append(sprite)
     sprites.sort(key=lambda sprite: sprite.mode != "full_frame")  # a scene behind the objects
     backdrop = _backdrop(rng, kind, backdrop_colour, difficulty)
     return Shot("content", start, stop, tuple(class_ids), backdrop, tuple(sprites))
@@ -298,7 +312,7 @@ def _frame_spans(layout: list[tuple[str, float]], times: Sequence[float],
 
 def plan_video(rng: np.random.Generator, labels: Sequence[int], classes: Sequence[SceneClass],
                times: Sequence[float], width: int, height: int, *, overlay: bool | None = None,
-               difficulty: float = 0.0, distractors: bool = True) -> VideoScript:
+               difficulty: float = 0.0, distractors: bool = True, max_shots: int = 4) -> VideoScript:
     """Choose the shots, backdrops, objects, motion and colours of one video showing `labels`.
 
     The first label is the main subject. A multi-label video either shows its classes together
@@ -310,15 +324,19 @@ def plan_video(rng: np.random.Generator, labels: Sequence[int], classes: Sequenc
     differences between models.
     `distractors` allows title cards and black lead-ins, which show no class; without them every frame
     shows its labels (pretraining samples single keyframes and wants each to show its class).
+    `max_shots` caps the content shots (1-4 are drawn), hence the cuts and keyframes: a motion or sound
+    class wants few keyframes, so that frames alone cannot tell it from its siblings.
     """
     if not 0.0 <= difficulty <= 1.0:
         raise ValueError(f"difficulty must be within [0, 1], got {difficulty}")
     if not labels:
         raise ValueError("a video needs at least one label")
+    if max_shots < 1:
+        raise ValueError(f"max_shots must be at least 1, got {max_shots}")
     labels = tuple(int(label) for label in labels)
     frame_count = len(times)
     duration = float(times[-1]) + (float(times[-1]) / max(frame_count - 1, 1) if frame_count > 1 else 0.1)
-    content_shots = int(rng.choice([1, 2, 3, 4], p=[0.3, 0.35, 0.25, 0.1]))
+    content_shots = min(int(rng.choice([1, 2, 3, 4], p=[0.3, 0.35, 0.25, 0.1])), max_shots)
     together = len(labels) > 1 and rng.random() < 0.5
     if len(labels) > 1 and not together:
         content_shots = max(content_shots, len(labels))

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from PIL import Image
 
+from .motion import position
 from .plans import Backdrop, Rect, Sprite, VideoScript
 from .shapes import TAU, SceneClass, inside_coverage, rotated
 
@@ -78,6 +79,8 @@ def _draw_sprite(canvas: np.ndarray, sprite: Sprite, scene_class: SceneClass, se
     swing = amplitude * math.sin(TAU * frequency * seconds + phase) * short
     cx = (sprite.start[0] + (sprite.end[0] - sprite.start[0]) * progress) * width + swing
     cy = (sprite.start[1] + (sprite.end[1] - sprite.start[1]) * progress) * height + swing * 0.7
+    if sprite.trajectory is not None:
+        cx, cy = position(sprite.trajectory, seconds, width, height)
     radius = (sprite.radius[0] + (sprite.radius[1] - sprite.radius[0]) * progress) * short
     angle = sprite.angle + sprite.spin * seconds
     if sprite.mode == "full_frame":

@@ -30,12 +30,20 @@ TAU = 2.0 * math.pi
 
 @dataclass(frozen=True)
 class SceneClass:
-    """One drawable class: its name, its group and how to draw it."""
+    """One drawable class: its name, its group and how to draw it; a motion or sound class also names the
+    rule (`motion.MOTIONS`, `sound.SOUNDS`) that alone tells it from the other members of its group."""
 
     name: str
     group: str
     draw: DrawFunction
     full_frame: bool = False  # a scene that fills the frame (drawn as the backdrop) rather than an object
+    motion: str = ""  # how its object moves (a `motion.MOTIONS` name); "": the plan's usual drift
+    sound: str = ""  # what its video sounds like (a `sound.SOUNDS` name); "": the default tone
+
+    @property
+    def kind(self) -> str:
+        """What tells the class from its group's other members: "appearance", "motion" or "sound"."""
+        return "motion" if self.motion else "sound" if self.sound else "appearance"
 
 
 # Shape helpers. Distances are signed (negative inside) and in object-local units.
@@ -317,3 +325,19 @@ GROUPS: dict[str, tuple[SceneClass, ...]] = {
 """Every drawable class by group. Within a group the first classes are the most confusable."""
 
 MAX_CLASSES_PER_GROUP = min(len(members) for members in GROUPS.values())
+
+
+_SOUND_LOOK = _patterned(_polka)  # one drawing function shared by every sound class
+
+AV_GROUPS: dict[str, tuple[SceneClass, ...]] = {
+    "stars": GROUPS["stars"],
+    "rings": GROUPS["rings"],
+    "motion": tuple(SceneClass(name, "motion", _plus, motion=name) for name in (
+        "move_right", "move_left", "orbit_cw", "dash_right", "hop_right", "move_up", "move_down", "orbit_ccw")),
+    "sound": tuple(SceneClass(name, "sound", _SOUND_LOOK, sound=name) for name in (
+        "rising", "falling", "beat_slow", "beat_fast", "hum", "buzz", "hiss", "rumble")),
+}
+"""The audio-visual catalogue: two appearance groups, a motion group (one look, a plus sign: members differ
+only in how it moves) and a sound group (one look, a polka-dot blob: members differ only in the audio).
+Within the motion and sound groups the first members cover every property (direction, trajectory,
+speed, rhythm; pitch pattern, rhythm, timbre, noise colour) as soon as there are five or eight."""

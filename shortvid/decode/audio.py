@@ -1,0 +1,325 @@
+"""Sound: ``read_audio`` reads a video's audio track with PyAV, in-process, as a fixed-length mono waveform.
+
+What is read is an ``AudioSpec``: ``seconds`` of audio at ``sample_rate`` (16 kHz mono float32 by default),
+taken from the start of the track or spread over it in ``windows`` equal windows centred in equal time
+segments (as the TSN segments place frames). Only the packets needed are decoded: "start" stops reading
+once the window is full; "spread" seeks to each window and skips the packets before it undecoded.
+Resampling and downmixing are FFmpeg's (``av.AudioResampler``: flt, mono, the spec's rate).
+
+A video's sound never fails the video: no audio stream, silence, audio shorter than asked, a damaged
+or refused stream all give a ``Sound`` whose ``status`` and ``mask`` say so (a model masks what is not
+real sound). Only a file that cannot be opened at all raises, the usual ``DecodeError`` of
+``shortvid.decode.opening``. ``DecodeLimits`` bounds what a crafted audio header can cost: its sample rate
+and channel count (checked in the headers and on every decoded frame) and the seconds decoded per call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+import av
+import numpy as np
+
+from ..errors import InvalidVideoError
+from .keyframes import demuxing, packet_time
+from .opening import Source, open_container, resolve
+from .options import DEFAULT_LIMITS, DecodeLimits
+
+Placement = Literal["start", "spread"]
+Status = Literal["ok", "none", "silent", "broken"]
+MAX_AUDIO_SECONDS = 30.0  # an AudioSpec's longest: half the seconds a call may decode by default (DecodeLimits)
+SILENCE = 1e-4  # peak amplitude (-80 dBFS) under which real samples count as silent
+_PREROLL = 0.1  # seconds decoded before a spread window: the decoder's priming after a seek
+_GIVE_UP = 64  # packets in a row that will not decode, after which a window stops reading (1.4 s of AAC)
+
+
+@dataclass(frozen=True)
+class AudioSpec:
+    """How sound is read, checked when made (a ``ValueError`` naming the option) and passed whole, as
+    ``FrameSpec`` is for frames; ``to_dict`` is its stored form."""
+
+    sample_rate: int = field(default=16000, metadata={"help": "output sample rate in Hz (8000 to 48000)"})
+    seconds: float = field(default=4.0, metadata={
+        "help": f"seconds of audio per video, the output's length (above 0, at most {MAX_AUDIO_SECONDS:g})"})
+    placement: Placement = field(default="start", metadata={
+        "help": "start: the track's first seconds (one read, no seek); spread: `windows` windows centred in "
+                "equal segments of the track (a seek each)", "choices": get_args(Placement)})
+    windows: int = field(default=4, metadata={"help": "placement spread: how many windows (1 to 16)"})
+
+    def __post_init__(self) -> None:
+        if not _int_in(self.sample_rate, 8000, 48000):
+            raise ValueError(f"sample_rate must be an integer from 8000 to 48000 Hz, got {self.sample_rate!r}")
+        if isinstance(self.seconds, bool) or not isinstance(self.seconds, (int, float)) \
+                or not 0 < self.seconds <= MAX_AUDIO_SECONDS:
+            raise ValueError(f"seconds must be above 0 and at most {MAX_AUDIO_SECONDS:g}, got {self.seconds!r}")
+        if self.placement not in get_args(Placement):
+            raise ValueError(f"placement must be one of {', '.join(map(repr, get_args(Placement)))}, "
+                             f"got {self.placement!r}")
+        if not _int_in(self.windows, 1, 16):
+            raise ValueError(f"windows must be an integer from 1 to 16, got {self.windows!r}")
+        if round(self.sample_rate * self.seconds) < self.windows:
+            raise ValueError(f"{self.seconds} s at {self.sample_rate} Hz is under one sample a window")
+
+    @property
+    def length(self) -> int:
+        """Samples in a ``Sound`` read with this spec."""
+        return round(self.sample_rate * self.seconds)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AudioSpec":
+        return cls(**{option.name: data[option.name] for option in dataclasses.fields(cls) if option.name in data})
+
+
+@dataclass(frozen=True)
+class Sound:
+    """The audio read from one video: ``samples`` float32 mono ``[spec.length]`` at ``sample_rate``, zero
+    where ``mask`` (bool, same shape) says no real sample was read. ``status``: "ok"; "none" (no audio
+    stream); "silent" (real samples, all under ``SILENCE``); "broken" (nothing usable: a damaged or
+    refused stream, or the time limit; ``mask`` all False), with ``reason`` saying why (and, for "ok",
+    damaged packets skipped). ``starts``: each window's start in the track, seconds. The source's
+    ``codec``, ``source_rate``, ``channels`` and ``duration`` come from its headers (None: no stream)."""
+
+    samples: np.ndarray
+    mask: np.ndarray
+    sample_rate: int
+    status: Status
+    reason: str
+    source: str
+    codec: str | None = None
+    source_rate: int | None = None
+    channels: int | None = None
+    duration: float | None = None
+    starts: tuple[float, ...] = ()
+    decode_ms: float = 0.0
+
+    @property
+    def valid(self) -> int:
+        """How many samples are real."""
+        return int(self.mask.sum())
+
+    def to_dict(self) -> dict:
+        """The JSON form (without the samples)."""
+        return {"source": self.source, "status": self.status, "reason": self.reason, "valid": self.valid,
+                "length": len(self.samples), "sample_rate": self.sample_rate, "codec": self.codec,
+                "source_rate": self.source_rate, "channels": self.channels,
+                "duration": None if self.duration is None else round(self.duration, 4),
+                "starts": [round(t, 4) for t in self.starts], "decode_ms": round(self.decode_ms, 2)}
+
+
+class _Unusable(Exception):
+    """The audio stream cannot give samples: the reason becomes a "broken" Sound."""
+
+
+def read_audio(source: Source, spec: AudioSpec | None = None, *, limits: DecodeLimits | None = None,
+               timeout: float | None = 10.0) -> Sound:
+    """The sound ``spec`` asks for from ``source`` (a path, bytes, a binary file or a URI, opened as
+    ``read_frames`` opens it). Never raises for the audio: see ``Sound.status``. A source that cannot be
+    opened raises the ``DecodeError`` ``read_frames`` would (``VideoNotFoundError``,
+    ``InvalidVideoError``). ``limits``: the audio limits of ``DecodeLimits`` (sample rate, channels,
+    seconds decoded); ``timeout``: seconds for the call, past which the Sound is "broken"."""
+    spec = spec or AudioSpec()
+    limits = limits or DEFAULT_LIMITS
+    started = time.perf_counter()
+    name, opened = resolve(source)
+    try:
+        try:
+            container = open_container(name, opened, limits)
+        except OSError as error:  # raised by a caller's file object while FFmpeg reads it
+            raise InvalidVideoError(name, f"reading failed: {type(error).__name__}: {error}") from error
+        with container:
+            reader = _AudioReader(name, container, spec, limits, started + timeout if timeout else None)
+            sound = reader.read()
+    finally:
+        if opened is not source and not isinstance(opened, str):
+            opened.close()  # our own BytesIO; a caller's file stays open
+    return dataclasses.replace(sound, decode_ms=(time.perf_counter() - started) * 1000)
+
+
+class _AudioReader:
+    """The state of one ``read_audio`` call on an open container."""
+
+    def __init__(self, name: str, container: av.container.InputContainer, spec: AudioSpec, limits: DecodeLimits,
+                 deadline: float | None):
+        self.name, self.container, self.spec, self.limits, self.deadline = name, container, spec, limits, deadline
+        self.samples = np.zeros(spec.length, dtype=np.float32)
+        self.mask = np.zeros(spec.length, dtype=bool)
+        self.decoded = 0.0  # seconds of source audio decoded
+        self.skipped = 0  # packets that would not decode
+        self.unseekable = 0  # windows whose seek failed
+        self.owed = 0.0  # output samples the resampler holds back (its filter's delay), fed but not out yet
+        self.meta: dict = {}
+
+    def sound(self, status: Status, reason: str, starts: tuple[float, ...] = ()) -> Sound:
+        if status == "broken":
+            self.samples[:] = 0
+            self.mask[:] = False
+        return Sound(self.samples, self.mask, self.spec.sample_rate, status, reason, self.name,
+                     starts=starts, **self.meta)
+
+    def read(self) -> Sound:
+        if not self.container.streams.audio:
+            return self.sound("none", "no audio stream")
+        self.stream = self.container.streams.audio[0]
+        self.ctx = self.stream.codec_context
+        if self.ctx is None:
+            return self.sound("broken", "the audio stream has no decoder (damaged header or unknown codec)")
+        starts: tuple[float, ...] = ()
+        try:
+            self.tb = float(self.stream.time_base) if self.stream.time_base else 1 / (self.ctx.sample_rate or 48000)
+            start, end = self._span()
+            self.meta = {"codec": self.ctx.name, "source_rate": self.ctx.sample_rate or None,
+                         "channels": self.ctx.layout.nb_channels if self.ctx.layout else None,
+                         "duration": end - start if end > start else None}
+            self._check(self.ctx.sample_rate or 0, self.meta["channels"] or 0, "the headers claim")
+            self.ctx.skip_frame = "DEFAULT"  # the fast open skips every frame of its probe
+            self.resampler = av.AudioResampler(format="flt", layout="mono", rate=self.spec.sample_rate)
+            starts = self._window_starts(start, end)
+            width = self.spec.length // len(starts)
+            for i, at in enumerate(starts):
+                last = i == len(starts) - 1
+                slot = slice(i * width, self.spec.length if last else (i + 1) * width)
+                got, real = self._read_window(at, slot.stop - slot.start, seek=self.spec.placement == "spread")
+                self.samples[slot.start:slot.start + len(got)] = got
+                self.mask[slot.start:slot.start + len(got)] = real
+        except _Unusable as error:
+            return self.sound("broken", str(error), starts)
+        except MemoryError:
+            return self.sound("broken", "out of memory while decoding the audio", starts)
+        except Exception as error:  # noqa: BLE001 - a damaged stream fails its sound alone, never the video
+            return self.sound("broken", f"{type(error).__name__}: {error}", starts)
+        note = "; ".join(text for count, text in ((self.skipped, f"{self.skipped} damaged audio packets skipped"),
+                                                  (self.unseekable, f"{self.unseekable} windows could not be "
+                                                                    "sought (masked)")) if count)
+        if not self.mask.any():
+            return self.sound("broken", note or "no audio decoded", starts)
+        if float(np.abs(self.samples).max()) < SILENCE:
+            return self.sound("silent", note, starts)
+        return self.sound("ok", note, starts)
+
+    def _span(self) -> tuple[float, float]:
+        """The track's start and end, seconds: the stream's headers, else the container's duration."""
+        start = self.stream.start_time * self.tb if self.stream.start_time is not None else 0.0
+        if self.stream.duration:
+            return start, start + self.stream.duration * self.tb
+        if self.container.duration:
+            return start, start + self.container.duration / av.time_base
+        return start, start
+
+    def _window_starts(self, start: float, end: float) -> tuple[float, ...]:
+        """Where each window begins: the track's start, or with "spread", windows centred in equal
+        segments of a track longer than ``seconds`` (one window from the start otherwise)."""
+        seconds, windows = self.spec.seconds, self.spec.windows
+        if self.spec.placement == "start" or end - start <= seconds:
+            return (start,)
+        width = seconds / windows
+        segment = (end - start) / windows
+        return tuple(min(max(start + (i + 0.5) * segment - width / 2, start), end - width) for i in range(windows))
+
+    def _check(self, rate: int, channels: int, where: str) -> None:
+        problem = self.limits.audio_problem(rate, channels)
+        if problem:
+            raise _Unusable(f"refused by the decode limits: {where} {problem}")
+
+    def _check_time(self) -> None:
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            raise _Unusable("time limit exceeded while decoding the audio")
+
+    def _read_window(self, at: float, want: int, *, seek: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Up to ``want`` output samples from ``at`` seconds on, and which are real: decode from the packet
+        before it (seeking there with ``seek``), stop once enough came out or the stream ends. Packets that
+        will not decode leave masked zeros up to the next frame's time, so later samples keep their time."""
+        rate = self.spec.sample_rate
+        if seek:
+            try:
+                self.container.seek(max(0, int((at - _PREROLL) / self.tb)), stream=self.stream, backward=True)
+            except av.FFmpegError:  # a damaged index: this window stays masked
+                self.unseekable += 1
+                return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=bool)
+            self.ctx.flush_buffers()
+        pieces: list[tuple[np.ndarray, bool]] = []  # resampled samples or a damaged packet's gap; real
+        got = 0
+        origin = None  # the time of the first decoded sample
+        clock = 0.0  # where the next decoded frame should start, seconds
+        failures = 0  # packets in a row that would not decode
+        carried = round(self.owed)  # the previous window's last samples, still in the resampler
+        needed = want
+        with demuxing(self.container, self.stream) as packets:
+            while got < needed:
+                try:
+                    packet = next(packets)
+                except StopIteration:
+                    break
+                except av.FFmpegError:
+                    self.skipped += 1
+                    break  # the file cannot be read further: what came out so far
+                self._check_time()
+                stamp = packet_time(packet)
+                if stamp is not None and packet.duration and (stamp + packet.duration) * self.tb < at - _PREROLL:
+                    continue  # before the window: skipped undecoded
+                if packet.size == 0:  # the demuxer's final flush packet
+                    break
+                try:
+                    frames = self.ctx.decode(packet)
+                except av.FFmpegError:
+                    self.skipped += 1
+                    failures += 1
+                    if failures >= _GIVE_UP:
+                        break
+                    continue
+                failures = 0
+                for frame in frames:
+                    when = frame.pts * self.tb if frame.pts is not None else None
+                    if origin is None:
+                        origin = clock = when if when is not None else at
+                        needed = want + carried + max(0, round((at - origin) * rate))
+                    if when is not None and when - clock > frame.samples / frame.sample_rate / 2:
+                        gap = round((when - clock) * rate)  # packets lost or refused: masked zeros
+                        pieces.append((np.zeros(gap, dtype=np.float32), False))
+                        got += gap
+                    clock = (when if when is not None else clock) + frame.samples / frame.sample_rate
+                    got += self._resample(frame, pieces)
+        got += self._flush(pieces)
+        if not pieces:
+            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=bool)
+        skip = carried + (max(0, round((at - origin) * rate)) if origin is not None else 0)
+        samples = np.concatenate([array for array, _ in pieces])[skip:skip + want]
+        real = np.concatenate([np.full(len(array), ok) for array, ok in pieces])[skip:skip + want]
+        return samples, real
+
+    def _resample(self, frame: av.AudioFrame, pieces: list[tuple[np.ndarray, bool]]) -> int:
+        """Check a decoded frame against the limits, resample it to mono at the output rate, keep it."""
+        self._check(frame.sample_rate, frame.layout.nb_channels, "a decoded frame has")
+        self.decoded += frame.samples / max(frame.sample_rate, 1)
+        if self.decoded > self.limits.max_audio_seconds:
+            raise _Unusable(f"decoded over {self.limits.max_audio_seconds:g} s of audio without filling the window "
+                            "(the limit of seconds decoded)")
+        frame.pts = None  # the resampler keeps its own clock: a seek's jump must not make it pad or drop
+        count = 0
+        for out in self.resampler.resample(frame):
+            array = out.to_ndarray().reshape(-1)
+            pieces.append((array, True))
+            count += len(array)
+        self.owed += frame.samples * self.spec.sample_rate / frame.sample_rate - count
+        return count
+
+    def _flush(self, pieces: list[tuple[np.ndarray, bool]]) -> int:
+        """The decoder's last frames at the end of a window (a damaged tail is dropped)."""
+        count = 0
+        try:
+            for frame in self.ctx.decode(None):
+                count += self._resample(frame, pieces)
+        except av.FFmpegError:
+            self.skipped += 1
+        finally:
+            self.ctx.flush_buffers()
+        return count
+
+
+def _int_in(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high

@@ -1,0 +1,275 @@
+"""Sound: ``read_audio`` on real encoded videos (AAC in MP4, Opus in WebM, PCM crafted with PyAV) and the
+``log_mel`` features: the 440 Hz tone of the synthetic videos, videos without sound, silent, short,
+damaged and over-limit tracks, both placements."""
+
+import io
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from shortvid.decode import (
+    AudioSpec,
+    DecodeLimits,
+    InvalidVideoError,
+    Sound,
+    VideoNotFoundError,
+    log_mel,
+    mel_filterbank,
+    read_audio,
+)
+from shortvid.decode.melspec import LOG_FLOOR, frame_count, hz_to_mel, mel_to_hz
+from shortvid.synth.encode import EncodeSpec, encode_video
+
+from conftest import pattern_frames
+
+
+def write_pcm(path: Path, *, rate: int = 48000, layout: str = "mono", seconds: float = 2.0,
+              amplitude: float = 0.1, hz: float | None = 440.0) -> Path:
+    """An audio-only file of 16-bit PCM (Matroska, or MOV, whose clock counts samples), any rate and channel
+    count: a tone of ``hz``, or with ``hz=None`` noise (every stretch differs: a window's time can be checked)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=rate, layout=layout)
+        channels = stream.codec_context.layout.nb_channels
+        t = np.arange(round(rate * seconds)) / rate
+        signal = np.sin(2 * np.pi * hz * t) if hz else np.random.default_rng(0).uniform(-1, 1, len(t))
+        wave = (amplitude * signal * 32767).astype(np.int16)
+        for start in range(0, len(wave), 1024):
+            chunk = np.repeat(wave[start:start + 1024][None, :], channels, 0).T.reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="s16", layout=layout)
+            frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory, small_videos) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("audio")
+    frames = list(pattern_frames(40, 64, 112))
+    spec = EncodeSpec(fps=10, gop=100, scenecut=False)
+    paths = {"aac": small_videos["v0.mp4"]}  # 4 s of video and a 440 Hz tone
+    for key, suffix, audio in (("opus", ".webm", True), ("silent_video", ".mp4", False)):
+        codec = "libvpx-vp9" if suffix == ".webm" else "libx264"
+        paths[key] = encode_video(folder / f"{key}{suffix}", frames, EncodeSpec(**{**vars(spec), "codec": codec,
+                                                                                   "audio": audio})).path
+    paths["pcm"] = write_pcm(folder / "pcm.mkv", seconds=3.0)
+    paths["noise"] = write_pcm(folder / "noise.mov", seconds=3.0, hz=None)
+    paths["quiet"] = write_pcm(folder / "quiet.mkv", amplitude=0.0)
+    paths["wide"] = write_pcm(folder / "wide.mkv", rate=96000, layout="7.1", seconds=1.0)
+    return paths
+
+
+def peak_hz(sound: Sound) -> float:
+    real = sound.samples[sound.mask]
+    spectrum = np.abs(np.fft.rfft(real * np.hanning(len(real))))
+    return float(np.argmax(spectrum) * sound.sample_rate / len(real))
+
+
+# -- AudioSpec ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("options", [dict(sample_rate=4000), dict(sample_rate=16000.0), dict(seconds=0),
+                                     dict(seconds=61), dict(seconds=True), dict(placement="middle"),
+                                     dict(windows=0), dict(windows=17)])
+def test_audio_spec_refuses_bad_options(options):
+    with pytest.raises(ValueError):
+        AudioSpec(**options)
+
+
+def test_audio_spec_round_trips():
+    spec = AudioSpec(seconds=2.5, placement="spread", windows=2)
+    assert AudioSpec.from_dict(spec.to_dict()) == spec and spec.length == 40000
+    assert AudioSpec.from_dict({"seconds": 2.5}) == AudioSpec(seconds=2.5)
+
+
+# -- reading -----------------------------------------------------------------------------------
+def test_aac_track_gives_16khz_mono_with_the_tone(media):
+    sound = read_audio(media["aac"], AudioSpec(seconds=2.0))
+    assert sound.status == "ok" and sound.reason == ""
+    assert sound.samples.dtype == np.float32 and sound.samples.shape == (32000,) and sound.valid == 32000
+    assert (sound.codec, sound.source_rate, sound.channels, sound.sample_rate) == ("aac", 48000, 1, 16000)
+    assert sound.duration == pytest.approx(4.0, abs=0.05) and sound.starts == (0.0,)
+    assert peak_hz(sound) == pytest.approx(440, abs=2)
+    assert np.abs(sound.samples).max() == pytest.approx(0.05, rel=0.1)  # the encoder's amplitude
+
+
+def test_opus_in_webm_and_pcm_give_the_tone(media):
+    for key in ("opus", "pcm"):
+        sound = read_audio(media[key], AudioSpec(seconds=1.0))
+        assert sound.status == "ok" and sound.valid == 16000, (key, sound.to_dict())
+        assert peak_hz(sound) == pytest.approx(440, abs=2), key
+
+
+def test_every_source_kind_reads_the_same(media):
+    path = media["aac"]
+    expected = read_audio(path, AudioSpec(seconds=1.0)).samples
+    with open(path, "rb") as handle:
+        assert np.array_equal(read_audio(handle, AudioSpec(seconds=1.0)).samples, expected)
+        assert not handle.closed
+    assert np.array_equal(read_audio(path.read_bytes(), AudioSpec(seconds=1.0)).samples, expected)
+    assert np.array_equal(read_audio(io.BytesIO(path.read_bytes()), AudioSpec(seconds=1.0)).samples, expected)
+
+
+def test_no_audio_stream_is_none_and_masked(media):
+    sound = read_audio(media["silent_video"], AudioSpec(seconds=2.0))
+    assert sound.status == "none" and sound.valid == 0 and sound.samples.shape == (32000,)
+    assert not sound.samples.any() and sound.codec is None
+
+
+def test_silent_audio_is_silent_but_real(media):
+    sound = read_audio(media["quiet"], AudioSpec(seconds=1.0))
+    assert sound.status == "silent" and sound.valid == 16000
+
+
+def test_audio_shorter_than_asked_is_masked_at_the_end(media):
+    sound = read_audio(media["aac"], AudioSpec(seconds=8.0))
+    assert sound.status == "ok" and 60000 < sound.valid < 128000
+    assert sound.mask[: sound.valid].all() and not sound.samples[sound.valid:].any()
+
+
+@pytest.mark.parametrize("seconds", [1.0, 2.0])
+def test_spread_windows_cover_the_track(media, seconds):
+    sound = read_audio(media["aac"], AudioSpec(seconds=seconds, placement="spread", windows=4))
+    assert sound.status == "ok" and sound.valid == sound.samples.shape[0] == round(16000 * seconds)
+    assert len(sound.starts) == 4 and sound.starts == tuple(sorted(sound.starts))
+    assert sound.starts[0] > 0 and sound.starts[-1] + seconds / 4 <= 4.0 + 1e-6
+    assert peak_hz(sound) == pytest.approx(440, abs=4)  # the windows' joins add little else
+
+
+def test_spread_on_a_track_no_longer_than_asked_reads_it_from_the_start(media):
+    start = read_audio(media["pcm"], AudioSpec(seconds=4.0))
+    spread = read_audio(media["pcm"], AudioSpec(seconds=4.0, placement="spread"))
+    assert spread.starts == (0.0,) and np.array_equal(spread.samples, start.samples)
+
+
+@pytest.mark.parametrize("windows", [2, 4])
+def test_spread_windows_take_their_own_time(media, windows):
+    """Each window of a noise track holds the samples of its start time, as read from the start, within a
+    sample (a window resampled from another packet's start is a fraction of a sample off the whole read)."""
+    sound = read_audio(media["noise"], AudioSpec(seconds=1.0, placement="spread", windows=windows))
+    whole = read_audio(media["noise"], AudioSpec(seconds=3.0)).samples
+    width = 16000 // windows
+    assert sound.valid == 16000 and len(sound.starts) == windows
+    for i, start in enumerate(sound.starts):
+        at = round(start * 16000)
+        window = sound.samples[i * width + 50:(i + 1) * width - 50]
+        match = {shift: np.corrcoef(window, whole[at + shift + 50:at + shift + width - 50])[0, 1]
+                 for shift in range(-4, 5)}
+        best = max(match, key=match.get)
+        assert abs(best) <= 1 and match[best] > 0.7, (i, match)  # white noise: other shifts near 0
+
+
+# -- what must not cost the video ----------------------------------------------------------------
+def test_unopenable_files_raise_the_usual_errors(small_videos):
+    with pytest.raises(InvalidVideoError):
+        read_audio(small_videos["text.mp4"])
+    with pytest.raises(VideoNotFoundError):
+        read_audio(small_videos["missing.mp4"])
+
+
+def test_limits_refuse_many_channels_and_high_rates(media):
+    assert read_audio(media["wide"], AudioSpec(seconds=1.0)).status == "ok"  # the defaults admit 7.1 at 96 kHz
+    for limits, words in ((DecodeLimits(max_channels=2), "8 channels"), (DecodeLimits(max_sample_rate=48000),
+                                                                         "96000 Hz")):
+        sound = read_audio(media["wide"], AudioSpec(seconds=1.0), limits=limits)
+        assert sound.status == "broken" and "limit" in sound.reason and words in sound.reason, sound.reason
+        assert sound.valid == 0 and not sound.samples.any()
+
+
+def test_limits_bound_the_seconds_decoded(media):
+    sound = read_audio(media["aac"], AudioSpec(seconds=2.0), limits=DecodeLimits(max_audio_seconds=0.5))
+    assert sound.status == "broken" and "seconds decoded" in sound.reason
+
+
+def test_time_limit_gives_a_broken_sound(media):
+    sound = read_audio(media["aac"], AudioSpec(seconds=2.0), timeout=1e-9)
+    assert sound.status == "broken" and "time limit" in sound.reason
+
+
+def audio_packet_spans(path: Path) -> list[tuple[int, int]]:
+    with av.open(str(path)) as container:
+        return [(packet.pos, packet.size) for packet in container.demux(container.streams.audio[0])
+                if packet.pos is not None and packet.size]
+
+
+@pytest.fixture(scope="module")
+def damaged_audio(media, tmp_path_factory) -> dict[str, Path]:
+    """The AAC video with its audio packets 5-39 (0.1-0.85 s) overwritten with random bytes, and cut at 60%."""
+    folder = tmp_path_factory.mktemp("damaged_audio")
+    data = bytearray(media["aac"].read_bytes())
+    rng = np.random.default_rng(0)
+    for position, size in audio_packet_spans(media["aac"])[5:40]:
+        data[position:position + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+    (folder / "damaged.mp4").write_bytes(bytes(data))
+    (folder / "cut.mp4").write_bytes(bytes(data[: len(data) * 6 // 10]))
+    (folder / "cut_only.mp4").write_bytes(media["aac"].read_bytes()[: len(data) * 6 // 10])
+    return {path.stem: path for path in folder.iterdir()}
+
+
+def test_damaged_packets_are_masked_and_later_samples_keep_their_time(media, damaged_audio):
+    good = read_audio(media["aac"], AudioSpec(seconds=4.0))
+    sound = read_audio(damaged_audio["damaged"], AudioSpec(seconds=4.0))
+    assert sound.status == "ok" and "damaged audio packets skipped" in sound.reason
+    assert 40000 < sound.valid < 64000 - 16000 * 0.6  # the 0.75 s of damaged packets are masked
+    assert not sound.mask[4000:12000].any() and sound.mask[20000:60000].all()
+    # in time to a sample: the 440 Hz tone at 0.05 moves up to 0.0086 a sample
+    assert np.abs(sound.samples[20000:60000] - good.samples[20000:60000]).max() < 0.005
+
+
+def test_a_cut_file_gives_its_first_samples(media, damaged_audio):
+    good = read_audio(media["aac"], AudioSpec(seconds=4.0))
+    sound = read_audio(damaged_audio["cut_only"], AudioSpec(seconds=4.0))
+    assert sound.status == "ok" and 16000 < sound.valid < 64000 and sound.mask[: sound.valid].all()
+    assert np.array_equal(sound.samples[sound.mask], good.samples[sound.mask])
+
+
+@pytest.mark.parametrize("placement", ["start", "spread"])
+def test_damaged_audio_never_fails_the_video(damaged_audio, placement):
+    for path in damaged_audio.values():
+        sound = read_audio(path, AudioSpec(seconds=2.0, placement=placement))
+        assert sound.status in ("ok", "broken") and sound.samples.shape == (32000,), sound.to_dict()
+        assert sound.valid < 32000 or sound.reason or path.stem == "cut_only", sound.to_dict()
+
+
+# -- log-mel -----------------------------------------------------------------------------------
+def test_log_mel_shapes():
+    for n, frames in ((0, 0), (100, 1), (400, 1), (559, 1), (560, 2), (64000, 398)):
+        assert frame_count(n, 16000) == frames
+        out = log_mel(np.zeros(n, dtype=np.float32), 16000)
+        assert out.shape == (64, frames) and out.dtype == np.float32
+    assert log_mel(np.zeros(16000), 16000, n_mels=40, win_ms=32, hop_ms=16).shape == (40, 1 + (16000 - 512) // 256)
+    with pytest.raises(ValueError):
+        log_mel(np.zeros((2, 100)), 16000)
+
+
+def test_silence_gives_the_floor():
+    assert np.all(log_mel(np.zeros(8000), 16000) == np.float32(np.log(LOG_FLOOR)))
+
+
+@pytest.mark.parametrize("hz", [440.0, 1000.0, 3000.0])
+def test_a_sine_peaks_in_the_band_holding_its_frequency(hz):
+    t = np.arange(16000) / 16000
+    features = log_mel(0.5 * np.sin(2 * np.pi * hz * t), 16000)
+    band = int(np.argmax(features.mean(axis=1)))
+    edges = mel_to_hz(np.linspace(0, hz_to_mel(8000), 66))
+    assert edges[band] < hz < edges[band + 2]  # inside the triangle of the loudest band
+    assert features[band].mean() > features.mean() + 5
+
+
+def test_the_tone_of_a_video_peaks_in_its_band(media):
+    sound = read_audio(media["aac"], AudioSpec(seconds=2.0))
+    band = int(np.argmax(log_mel(sound.samples, sound.sample_rate).mean(axis=1)))
+    edges = mel_to_hz(np.linspace(0, hz_to_mel(8000), 66))
+    assert edges[band] < 440 < edges[band + 2]
+
+
+def test_filterbank_is_cached_and_triangular():
+    bank = mel_filterbank(16000, 512, 64)
+    assert bank is mel_filterbank(16000, 512, 64) and not bank.flags.writeable
+    assert bank.shape == (64, 257) and bank.max() <= 1 and np.all(bank.max(axis=1) > 0.5)
+    assert np.array_equal(hz_to_mel(mel_to_hz(np.array([0.0, 1000.0]))).round(6), [0.0, 1000.0])
+    with pytest.raises(ValueError):
+        mel_filterbank(16000, 512, 64, fmax=9000)
