@@ -50,6 +50,9 @@ bench: install
 	$(BIN)/python bench/students.py --time
 	$(BIN)/python bench/frame_policy.py
 	$(BIN)/python bench/frame_policy.py --gop 300
+	$(BIN)/python bench/motion.py --videos 25 --repeats 3
+	$(BIN)/python bench/motion.py --corpus realistic-540 --videos 24 --repeats 2
+	$(BIN)/python bench/audio.py --videos 25 --repeats 3
 	$(BIN)/python bench/fuzz.py
 	$(BIN)/python bench/soak.py
 	$(BIN)/python bench/overload.py --baseline-rev 02b7e70
