@@ -12,6 +12,7 @@ import pytest
 
 from shortvid.decode import (
     AudioSpec,
+    FrameSpec,
     DecodeLimits,
     InvalidVideoError,
     Sound,
@@ -19,6 +20,7 @@ from shortvid.decode import (
     log_mel,
     mel_filterbank,
     read_audio,
+    read_frames,
 )
 from shortvid.decode.melspec import LOG_FLOOR, frame_count, hz_to_mel, mel_to_hz
 from shortvid.synth.encode import EncodeSpec, encode_video
@@ -232,6 +234,26 @@ def test_damaged_audio_never_fails_the_video(damaged_audio, placement):
         sound = read_audio(path, AudioSpec(seconds=2.0, placement=placement))
         assert sound.status in ("ok", "broken") and sound.samples.shape == (32000,), sound.to_dict()
         assert sound.valid < 32000 or sound.reason or path.stem == "cut_only", sound.to_dict()
+
+
+@pytest.mark.parametrize("placement", ["start", "spread"])
+def test_read_frames_reads_the_same_sound_from_the_open_file(media, placement):
+    """One open for frames and sound: the samples read_audio gives, after the video's packets moved the
+    demuxer (the start placement rewinds to the priming packets before time 0)."""
+    spec = AudioSpec(seconds=2.0, placement=placement)
+    for key in ("aac", "opus", "silent_video"):
+        clip = read_frames(media[key], FrameSpec(k=3, size=32), audio=spec)
+        alone = read_audio(media[key], spec)
+        assert clip.frames.shape[0] == 3 and clip.sound.status == alone.status, key
+        assert np.array_equal(clip.sound.samples, alone.samples) and np.array_equal(clip.sound.mask, alone.mask), key
+    assert read_frames(media["aac"], FrameSpec(k=3, size=32)).sound is None
+
+
+@pytest.mark.parametrize("placement", ["start", "spread"])
+def test_damaged_audio_never_fails_the_frames(damaged_audio, placement):
+    for path in damaged_audio.values():
+        clip = read_frames(path, FrameSpec(k=2, size=32), audio=AudioSpec(seconds=2.0, placement=placement))
+        assert clip.frames.shape[0] == 2 and clip.sound.status in ("ok", "broken")
 
 
 # -- log-mel -----------------------------------------------------------------------------------

@@ -138,20 +138,28 @@ def read_audio(source: Source, spec: AudioSpec | None = None, *, limits: DecodeL
         except OSError as error:  # raised by a caller's file object while FFmpeg reads it
             raise InvalidVideoError(name, f"reading failed: {type(error).__name__}: {error}") from error
         with container:
-            reader = _AudioReader(name, container, spec, limits, started + timeout if timeout else None)
-            sound = reader.read()
+            sound = sound_of(name, container, spec, limits, started + timeout if timeout else None)
     finally:
         if opened is not source and not isinstance(opened, str):
             opened.close()  # our own BytesIO; a caller's file stays open
     return dataclasses.replace(sound, decode_ms=(time.perf_counter() - started) * 1000)
 
 
+def sound_of(name: str, container: av.container.InputContainer, spec: AudioSpec, limits: DecodeLimits,
+             deadline: float | None, *, rewind: bool = False) -> Sound:
+    """The ``Sound`` of an open container: ``read_audio``'s work, and ``read_frames(audio=...)``'s on the
+    container it has just read frames from (``rewind``: seek to the track's start first, as the video's
+    packets moved the demuxer). Never raises for the audio."""
+    return _AudioReader(name, container, spec, limits, deadline, rewind).read()
+
+
 class _AudioReader:
     """The state of one ``read_audio`` call on an open container."""
 
     def __init__(self, name: str, container: av.container.InputContainer, spec: AudioSpec, limits: DecodeLimits,
-                 deadline: float | None):
+                 deadline: float | None, rewind: bool = False):
         self.name, self.container, self.spec, self.limits, self.deadline = name, container, spec, limits, deadline
+        self.rewind = rewind
         self.samples = np.zeros(spec.length, dtype=np.float32)
         self.mask = np.zeros(spec.length, dtype=bool)
         self.decoded = 0.0  # seconds of source audio decoded
@@ -188,7 +196,7 @@ class _AudioReader:
             for i, at in enumerate(starts):
                 last = i == len(starts) - 1
                 slot = slice(i * width, self.spec.length if last else (i + 1) * width)
-                got, real = self._read_window(at, slot.stop - slot.start, seek=self.spec.placement == "spread")
+                got, real = self._read_window(at, slot.stop - slot.start, seek=self.spec.placement == "spread" or self.rewind)
                 self.samples[slot.start:slot.start + len(got)] = got
                 self.mask[slot.start:slot.start + len(got)] = real
         except _Unusable as error:
@@ -243,7 +251,10 @@ class _AudioReader:
         samples, real = np.zeros(want, dtype=np.float32), np.zeros(want, dtype=bool)
         if seek:
             try:
-                self.container.seek(max(0, int((at - _PREROLL) / self.tb)), stream=self.stream, backward=True)
+                # from the track start, no clamp at 0: the priming packets before it (negative times) decode
+                target = int((at - _PREROLL) / self.tb)
+                self.container.seek(target if self.rewind and self.spec.placement == "start" else max(0, target),
+                                    stream=self.stream, backward=True)
             except av.FFmpegError:  # a damaged index: this window stays masked
                 self.unseekable += 1
                 return samples, real

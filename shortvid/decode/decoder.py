@@ -27,6 +27,7 @@ from ..errors import (
     UnexpectedDecodeError,
     VideoTooLargeError,
 )
+from .audio import AudioSpec, Sound, sound_of
 from .keyframes import KeyframeIndex, Provenance, demuxing, packet_time
 from .opening import Source, open_container, resolve
 from .options import DEFAULT_LIMITS, DEFAULT_TUNING, DecodeLimits, DecoderTuning, FrameSpec
@@ -105,6 +106,7 @@ class Clip:
     motion: np.ndarray | None = None
     motion_times: tuple[tuple[float, ...], ...] | None = None  # [k][motion] seconds
     motion_valid: tuple[int, ...] | None = None  # [k] real motion frames of each frame
+    sound: Sound | None = None  # read_frames(audio=...): the video's sound, read from the same open file
 
     def to_dict(self) -> dict:
         """The JSON form ``shortvid probe`` prints; with motion frames each frame lists their times and
@@ -113,7 +115,7 @@ class Clip:
         if self.motion_times is not None and self.motion_valid is not None:
             for entry, times, valid in zip(frames, self.motion_times, self.motion_valid, strict=True):
                 entry.update(motion=[round(t, 4) for t in times], motion_valid=valid)
-        return {
+        out = {
             "path": self.info.source,
             "keyframes": self.info.keyframes,
             "frames": frames,
@@ -121,6 +123,9 @@ class Clip:
             "decoded": self.decoded,
             "info": self.info.to_dict(),
         }
+        if self.sound is not None:
+            out["sound"] = self.sound.to_dict()
+        return out
 
 
 def read_frames(
@@ -132,6 +137,7 @@ def read_frames(
     timeout: float | None = 10.0,
     limits: DecodeLimits | None = None,
     tuning: DecoderTuning | None = None,
+    audio: AudioSpec | None = None,
     **options,
 ) -> Clip:
     """The frames ``spec`` asks for from ``source`` (a path, bytes, a binary file or a URI): ``k`` upright
@@ -184,6 +190,9 @@ def read_frames(
         ``VideoTooLargeError``.
     tuning: how the decoder and the scaler run (``DEFAULT_TUNING``: the fastest settings that give the
         same pixels); for measuring other settings.
+    audio: also read the sound this ``AudioSpec`` asks for, from the file already open (``Clip.sound``;
+        what ``read_audio`` gives, without opening the file again). The sound never fails the video:
+        ``Sound.status`` says what was found; it shares the call's time limit and ``limits``.
 
     Raises a subclass of ``DecodeError`` naming the source and the cause, whatever goes wrong with
     the file: a failure shortvid does not classify is an ``UnexpectedDecodeError``. Bad options are a
@@ -206,6 +215,7 @@ def read_frames(
             else:
                 frames, times, keys = reader.uniform_frames(mode, rng)
             info = reader.info()
+            sound = None if audio is None else sound_of(name, container, audio, limits, deadline, rewind=True)
     except DecodeError:
         raise
     except av.FFmpegError as error:
@@ -230,6 +240,7 @@ def read_frames(
         info=info,
         decode_ms=(time.perf_counter() - started) * 1000,
         decoded=reader.decoded,
+        sound=sound,
         **motion,
     )
 
