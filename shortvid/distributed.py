@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from .data.cache import ExtractJob, ExtractSummary, extract
-from .decode import DecodeLimits, FrameSpec
+from .decode import AudioSpec, DecodeLimits, FrameSpec
 from .errors import ShortvidError, WorkerCrashed
 from .extras import require
 from .infer.batch import classify_many
@@ -401,8 +401,9 @@ def predict_ray(run: str, sources: Iterable[str], out: str | os.PathLike, *, opt
 def extract_ray(videos: Iterable[tuple[str, str]], out: str | os.PathLike, spec: FrameSpec = FrameSpec(size=256), *,
                 options: RayOptions = RayOptions(), fmt: str = "jpeg", quality: int = 95, timeout: float = 30.0,
                 retry_failed: bool = False, limits: DecodeLimits | None = None,
-                progress: bool = True) -> ExtractSummary:
-    """``shortvid.data.cache.extract`` with the decoding on Ray: the same cache, written by this process."""
+                progress: bool = True, audio: AudioSpec | None = None, sound_format: str = "float32") -> ExtractSummary:
+    """``shortvid.data.cache.extract`` with the decoding on Ray: the same cache, written by this process (each
+    ``ExtractJob`` travels pickled whole, its ``audio`` included)."""
     with ray_session(options):
         actors = actor_count(options)
 
@@ -419,7 +420,8 @@ def extract_ray(videos: Iterable[tuple[str, str]], out: str | os.PathLike, spec:
                     yield {"name": job.name, "path": job.path, "error": WorkerCrashed(job.path, why).to_dict()}
 
         return extract(videos, out, spec, fmt=fmt, quality=quality, timeout=timeout, retry_failed=retry_failed,
-                       progress=progress, limits=limits, run_jobs=run_jobs)
+                       progress=progress, limits=limits, run_jobs=run_jobs, audio=audio,
+                       sound_format=sound_format)
 
 
 class _Factory:

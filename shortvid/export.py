@@ -9,6 +9,12 @@ unpadded batches, and the ONNX backend (``Classifier.load(run, backend="onnx")``
 batch by frame count. Fused runs (``shortvid fuse``) export as one graph; ``by_frame_count`` runs
 (``shortvid adaptive``) choose their member by the data and are refused with an ``ExportError``.
 
+A model with motion or sound (``model.inputs``, docs/motion-and-sound.md) takes them after ``frames``, by
+the same names: ``motion`` float32 ``[batch, frames, M, 3, H, W]``, ``audio`` float32 ``[batch, mels,
+audio_frames]`` and ``audio_mask`` bool ``[batch]``, with ``batch``, ``frames`` and ``audio_frames`` dynamic
+(``frames`` is one axis: the motion frames' count of keyframes is the frames'). ``graph_inputs`` reads the
+names back from a file. A keyframes-only model exports exactly as before.
+
 The exporter is torch's TorchScript-based one (``dynamo=False``): it needs no extra package and
 gives graphs that match PyTorch to ~1e-7 on the shipped models (docs/onnx.md). Int8 versions of the
 exported file (``--quantize static|dynamic``, ``precision="int8"|"int8-dynamic"``): ``shortvid.quantize``.
@@ -36,6 +42,7 @@ from .extras import require
 from .files import atomic_path
 from .models import FrameCountSwitch, FusedClassifier
 from .models.fusion import FUSION_RULES
+from .models.inputs import DEFAULT_MELS, inputs_of
 from .run import RunDir
 
 DEFAULT_OPSET = 17
@@ -47,15 +54,49 @@ class ExportError(ShortvidError):
     """A run's model cannot be exported (or an exported file cannot be used)."""
 
 
-class _Logits(nn.Module):
-    """``frames -> logits`` with no mask: the exported function."""
+# Each extra input's dynamic axes (models.inputs.INPUT_NAMES), named as the frames' where they are the same.
+EXTRA_AXES = {"motion": {0: "batch", 1: "frames"}, "audio": {0: "batch", 2: "audio_frames"}, "audio_mask": {0: "batch"}}
+EXAMPLE_AUDIO_FRAMES = 101  # the traced example's sound: 1 s of log-mel frames (any count works)
 
-    def __init__(self, model: nn.Module):
+
+class _Logits(nn.Module):
+    """``frames[, extra inputs] -> logits`` with no mask: the exported function."""
+
+    def __init__(self, model: nn.Module, names: tuple[str, ...] = ()):
         super().__init__()
         self.model = model
+        self.names = names
 
-    def forward(self, frames: Tensor) -> Tensor:
-        return self.model(frames).float()
+    def forward(self, frames: Tensor, *extra: Tensor) -> Tensor:
+        return self.model(frames, **dict(zip(self.names, extra, strict=True))).float()
+
+
+def example_inputs(model: nn.Module, input_size: int, device: torch.device | str = "cpu") -> dict[str, Tensor]:
+    """The inputs the graph is traced with: ``frames`` ``[1, 2, 3, S, S]`` and the model's extra inputs
+    (``models.inputs``) to match: ``motion`` ``[1, 2, M, 3, S, S]``, ``audio`` ``[1, mels, 101]``, ``audio_mask``
+    ``[1]`` True (the graph still holds the no-sound branch)."""
+    frames = torch.zeros(1, 2, 3, input_size, input_size, device=device)
+    made = {
+        "motion": lambda: torch.zeros(1, 2, int(getattr(model, "motion_frames", 1)), 3, input_size, input_size,
+                                      device=device),
+        "audio": lambda: torch.zeros(1, int(getattr(model, "mels", DEFAULT_MELS)), EXAMPLE_AUDIO_FRAMES, device=device),
+        "audio_mask": lambda: torch.ones(1, dtype=torch.bool, device=device),
+    }
+    names = inputs_of(model)
+    unknown = [name for name in names if name not in made]
+    if unknown:
+        raise ValueError(f"the model takes inputs ONNX export does not know: {', '.join(unknown)}")
+    return {INPUT_NAME: frames, **{name: made[name]() for name in names}}
+
+
+def graph_inputs(path: str | os.PathLike) -> tuple[str, ...]:
+    """The inputs of an exported file besides ``frames`` (``model.inputs`` of the model it was made from)."""
+    require("onnx", "reading an ONNX file")
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {tensor.name for tensor in graph.initializer}
+    return tuple(i.name for i in graph.input if i.name != INPUT_NAME and i.name not in initializers)
 
 
 def onnx_path(run_dir: str | os.PathLike, checkpoint: str = "best") -> Path:
@@ -80,11 +121,17 @@ def export_model(model: nn.Module, out: str | os.PathLike, input_size: int, *, o
     model = model.eval()
     reference = next(iter(model.parameters()), None)
     device = reference.device if reference is not None else torch.device("cpu")
-    dummy = torch.zeros(1, 2, 3, input_size, input_size, device=device)
+    try:
+        example = example_inputs(model, input_size, device)
+    except ValueError as error:
+        raise ExportError(source or str(out), str(error)) from error
+    names = tuple(example)
     if isinstance(model, FusedClassifier) and model.rule not in FUSION_RULES:
         raise ExportError(source or str(out), f"unknown fusion rule {model.rule!r}")
     # eval() on the wrapper too: the exporter restores the wrapper's mode afterwards, recursively
-    wrapper = _Logits(model).eval()
+    wrapper = _Logits(model, names[1:]).eval()
+    axes = {INPUT_NAME: {0: "batch", 1: "frames"}, **{name: EXTRA_AXES[name] for name in names[1:]},
+            OUTPUT_NAME: {0: "batch"}}
     try:
         with atomic_path(out) as temporary:
             with warnings.catch_warnings(), torch.no_grad():
@@ -94,9 +141,9 @@ def export_model(model: nn.Module, out: str | os.PathLike, input_size: int, *, o
                 warnings.simplefilter("ignore", category=DeprecationWarning)
                 warnings.simplefilter("ignore", category=FutureWarning)
                 torch.onnx.export(
-                    wrapper, (dummy,), str(temporary), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                    dynamic_axes={INPUT_NAME: {0: "batch", 1: "frames"}, OUTPUT_NAME: {0: "batch"}},
-                    opset_version=opset, do_constant_folding=True, dynamo=False,
+                    wrapper, tuple(example.values()), str(temporary), input_names=list(names),
+                    output_names=[OUTPUT_NAME], dynamic_axes=axes, opset_version=opset, do_constant_folding=True,
+                    dynamo=False,
                 )
             if check:
                 import onnx

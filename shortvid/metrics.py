@@ -240,6 +240,22 @@ def timing_summary(ms: Sequence[float]) -> dict:
     }
 
 
+def by_slice(keys: Sequence[str], per_video: np.ndarray) -> dict:
+    """Videos and mean of ``per_video`` (a video's Jaccard, say) for each distinct key, in key order: the
+    evaluation's breakdowns by class kind, sound status and keyframe count."""
+    values = np.asarray(per_video, dtype=np.float64)
+    keyed = np.asarray(list(keys), dtype=object)
+    return {key: {"videos": int((keyed == key).sum()), "mean_jaccard": float(values[keyed == key].mean())}
+            for key in sorted(set(keyed.tolist()))}
+
+
+def video_kind(labels: Collection[int], class_kinds: Sequence[str]) -> str:
+    """What tells a video's classes apart (appearance, motion, sound; ``LabelMap.class_kinds``): its classes'
+    kind, "mixed" when they differ, "" when the label map has no kinds."""
+    kinds = {class_kinds[c] for c in labels} if class_kinds else set()
+    return kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "")
+
+
 def _json_float(x: float) -> float | None:
     return None if np.isnan(x) else float(x)
 

@@ -9,7 +9,11 @@ Two ONNX Runtime quantisations of a run's exported ``model.onnx`` (docs/onnx.md,
 - ``dynamic`` (``precision="int8-dynamic"``): int8 weights; activations quantised at run time from
   each tensor's own range (``ConvInteger`` / ``MatMulInteger``); no calibration data.
 
-Both keep the graph's interface (``frames`` float32 in, ``logits`` float32 out). Weights are
+Both keep the graph's interface (``frames`` float32 in, and a model's motion and sound inputs after it;
+``logits`` float32 out). Static calibration feeds every graph input: for a model with motion or sound
+(``export.graph_inputs``) the calibration data must give them too (``calibration_inputs`` takes them from
+the training data's items); where it cannot, static int8 is refused with an ``ExportError`` and
+``dynamic`` (which needs no data) still works. Weights are
 quantised to 7 bits (``reduce_range=True``), which ONNX Runtime recommends for uint8 x int8 on x86
 CPUs without VNNI (AVX2, AVX-512F): their int8 dot product (``vpmaddubsw``) sums pairs into int16 and
 can saturate with full-range weights. The cost is half a bit of weight precision; the gain is that a
@@ -29,12 +33,22 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .export import DEFAULT_OPSET, INPUT_NAME, ExportError, ensure_onnx, is_fresh, locked, onnx_folder, onnx_path
+from .export import (
+    DEFAULT_OPSET,
+    INPUT_NAME,
+    ExportError,
+    ensure_onnx,
+    graph_inputs,
+    is_fresh,
+    locked,
+    onnx_folder,
+    onnx_path,
+)
 from .extras import require
 from .files import atomic_path
 from .run import RunDir
@@ -68,8 +82,10 @@ def ensure_quantized(run_dir: str | os.PathLike, mode: str, checkpoint: str = "b
         return path
     with locked(folder, str(run_dir)):
         if not is_fresh(path, fp32):  # another process may have made it meanwhile
-            frames = calibration_frames(run_dir, calibration_videos) if mode == "static" else None
-            quantize_onnx(fp32, path, mode, frames, source=str(run_dir))
+            batches = None
+            if mode == "static":
+                batches = calibration_inputs(run_dir, calibration_videos, names=graph_inputs(fp32))
+            quantize_onnx(fp32, path, mode, batches, source=str(run_dir))
     return path
 
 
@@ -77,12 +93,26 @@ def calibration_frames(run_dir: str | os.PathLike, videos: int = DEFAULT_CALIBRA
                        dataset: str | os.PathLike | None = None, split: str | None = None,
                        cache: str | os.PathLike | None = None) -> list[np.ndarray]:
     """Model inputs (float32 ``[1, frames, 3, H, W]``, the evaluation transform applied) of ``videos``
-    videos spread evenly over the run's training split.
+    videos spread evenly over the run's training split: ``calibration_inputs``' frames."""
+    batches = calibration_inputs(run_dir, videos, dataset=dataset, split=split, cache=cache)
+    return [batch[INPUT_NAME] for batch in batches]
+
+
+def calibration_inputs(run_dir: str | os.PathLike, videos: int = DEFAULT_CALIBRATION_VIDEOS, *,
+                       dataset: str | os.PathLike | None = None, split: str | None = None,
+                       cache: str | os.PathLike | None = None,
+                       names: Sequence[str] = ()) -> list[dict[str, np.ndarray]]:
+    """Graph inputs of ``videos`` videos spread evenly over the run's training split, one video a batch:
+    ``frames`` (float32 ``[1, frames, 3, H, W]``, the evaluation transform applied) and the other inputs
+    ``names`` (``export.graph_inputs``: ``motion``, ``audio``, ``audio_mask``, from the dataset's items).
 
     ``dataset``/``split``/``cache`` default to the run's training config (``data.dataset``,
     ``data.train_split``, ``data.cache``). Frames come from the cache when it exists and holds frames
     of the run's size (the frames the model was trained on, sampled as evaluation samples them), else
-    they are decoded with the run's FrameSpec. Raises ``ExportError`` when there is no data."""
+    they are decoded with the run's FrameSpec (and, for a model that hears, its AudioSpec). Raises
+    ``ExportError`` when there is no data, or when the data gives no ``names``."""
+    import torch
+
     from .data.annotations import load_dataset
     from .data.cache import FrameCache
     from .data.datasets import CachedVideoDataset, RawVideoDataset
@@ -101,6 +131,13 @@ def calibration_frames(run_dir: str | os.PathLike, videos: int = DEFAULT_CALIBRA
                                   "dataset (a run not trained here?); give one (--calibration-data DATA)")
     preprocess = run.preprocess()
     transform = preprocess.transform()
+    # The datasets give motion frames and sound only when asked (as training asks: models.inputs).
+    cached_extra, raw_extra = {}, {}
+    if "motion" in names:
+        cached_extra["motion"] = preprocess.frames.motion
+    if "audio" in names or "audio_mask" in names:
+        cached_extra.update(audio=True, mels=preprocess.mels)
+        raw_extra.update(audio=preprocess.audio, mels=preprocess.mels)
     try:
         annotations = load_dataset(dataset, split, labels=run.label_map(), on_error="skip")
         if not annotations.samples:
@@ -111,44 +148,61 @@ def calibration_frames(run_dir: str | os.PathLike, videos: int = DEFAULT_CALIBRA
             if frames_cache.spec.size != preprocess.frames.size:
                 frames_cache = None  # frames of another size: decode instead
         if frames_cache is not None:
-            items = CachedVideoDataset(annotations, frames_cache, preprocess.frames.k, "test", transform)
+            items = CachedVideoDataset(annotations, frames_cache, preprocess.frames.k, "test", transform,
+                                       **cached_extra)
         else:
-            items = RawVideoDataset(annotations, preprocess.frames, "test", transform, max_failures=max(10, videos))
+            items = RawVideoDataset(annotations, preprocess.frames, "test", transform, max_failures=max(10, videos),
+                                    **raw_extra)
         picks = sorted(set(np.linspace(0, len(items) - 1, min(videos, len(items))).round().astype(int).tolist()))
-        return [items[i]["frames"].unsqueeze(0).numpy().astype(np.float32, copy=False) for i in picks]
+        batches = []
+        for index in picks:
+            item = items[index]
+            missing = [name for name in (INPUT_NAME, *names) if name not in item]
+            if missing:
+                raise ExportError(source, f"the calibration data gives no {', '.join(missing)}, which the model "
+                                          "takes: static int8 cannot be calibrated; int8-dynamic needs no data")
+            batches.append({name: torch.as_tensor(item[name]).unsqueeze(0).numpy() for name in (INPUT_NAME, *names)})
+        return batches
     except ExportError:
         raise
     except ShortvidError as error:
         raise ExportError(source, f"no training data found for calibration: {error}") from error
 
 
-def _reader(batches: Iterable[np.ndarray]):
+def _feeds(batch: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One calibration batch as ONNX Runtime feeds: a bare array is the frames; ``audio_mask`` stays bool."""
+    batch = {INPUT_NAME: batch} if isinstance(batch, np.ndarray) else dict(batch)
+    return {name: np.ascontiguousarray(value, dtype=np.bool_ if name == "audio_mask" else np.float32)
+            for name, value in batch.items()}
+
+
+def _reader(batches: Iterable[np.ndarray | Mapping[str, np.ndarray]]):
     """An ``onnxruntime.quantization.CalibrationDataReader`` over prepared batches."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class Frames(CalibrationDataReader):
-        def __init__(self, batches: list[np.ndarray]):
+        def __init__(self, batches: list[dict[str, np.ndarray]]):
             self.batches = batches
             self.rewind()
 
         def get_next(self) -> dict | None:
-            batch = next(self._iterator, None)
-            return None if batch is None else {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)}
+            return next(self._iterator, None)
 
         def rewind(self) -> None:
             self._iterator = iter(self.batches)
 
-    return Frames(list(batches))
+    return Frames([_feeds(batch) for batch in batches])
 
 
 def quantize_onnx(model_onnx: str | os.PathLike, out: str | os.PathLike, mode: str = "static",
-                  calibration: Iterable[np.ndarray] | None = None, *, per_channel: bool = True,
-                  reduce_range: bool = True, op_types: Iterable[str] | None = None,
+                  calibration: Iterable[np.ndarray | Mapping[str, np.ndarray]] | None = None, *,
+                  per_channel: bool = True, reduce_range: bool = True, op_types: Iterable[str] | None = None,
                   source: str | None = None) -> Path:
     """Write an int8 version of the fp32 ONNX file ``model_onnx`` to ``out``.
 
-    ``mode="static"``: QDQ, uint8 activations calibrated (min/max) on ``calibration`` (model inputs,
-    float32 ``[batch, frames, 3, H, W]``), int8 weights (per channel when ``per_channel``).
+    ``mode="static"``: QDQ, uint8 activations calibrated (min/max) on ``calibration`` (model inputs: float32
+    ``[batch, frames, 3, H, W]`` frames, or dicts of every graph input by name for a graph with motion or
+    sound), int8 weights (per channel when ``per_channel``).
     ``mode="dynamic"``: int8 weights, activations quantised at run time; ``calibration`` unused.
     ``reduce_range``: 7-bit weights (see the module docstring). ``op_types``: the op types to
     quantise (default: all ONNX Runtime can). The graph is shape-inferred and optimised first
@@ -168,16 +222,25 @@ def quantize_onnx(model_onnx: str | os.PathLike, out: str | os.PathLike, mode: s
         raise ValueError(f"unknown quantisation mode {mode!r} ({', '.join(MODES)})")
     source = source or str(model_onnx)
     out = Path(out)
+    extra = graph_inputs(model_onnx)
     reader = None
     if mode == "static":
         reader = _reader(calibration or ())
         if not reader.batches:
             raise ExportError(source, "static quantisation needs calibration frames, and none were given")
+        needed = (INPUT_NAME, *extra)
+        lacking = sorted({name for batch in reader.batches for name in needed if name not in batch})
+        if lacking:
+            raise ExportError(source, f"static quantisation calibrates every graph input ({', '.join(needed)}) and "
+                                      f"the calibration batches lack {', '.join(lacking)}; int8-dynamic needs none")
     work = Path(tempfile.mkdtemp(prefix="shortvid-quantize-"))
     try:
         with atomic_path(out, suffix=".onnx") as temporary:
             prepared = work / "prepared.onnx"
-            quant_pre_process(str(model_onnx), str(prepared))
+            # The audio axis is dynamic in a graph that hears: the symbolic shapes of a strided conv branch and
+            # its pooled shortcut are written differently (ceil(n/2 - 1/2) + 1, floor(n/2) + 1) though equal
+            # for whole n, and only merge when allowed to.
+            quant_pre_process(str(model_onnx), str(prepared), auto_merge=bool(extra))
             kinds = {"op_types_to_quantize": list(op_types)} if op_types else {}
             if mode == "dynamic":
                 quantize_dynamic(str(prepared), str(temporary), weight_type=QuantType.QInt8, per_channel=per_channel,
@@ -201,9 +264,11 @@ def quantize_run(run_dir: str | os.PathLike, mode: str = "static", *, checkpoint
                  opset: int = DEFAULT_OPSET) -> Path:
     """An int8 ONNX file of a run (default ``quantized_path(run, mode)``), from its fp32 ``model.onnx``
     (exported first when missing or older than the checkpoint). ``static`` calibrates on ``videos``
-    training videos (``calibration_frames``; ``dataset``/``split`` override the run's own)."""
+    training videos (``calibration_inputs``; ``dataset``/``split`` override the run's own)."""
     if mode not in MODES:
         raise ValueError(f"unknown quantisation mode {mode!r} ({', '.join(MODES)})")
     fp32 = ensure_onnx(run_dir, checkpoint, opset=opset)
-    frames = calibration_frames(run_dir, videos, dataset=dataset, split=split) if mode == "static" else None
-    return quantize_onnx(fp32, out or quantized_path(run_dir, mode, checkpoint), mode, frames, source=str(run_dir))
+    batches = None
+    if mode == "static":
+        batches = calibration_inputs(run_dir, videos, dataset=dataset, split=split, names=graph_inputs(fp32))
+    return quantize_onnx(fp32, out or quantized_path(run_dir, mode, checkpoint), mode, batches, source=str(run_dir))

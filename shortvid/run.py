@@ -2,7 +2,8 @@
 
     RUN/config.yaml          the resolved training config
     RUN/labels.csv           the label map (ids, names, groups)
-    RUN/preprocess.json      how frames are read and fed: FrameSpec, input size, score function
+    RUN/preprocess.json      how frames (and motion frames, and sound) are read and fed: FrameSpec, AudioSpec,
+                             mel bands, input size, score function
     RUN/metrics.jsonl        one line per epoch
     RUN/policy.json          the decision policy tuned on validation (how many labels to return)
     RUN/checkpoints/last.pt  model + optimiser state, epoch and step: `--resume` continues from it
@@ -28,7 +29,7 @@ import yaml
 
 from .data.labels import LabelMap
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, VideoTransform
-from .decode import FrameSpec
+from .decode import AudioSpec, FrameSpec
 from .errors import ShortvidError
 from .files import atomic_path, atomic_write
 from .models import ServableModel, create_model
@@ -40,22 +41,31 @@ class RunError(ShortvidError):
 
 @dataclass(frozen=True)
 class Preprocess:
-    """How a run's model reads a video: the decoder's FrameSpec, then a centre crop of ``input_size``."""
+    """How a run's model reads a video: the decoder's FrameSpec (with its motion frames), then a centre crop
+    of ``input_size``; for a model that hears, the ``AudioSpec`` of its sound and the mel bands of its
+    log-mel features. A run made before sound has ``audio`` None and its file is unchanged."""
 
     frames: FrameSpec
     input_size: int
     scores: str  # "sigmoid" (multi-label BCE) or "softmax" (CE)
     mean: tuple[float, ...] = IMAGENET_MEAN  # the backbone's input normalisation
     std: tuple[float, ...] = IMAGENET_STD
+    audio: AudioSpec | None = None  # the sound the model hears; None: none
+    mels: int = 64  # log-mel bands of the audio features
 
     def to_dict(self) -> dict:
-        return {"frames": self.frames.to_dict(), "input_size": self.input_size, "scores": self.scores,
-                "mean": list(self.mean), "std": list(self.std)}
+        out = {"frames": self.frames.to_dict(), "input_size": self.input_size, "scores": self.scores,
+               "mean": list(self.mean), "std": list(self.std)}
+        if self.audio is not None:
+            out.update(audio=self.audio.to_dict(), mels=self.mels)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "Preprocess":
+        audio = data.get("audio")
         return cls(FrameSpec.from_dict(data["frames"]), int(data["input_size"]), data["scores"],
-                   tuple(data.get("mean", IMAGENET_MEAN)), tuple(data.get("std", IMAGENET_STD)))
+                   tuple(data.get("mean", IMAGENET_MEAN)), tuple(data.get("std", IMAGENET_STD)),
+                   None if audio is None else AudioSpec.from_dict(audio), int(data.get("mels", 64)))
 
     def transform(self) -> VideoTransform:
         """The evaluation transform (centre crop, normalisation) this run's model was trained with."""

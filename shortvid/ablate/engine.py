@@ -59,7 +59,7 @@ class AblationPlan:
     progress: bool = True
     # --- the pretrained regime (``--pretrained``; ``ablate/pretrained.py``) ---
     pretrained: bool = False
-    pretrain_preset: str = "pretrain"  # the source corpus: many classes, none of the benchmark's
+    pretrain_preset: str = "pretrain"  # the source corpus (many classes, none of the benchmark's)
     pretrain_data: str | None = None  # default: data/PRETRAIN_PRESET
     pretrain_epochs: int = 30  # supervised pretraining of each backbone on the source
     simclr_epochs: int = 20
@@ -67,6 +67,12 @@ class AblationPlan:
     scratch_lr: float = 0.01  # the from-scratch control (the ``tiny`` config's rate)
     head_lr_scale: float = 0.1  # NeXtVLAD's rate: optim.lr_scale={aggregator: this}
     head_epochs: int | None = None  # NeXtVLAD's budget (default: epochs)
+    # --- motion and sound (``--senses``; ``ablate/senses.py``) ---
+    senses: bool = False
+    motion: int = 2  # motion frames after each keyframe
+    audio_seconds: float = 2.0  # seconds of sound a video
+    motion_backbone: str | None = None  # the encoders' timm backbones (default: the model's)
+    audio_backbone: str | None = None
 
 
 class Ablation:
@@ -149,11 +155,13 @@ class Ablation:
             "mean_jaccard": report["mean_jaccard"], "top1": report["top1_hit"], "mAP": report["mAP"],
             "videos": report["num_videos"], "failed": report["failed"],
             "decode_ms": timing["decode"]["median"], "model_ms": timing["model"]["median"],
-            "total_ms": timing["total"]["median"],
+            "preprocess_ms": timing["preprocess"]["median"], "total_ms": timing["total"]["median"],
             "few_keyframes": {"videos": few_videos, "mean_jaccard": (sum(g["videos"] * g["mean_jaccard"] for g in few)
                                                                      / few_videos) if few_videos else None},
             "by_keyframes": {n: {"videos": g["videos"], "mean_jaccard": g["mean_jaccard"]}
                              for n, g in report["by_keyframes"].items()},
+            **{key: report[key] for key in ("by_kind", "by_sound") if key in report},
+            **({"decode_audio_ms": timing["decode_audio"]["median"]} if "decode_audio" in timing else {}),
         }
 
     # --- the plan ---------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..evaluate.report import markdown_table
 
 
-def _pct(value: float | None) -> str:
+def pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
@@ -34,9 +34,9 @@ def scratch_report(summary: dict) -> str:
         f"Whole ablation: {summary['wall_seconds'] / 60:.1f} min (steps already done by an earlier run count 0).\n",
         "## 1. 3 keyframes vs 8 frames\n",
         markdown_table(["frames", "mean Jaccard", "top-1", "decode ms", "model ms", "total ms/video", "train min"], [
-            ["3 keyframes", _pct(student["mean_jaccard"]), _pct(student["top1"]), f"{student['decode_ms']:.1f}",
+            ["3 keyframes", pct(student["mean_jaccard"]), pct(student["top1"]), f"{student['decode_ms']:.1f}",
              f"{student['model_ms']:.1f}", f"{student['total_ms']:.1f}", minutes("train_student")],
-            ["8 uniform frames", _pct(frames8["mean_jaccard"]), _pct(frames8["top1"]), f"{frames8['decode_ms']:.1f}",
+            ["8 uniform frames", pct(frames8["mean_jaccard"]), pct(frames8["top1"]), f"{frames8['decode_ms']:.1f}",
              f"{frames8['model_ms']:.1f}", f"{frames8['total_ms']:.1f}", minutes("train_frames8")],
         ]),
         f"\nSeed: 3 I-frames about as accurate as 8 frames at a fraction of the time. Here: "
@@ -48,12 +48,12 @@ def scratch_report(summary: dict) -> str:
     for alone, distilled, backbone in (("student", "student_distilled", plan["student"]),
                                        ("second", "second_distilled", plan["second_student"])):
         a, d = ev(alone), ev(distilled)
-        rows.append([f"{backbone} alone", _pct(a["mean_jaccard"]), _pct(a["top1"]), f"{a['model_ms']:.1f}",
+        rows.append([f"{backbone} alone", pct(a["mean_jaccard"]), pct(a["top1"]), f"{a['model_ms']:.1f}",
                      str(r[f"train_{alone}"]["params"])])
-        rows.append([f"{backbone} distilled", _pct(d["mean_jaccard"]), _pct(d["top1"]), f"{d['model_ms']:.1f}",
+        rows.append([f"{backbone} distilled", pct(d["mean_jaccard"]), pct(d["top1"]), f"{d['model_ms']:.1f}",
                      str(r[f"train_{distilled}"]["params"])])
     teacher = ev("teacher")
-    rows.append([f"teacher {plan['teacher']}", _pct(teacher["mean_jaccard"]), _pct(teacher["top1"]),
+    rows.append([f"teacher {plan['teacher']}", pct(teacher["mean_jaccard"]), pct(teacher["top1"]),
                  f"{teacher['model_ms']:.1f}", str(r["train_teacher"]["params"])])
     gains = [ev(d)["mean_jaccard"] - ev(a)["mean_jaccard"] for a, d in (("student", "student_distilled"),
                                                                         ("second", "second_distilled"))]
@@ -64,17 +64,17 @@ def scratch_report(summary: dict) -> str:
     hard = r["hard_mine"]
     frozen, full = ev("hard_frozen"), ev("hard_full")
     parts += [markdown_table(["model", "mean Jaccard", "top-1"], [
-        ["before (the student)", _pct(student["mean_jaccard"]), _pct(student["top1"])],
-        ["step 1: stem + 2 stages frozen", _pct(frozen["mean_jaccard"]), _pct(frozen["top1"])],
-        ["step 2: whole network", _pct(full["mean_jaccard"]), _pct(full["top1"])],
+        ["before (the student)", pct(student["mean_jaccard"]), pct(student["top1"])],
+        ["step 1: stem + 2 stages frozen", pct(frozen["mean_jaccard"]), pct(frozen["top1"])],
+        ["step 2: whole network", pct(full["mean_jaccard"]), pct(full["top1"])],
     ]), f"\nHard set: {hard['hard']} of {hard['videos']} training videos. Seed: fine-tuning on the hard set "
         f"gains accuracy. Here: {full['mean_jaccard'] - student['mean_jaccard']:+.3f} after both steps.\n",
         "## 4. Aggregators\n"]
     nextvlad = ev("nextvlad")
     parts += [markdown_table(["aggregator", "mean Jaccard", "top-1", "model ms", "parameters"], [
-        ["mean (TSN)", _pct(student["mean_jaccard"]), _pct(student["top1"]), f"{student['model_ms']:.1f}",
+        ["mean (TSN)", pct(student["mean_jaccard"]), pct(student["top1"]), f"{student['model_ms']:.1f}",
          str(r["train_student"]["params"])],
-        ["NeXtVLAD", _pct(nextvlad["mean_jaccard"]), _pct(nextvlad["top1"]), f"{nextvlad['model_ms']:.1f}",
+        ["NeXtVLAD", pct(nextvlad["mean_jaccard"]), pct(nextvlad["top1"]), f"{nextvlad['model_ms']:.1f}",
          str(r["train_nextvlad"]["params"])],
     ]), f"\nSeed: NeXtVLAD above mean pooling. Here: {nextvlad['mean_jaccard'] - student['mean_jaccard']:+.3f}.\n",
         "## 5. Adaptive I-frame model vs fixed 3 frames\n"]
@@ -82,24 +82,24 @@ def scratch_report(summary: dict) -> str:
     few = student["few_keyframes"]["videos"]
     parts += [markdown_table(["model", "mean Jaccard", f"on videos with < 3 keyframes ({few})", "decode ms",
                       "total ms/video"], [
-        ["fixed 3 frames (keyframes repeated)", _pct(student["mean_jaccard"]),
-         _pct(student["few_keyframes"]["mean_jaccard"]), f"{student['decode_ms']:.1f}", f"{student['total_ms']:.1f}"],
-        ["adaptive: one TSN fed the keyframes there are", _pct(adaptive["mean_jaccard"]),
-         _pct(adaptive["few_keyframes"]["mean_jaccard"]), f"{adaptive['decode_ms']:.1f}",
+        ["fixed 3 frames (keyframes repeated)", pct(student["mean_jaccard"]),
+         pct(student["few_keyframes"]["mean_jaccard"]), f"{student['decode_ms']:.1f}", f"{student['total_ms']:.1f}"],
+        ["adaptive: one TSN fed the keyframes there are", pct(adaptive["mean_jaccard"]),
+         pct(adaptive["few_keyframes"]["mean_jaccard"]), f"{adaptive['decode_ms']:.1f}",
          f"{adaptive['total_ms']:.1f}"],
-        ["adaptive: separate 1/2/3-frame models", _pct(members["mean_jaccard"]),
-         _pct(members["few_keyframes"]["mean_jaccard"]), f"{members['decode_ms']:.1f}", f"{members['total_ms']:.1f}"],
+        ["adaptive: separate 1/2/3-frame models", pct(members["mean_jaccard"]),
+         pct(members["few_keyframes"]["mean_jaccard"]), f"{members['decode_ms']:.1f}", f"{members['total_ms']:.1f}"],
     ]), "\nSeed: the adaptive model keeps the accuracy and saves the time of frames it does not decode.\n",
         "## 6. Per-group specialists fused with the general model\n"]
     fusion, fused = r["fuse"], ev("fused")
-    rows = [["general (the student)", _pct(student["mean_jaccard"]), _pct(student["top1"]),
+    rows = [["general (the student)", pct(student["mean_jaccard"]), pct(student["top1"]),
              f"{student['model_ms']:.1f}"]]
-    rows += [[f"fused, rule `{rule}`" + (" (kept)" if rule == fusion["rule"] else ""), _pct(result["mean_jaccard"]),
-              _pct(result["top1_hit"]), f"{fused['model_ms']:.1f}" if rule == fusion["rule"] else "–"]
+    rows += [[f"fused, rule `{rule}`" + (" (kept)" if rule == fusion["rule"] else ""), pct(result["mean_jaccard"]),
+              pct(result["top1_hit"]), f"{fused['model_ms']:.1f}" if rule == fusion["rule"] else "–"]
              for rule, result in fusion["rules"].items()]
     parts += [markdown_table(["model", "mean Jaccard", "top-1", "model ms"], rows), "",
               markdown_table(["group", "videos", "general", "fused"], [
-                  [group, str(g["videos"]), _pct(g["general"]), _pct(g["fused"])]
+                  [group, str(g["videos"]), pct(g["general"]), pct(g["fused"])]
                   for group, g in fusion["groups"].items()]),
               "\nThe rule and the decision policy are chosen on this same validation split (as every run's policy "
               "is), so the fused numbers lean optimistic by what that choice can fit.\n",
@@ -117,7 +117,7 @@ def pretrained_report(summary: dict) -> str:
 
     def row(label: str, name: str, *extra: str) -> list[str]:
         e = ev(name)
-        return [label, _pct(e["mean_jaccard"]), _pct(e["top1"]), f"{e['model_ms']:.1f}", f"{e['total_ms']:.1f}", *extra]
+        return [label, pct(e["mean_jaccard"]), pct(e["top1"]), f"{e['model_ms']:.1f}", f"{e['total_ms']:.1f}", *extra]
 
     def gain(name: str, base: str = "student") -> str:
         return f"{ev(name)['mean_jaccard'] - ev(base)['mean_jaccard']:+.3f}"
@@ -175,9 +175,9 @@ def pretrained_report(summary: dict) -> str:
     ]
     hard = r["hard_mine"]
     parts += [markdown_table(["model", "mean Jaccard", "top-1"], [
-        ["before (the student)", _pct(student["mean_jaccard"]), _pct(student["top1"])],
-        *[[f"{label}, step {i}: {step}", _pct(ev(f'{name}_{stage}')["mean_jaccard"]),
-           _pct(ev(f'{name}_{stage}')["top1"])]
+        ["before (the student)", pct(student["mean_jaccard"]), pct(student["top1"])],
+        *[[f"{label}, step {i}: {step}", pct(ev(f'{name}_{stage}')["mean_jaccard"]),
+           pct(ev(f'{name}_{stage}')["top1"])]
           for label, name in (("hard only", "hard"), ("hard + as many easy", "hard_easy"))
           for i, (stage, step) in enumerate((("frozen", "stem + 2 stages frozen"), ("full", "whole network")), 1)],
     ]), f"\nHard set: {hard['hard']} of {hard['videos']} training videos. Seed: fine-tuning on the hard set gains "
@@ -194,12 +194,12 @@ def pretrained_report(summary: dict) -> str:
               _policy_tables(r)]
     parts += ["## 6. Specialists started from the general model, fused with it\n"]
     fusion, fused = r["fuse"], ev("fused")
-    rows = [["general (the student)", _pct(student["mean_jaccard"]), _pct(student["top1"])]]
-    rows += [[f"fused, rule `{rule}`" + (" (kept)" if rule == fusion["rule"] else ""), _pct(result["mean_jaccard"]),
-              _pct(result["top1_hit"])] for rule, result in fusion["rules"].items()]
+    rows = [["general (the student)", pct(student["mean_jaccard"]), pct(student["top1"])]]
+    rows += [[f"fused, rule `{rule}`" + (" (kept)" if rule == fusion["rule"] else ""), pct(result["mean_jaccard"]),
+              pct(result["top1_hit"])] for rule, result in fusion["rules"].items()]
     parts += [markdown_table(["model", "mean Jaccard", "top-1"], rows), "",
               markdown_table(["group", "videos", "general", "fused"], [
-                  [group, str(g["videos"]), _pct(g["general"]), _pct(g["fused"])]
+                  [group, str(g["videos"]), pct(g["general"]), pct(g["fused"])]
                   for group, g in fusion["groups"].items()]),
               f"\nSeed: fusion above the general model. Here: {fused['mean_jaccard'] - student['mean_jaccard']:+.3f} "
               "(rule and policy chosen on this validation split, so leaning optimistic).\n",
@@ -237,7 +237,7 @@ def _policy_tables(r: dict) -> str:
         if "student" not in evaluations:
             continue
         videos = {bucket: count for bucket, (count, _) in _buckets(evaluations["student"]).items()}
-        rows = [[label, _pct(e["mean_jaccard"]), *[_pct(jaccard) for _, jaccard in _buckets(e).values()],
+        rows = [[label, pct(e["mean_jaccard"]), *[pct(jaccard) for _, jaccard in _buckets(e).values()],
                  f"{e['decode_ms']:.1f}", f"{e['decode_ms'] / evaluations['student']['decode_ms']:.2f}x",
                  f"{e['total_ms']:.1f}"]
                 for label, name in _POLICIES if (e := evaluations.get(name))]

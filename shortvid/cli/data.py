@@ -38,6 +38,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def probe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("videos", nargs="+", metavar="VIDEO")
     add_frame_options(parser)
+    add_audio_options(parser, help="also read each video's sound: its status, length and source in the line")
     parser.add_argument("--save", metavar="DIR", help="also write the frames as JPEG files into DIR")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds allowed per video (default: 10)")
     add_limit_options(parser)
@@ -46,11 +47,11 @@ def probe_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_probe(args: argparse.Namespace) -> int:
     from ..decode import read_frames
 
-    spec, limits = frame_spec(args), decode_limits(args)
+    spec, limits, audio = frame_spec(args), decode_limits(args), audio_spec(args)
     failures = 0
     for path in args.videos:
         try:
-            clip = read_frames(path, spec, timeout=args.timeout, limits=limits)
+            clip = read_frames(path, spec, timeout=args.timeout, limits=limits, audio=audio)
             record = clip.to_dict()
             record["path"] = path
             if args.save:
@@ -105,11 +106,16 @@ def extract_arguments(parser: argparse.ArgumentParser) -> None:
                              "a path,labels CSV, or one folder per class")
     parser.add_argument("--out", required=True, metavar="CACHE")
     add_frame_options(parser, size=256)
+    add_audio_options(parser, help="also read and store each video's sound (mono, at --audio-rate; its status in the "
+                                   "manifest); datasets asking for sound (model.audio) need it")
     parser.add_argument("--split", action="append", help="split(s) to extract (default: all found)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     parser.add_argument("--format", choices=["jpeg", "raw"], default="jpeg",
                         help="jpeg (default, ~20x smaller) or raw (exact pixels)")
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality (default: 95)")
+    parser.add_argument("--sound-format", choices=["float32", "int16"], default="float32",
+                        help="with --audio: the samples as float32 (default: exactly as read) or int16 (half the "
+                             "bytes; lifts the empty mel bands of noise-free sound, docs/frame-cache.md)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds allowed per video (default: 30)")
     parser.add_argument("--retry-failed", action="store_true", help="try again the videos that failed before")
     add_quiet_option(parser, help="no progress bar")
@@ -117,17 +123,66 @@ def extract_arguments(parser: argparse.ArgumentParser) -> None:
     add_engine_options(parser)
 
 
+# AudioSpec fields whose option is not --audio-<field name>, and the options' metavars
+_AUDIO_FLAGS = {"sample_rate": "--audio-rate"}
+_AUDIO_METAVARS = {"sample_rate": "HZ", "seconds": "S", "windows": "N"}
+
+
+def add_audio_options(parser: argparse.ArgumentParser, help: str) -> None:
+    """--audio (a flag: read the sound) and one option per ``AudioSpec`` field (--audio-rate, --audio-seconds,
+    --audio-placement, --audio-windows), help and choices from the field's metadata, parsed as its default's
+    type; given without --audio, they are an error (``audio_spec``)."""
+    import dataclasses
+
+    from ..decode import AudioSpec
+
+    group = parser.add_argument_group("sound", "the audio track, read as a fixed-length mono waveform "
+                                      "(docs/motion-and-sound.md)")
+    group.add_argument("--audio", action="store_true", help=help)
+    for option in dataclasses.fields(AudioSpec):
+        meta = dict(option.metadata)
+        flag = _AUDIO_FLAGS.get(option.name, "--audio-" + option.name.replace("_", "-"))
+        text = meta.pop("help").replace("%", "%%") + f" (default: {option.default})"
+        if option.name in _AUDIO_METAVARS:
+            meta["metavar"] = _AUDIO_METAVARS[option.name]
+        group.add_argument(flag, dest=f"audio_{option.name}", type=type(option.default), default=None, help=text,
+                           **meta)
+
+
+def audio_spec(args: argparse.Namespace):
+    """The ``AudioSpec`` of ``add_audio_options``' values (None without --audio), checked there once; an
+    impossible one, or an audio option without --audio, is an error naming it (exit 2)."""
+    import dataclasses
+
+    from ..decode import AudioSpec
+    from ..errors import ShortvidError
+
+    given = {option.name: getattr(args, f"audio_{option.name}") for option in dataclasses.fields(AudioSpec)
+             if getattr(args, f"audio_{option.name}") is not None}
+    if not args.audio:
+        if given:
+            flags = ", ".join(_AUDIO_FLAGS.get(name, "--audio-" + name.replace("_", "-")) for name in given)
+            raise ShortvidError("sound options", f"{flags} given without --audio")
+        return None
+    try:
+        return AudioSpec(**given)
+    except ValueError as error:
+        raise ShortvidError("sound options", str(error)) from None
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     from ..data.annotations import dataset_videos
     from ..data.cache import extract
 
+    audio = audio_spec(args)  # checked before the dataset is read
     videos, problems = dataset_videos(args.dataset, args.split)
     for problem in problems[:10]:
         print(f"skipped: {problem}", file=sys.stderr)
     if len(problems) > 10:
         print(f"skipped: ... and {len(problems) - 10} more annotation problems", file=sys.stderr)
     common = {"fmt": args.format, "quality": args.quality, "timeout": args.timeout, "retry_failed": args.retry_failed,
-              "progress": not args.quiet, "limits": decode_limits(args)}
+              "progress": not args.quiet, "limits": decode_limits(args), "audio": audio,
+              "sound_format": args.sound_format}
     if args.engine == "ray":
         from ..distributed import extract_ray
 

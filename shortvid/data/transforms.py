@@ -7,9 +7,15 @@ the same parameters for every frame in it; on the CPU the centre crop and normal
 NumPy instead (``centre_crop``): the same floats, without waking torch's thread pool, which cost
 the serving path milliseconds per video after an idle gap (BENCHMARKS.md, "What makes the single
 stream fast").
+
+Motion frames (``[T, M, H, W, 3]``, the frames shown after each keyframe) go through the same call as their
+keyframes (``transform_with_motion``): joined to them along the frame axis, transformed once, split back,
+so one crop, flip and jitter covers them all and they line up with their keyframes pixel for pixel.
 """
 
 from __future__ import annotations
+
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -48,6 +54,12 @@ class VideoTransform:
         chw = frames.permute(0, 3, 1, 2)
         return (self.train if mode == "train" else self.test)(chw).contiguous()
 
+    def with_motion(self, frames: torch.Tensor, motion: torch.Tensor,
+                    mode: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+        """``frames`` uint8 [T, H, W, 3] and their motion frames uint8 [T, M, H, W, 3] through one call, with
+        the same random crop, flip and jitter: float [T, 3, S, S] and [T, M, 3, S, S]."""
+        return transform_with_motion(self, frames, motion, mode)
+
     def centre_crop(self, frames: np.ndarray) -> np.ndarray:
         """The evaluation transform in NumPy: uint8 [T, H, W, 3] (H, W >= size) to float32
         [T, 3, size, size], cropped where ``v2.CenterCrop`` crops and normalised as ``v2.Normalize``."""
@@ -58,3 +70,18 @@ class VideoTransform:
         np.multiply(crop, self.scale, out=out, casting="unsafe")
         out += self.shift
         return out
+
+
+def transform_with_motion(transform: Callable[[torch.Tensor, str], Any], frames: torch.Tensor, motion: torch.Tensor,
+                          mode: str = "test") -> tuple[Any, Any]:
+    """``transform(frames, mode)`` applied to ``frames`` [T, ...] and ``motion`` [T, M, ...] in one call, so
+    one random draw covers both: the frames and the motion frames joined along the first axis, transformed,
+    split back into ``T`` and ``[T, M]`` leading axes. Works for any transform that maps the frames of a
+    video one to one with shared parameters (the datasets' ``transform`` hook), ``VideoTransform`` and its
+    NumPy centre crop included."""
+    count, held = motion.shape[:2]
+    if motion.shape[0] != frames.shape[0] or motion.shape[2:] != frames.shape[1:]:
+        raise ValueError(f"motion frames {tuple(motion.shape)} do not follow frames {tuple(frames.shape)}: "
+                         "want [T, M, *frame shape]")
+    out = transform(torch.cat([frames, motion.reshape(count * held, *motion.shape[2:])]), mode)
+    return out[:count], out[count:].reshape(count, held, *out.shape[1:])

@@ -24,10 +24,12 @@ from ..decode import DecodeLimits
 from ..files import atomic_write
 from ..metrics import (
     as_targets,
+    by_slice,
     confusion_pairs,
     jaccard,
     per_class_ap,
     predicted_matrix,
+    video_kind,
 )
 from .report import frame_strip, html_report, markdown_report, plot_confusion
 
@@ -207,7 +209,7 @@ def analyze_run(
     annotations = load_dataset(dataset, split, labels=label_map, on_error="skip")
     samples = annotations.samples[:limit] if limit is not None else annotations.samples
 
-    kept, rows, predicted, failures, errors = [], [], [], [], []
+    kept, rows, predicted, failures, errors, sounds = [], [], [], [], [], []
     for video in classify_split(classifier, samples, progress=progress, desc="analyze"):
         sample = video.sample
         if video.error is not None:
@@ -219,6 +221,7 @@ def analyze_run(
         ids = [label.id for label in labels]
         index = len(kept)
         kept.append((sample, labels, top))
+        sounds.append(video.clip.sound.status if video.clip.sound is not None else "")
         rows.append(scores)
         predicted.append(ids)
         truth = set(sample.labels)
@@ -282,6 +285,10 @@ def analyze_run(
             for t, p, n in pairs
         ],
         "group_confusions": by_groups,
+        # bad cases by modality: the classes' kind (what tells them apart) and, for a run that hears, the sound
+        "by_modality": {name: by_slice(keys, per_video) for name, keys in (
+            ("kind", [video_kind(sample.labels, label_map.class_kinds) for sample, _, _ in kept]),
+            ("sound", sounds)) if any(keys)},
         "groups": groups,
         "proposed_groups": [[{"id": c, "name": label_map.name(c)} for c in members] for members in proposed],
         "confusion_matrix": {"class_order": order, "matrix": matrix.tolist()},

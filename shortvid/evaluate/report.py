@@ -101,6 +101,17 @@ CLASS_HEADER = ("class", "group", "true", "predicted", "precision", "recall", "A
 PAIR_HEADER = ("true", "predicted as", "predicted's group", "count")
 
 
+MODALITY_HEADER = ("slice", "videos", "mean Jaccard")
+_MODALITY_TITLES = {"kind": "class kind (what tells the classes apart)", "sound": "sound (what the video's audio was)"}
+
+
+def _modality_rows(analysis: dict) -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """Bad cases by modality: mean Jaccard by the classes' kind and by the sound's status, where known."""
+    return [(_MODALITY_TITLES.get(name, name), [(key or "–", str(row["videos"]), _fmt(row["mean_jaccard"], 3))
+                                                for key, row in slices.items()])
+            for name, slices in analysis.get("by_modality", {}).items()]
+
+
 def _md_cell(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
@@ -120,6 +131,8 @@ def markdown_report(analysis: dict) -> str:
         parts.append("No confusions.\n")
     for group, rows in grouped:
         parts += [f"\n### {group}\n\n", markdown_table(PAIR_HEADER, rows)]
+    for name, rows in _modality_rows(analysis):
+        parts += [f"\n## By {name}\n\n", markdown_table(MODALITY_HEADER, rows)]
     parts += ["\n## Per class\n\n", markdown_table(CLASS_HEADER, _class_rows(analysis))]
     parts.append("\n## Proposed groups (clustered by confusion)\n\n")
     parts += [f"{i}. " + ", ".join(c["name"] for c in members) + "\n"
@@ -155,6 +168,8 @@ def html_report(analysis: dict) -> str:
         parts.append("<p>No confusions.</p>")
     for group, rows in grouped:
         parts += [f"<h3>{e(group)}</h3>", html_table(PAIR_HEADER, rows)]
+    for name, rows in _modality_rows(analysis):
+        parts += [f"<h2>By {e(name)}</h2>", html_table(MODALITY_HEADER, rows)]
     parts += ["<h2>Confusion matrix</h2><img src='confusion.png' alt='confusion heatmap'>",
               "<h2>Per class</h2>", html_table(CLASS_HEADER, _class_rows(analysis)),
               "<h2>Proposed groups (clustered by confusion)</h2><ol>"]

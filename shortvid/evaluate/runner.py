@@ -20,7 +20,7 @@ from ..decode import DecodeLimits
 from ..files import atomic_write
 from ..infer.batch import classify_split
 from ..infer.classifier import Classifier
-from ..metrics import evaluation_report, jaccard, timing_summary
+from ..metrics import by_slice, evaluation_report, jaccard, timing_summary, video_kind
 
 
 def evaluate_run(
@@ -53,6 +53,7 @@ def evaluate_run(
     failures = []
     frame_counts: list[int] = []
     keyframes = np.zeros(len(samples), dtype=np.int64)  # 0: not decoded
+    sounds = [""] * len(samples)  # Sound.status of each decoded video of a run that hears
     for i, video in enumerate(classify_split(classifier, samples, progress=progress, desc="evaluate")):
         targets[i, list(video.sample.labels)] = 1
         if video.error is not None:
@@ -61,12 +62,16 @@ def evaluate_run(
             continue
         frame_counts.append(len(video.clip.frames))
         keyframes[i] = video.clip.info.keyframes
+        sounds[i] = video.clip.sound.status if video.clip.sound is not None else ""
         scores[i] = video.scores
         labels, _ = classifier.decide(video.scores)
         predicted.append(tuple(label.id for label in labels))
         for stage, ms in video.timings.items():
             stages[stage].append(ms)
+        if video.clip.sound is not None:  # the sound's share of "decode"
+            stages.setdefault("decode_audio", []).append(video.clip.sound.decode_ms)
     report = evaluation_report(scores, targets, predicted, classifier.labels.names)
+    per_video = jaccard(predicted, targets)
     report.update({
         "run": str(run_dir),
         "dataset": str(dataset),
@@ -80,14 +85,21 @@ def evaluate_run(
         "backend": classifier.backend.name,
         "precision": classifier.backend.precision,
         "frames_per_video": {str(n): c for n, c in sorted(Counter(frame_counts).items())},
-        "by_keyframes": _by_keyframes(keyframes, jaccard(predicted, targets)),
+        "by_keyframes": _by_keyframes(keyframes, per_video),
     })
+    decoded = keyframes > 0
+    kinds = classifier.labels.class_kinds
+    if kinds:  # what tells the classes apart: the modality each video's classes need
+        report["by_kind"] = by_slice([video_kind(s.labels, kinds) for s in samples], per_video)
+    if any(sounds):
+        report["by_sound"] = by_slice([s for s, ok in zip(sounds, decoded, strict=True) if ok], per_video[decoded])
     target = Path(out) if out else Path(run_dir) / "metrics.json"
     atomic_write(target, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     return report
 
 
 def _by_keyframes(keyframes: np.ndarray, per_video: np.ndarray) -> dict:
-    """Videos and mean Jaccard by how many keyframes the video has (decoded videos only)."""
-    return {str(n): {"videos": int((keyframes == n).sum()), "mean_jaccard": float(per_video[keyframes == n].mean())}
-            for n in sorted(set(keyframes.tolist()) - {0})}
+    """Videos and mean Jaccard by how many keyframes the video has (decoded videos only), in count order."""
+    decoded = keyframes > 0
+    slices = by_slice([str(n) for n in keyframes[decoded]], per_video[decoded])
+    return {key: slices[key] for key in sorted(slices, key=int)}

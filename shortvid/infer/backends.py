@@ -28,6 +28,7 @@ from ..export import INPUT_NAME, OUTPUT_NAME, ExportError, ensure_onnx
 from ..extras import MissingExtraError, require
 from ..machine import resolve_device
 from ..models.adaptive import grouped_logits
+from ..models.inputs import inputs_of
 from ..quantize import MODE_OF_PRECISION, ensure_quantized
 from ..run import RunDir
 
@@ -67,23 +68,25 @@ def check_backend(backend: str | None, precision: str | None) -> tuple[str, str]
 
 
 class TorchBackend:
-    """Logits from a prepared batch with the run's PyTorch model."""
+    """Logits from a prepared batch with the run's PyTorch model. ``inputs``: what the model takes besides
+    frames and mask (``model.inputs``: motion, audio, audio_mask), which callers prepare and pass by name."""
 
     name = "torch"
 
     def __init__(self, model: torch.nn.Module, device: torch.device, precision: str = "fp32"):
         self.model = model
+        self.inputs = inputs_of(model)
         self.device = device  # where prepared batches must be
         # bf16: autocast on the model's device (convolutions and matmuls in bf16, the ops autocast
         # keeps in fp32 in fp32, logits returned as fp32); on the CPU it was faster than casting the
         # model to bf16 and as close to fp32 (docs/onnx.md).
         self.precision = precision
 
-    def __call__(self, frames: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, frames: torch.Tensor, mask: torch.Tensor | None = None, **extra: torch.Tensor) -> torch.Tensor:
         if self.precision == "bf16":
             with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                return self.model(frames, mask).float()
-        return self.model(frames, mask)
+                return self.model(frames, mask, **extra).float()
+        return self.model(frames, mask, **extra)
 
 
 class OnnxBackend:
@@ -91,6 +94,8 @@ class OnnxBackend:
 
     The graph takes no mask, so a padded batch is split by each video's valid-frame count and each
     group runs unpadded (its valid frames, in order): the logits the masked PyTorch model gives.
+    ``inputs``: the graph's inputs besides ``frames`` (the exported model's ``inputs``: motion, audio,
+    audio_mask), fed by name; a group takes its rows of each (of ``motion``, its valid frames too).
     """
 
     name = "onnx"
@@ -120,21 +125,38 @@ class OnnxBackend:
             raise ExportError(str(path), cause) from error
         self.providers = tuple(self.session.get_providers())
         self.input, self.output = INPUT_NAME, OUTPUT_NAME
+        self.inputs = tuple(i.name for i in self.session.get_inputs() if i.name != INPUT_NAME)
         self.device = torch.device("cpu")  # preprocessing stays on the CPU; ORT is fed numpy
 
-    def run(self, frames: torch.Tensor) -> torch.Tensor:
-        array = np.ascontiguousarray(frames.detach().cpu().numpy(), dtype=np.float32)
-        return torch.from_numpy(self.session.run([self.output], {self.input: array})[0])
+    def run(self, frames: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
+        """Logits of an unpadded batch; ``extra``: the graph's other inputs (``inputs``)."""
+        feeds = {self.input: np.ascontiguousarray(frames.detach().cpu().numpy(), dtype=np.float32)}
+        for name in self.inputs:
+            value = extra[name].detach().cpu().numpy()
+            feeds[name] = np.ascontiguousarray(value, dtype=np.bool_ if name == "audio_mask" else np.float32)
+        return torch.from_numpy(self.session.run([self.output], feeds)[0])
 
-    def __call__(self, frames: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, frames: torch.Tensor, mask: torch.Tensor | None = None, **extra: torch.Tensor) -> torch.Tensor:
+        missing = [name for name in self.inputs if name not in extra]
+        if missing:
+            raise ValueError(f"{self.path.name} takes {', '.join(self.inputs)} besides frames and was not given "
+                             f"{', '.join(missing)}")
+        extra = {name: extra[name] for name in self.inputs}
         if mask is None or bool(mask.all()):
-            return self.run(frames)
+            return self.run(frames, **extra)
         mask = mask.bool().cpu()
         counts = mask.sum(1)
         if bool((counts == 0).any()):
             raise ValueError("a video with no valid frame cannot be classified")
-        return grouped_logits(counts.tolist(),
-                              lambda _, rows: self.run(torch.stack([frames[row][mask[row]] for row in rows.tolist()])))
+
+        def group(_: int, rows: torch.Tensor) -> torch.Tensor:
+            rows = rows.tolist()
+            per_frame = {INPUT_NAME: frames, **{name: extra[name] for name in ("motion",) if name in extra}}
+            unpadded = {name: torch.stack([value[row][mask[row]] for row in rows]) for name, value in per_frame.items()}
+            per_video = {name: value[rows] for name, value in extra.items() if name not in per_frame}
+            return self.run(unpadded.pop(INPUT_NAME), **unpadded, **per_video)
+
+        return grouped_logits(counts.tolist(), group)
 
 
 Backend = TorchBackend | OnnxBackend

@@ -199,8 +199,7 @@ def _classify_batch(classifier: Classifier, batch: list[tuple[Source, Future]], 
             labels, top = classifier.decide(result.scores[row])
             per_video = {"decode": decode_ms, **share}
             per_video["total"] = sum(per_video.values())
-            outcomes[clip_at[position]] = Outcome(source, Prediction(labels, top, per_video, clip.times,
-                                                                     clip.info.keyframes))
+            outcomes[clip_at[position]] = Outcome(source, Prediction.of(clip, labels, top, per_video))
         for stage, ms in result.timings.items():
             stats.stage_ms[stage] += ms
     stats.videos += len(decoded)

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .contract import ServableModel
+from .inputs import given, inputs_of, member_inputs, ordered, shared_sizes
 from .registry import create_model, register_model
 
 
@@ -36,7 +37,8 @@ def grouped_logits(keys: Sequence[int], run: Callable[[int, Tensor], Tensor]) ->
 class FrameCountSwitch(nn.Module):
     """Members keyed by frame count; a video with ``n`` valid frames goes to the member with the largest
     count not above ``n`` (the smallest member when ``n`` is below every count). A ``ServableModel``,
-    not a ``VideoClassifier``: it has no backbone or heads of its own."""
+    not a ``VideoClassifier``: it has no backbone or heads of its own. ``inputs`` is the union of the
+    members' (``models.inputs``); each member is given its videos' rows of the ones it takes."""
 
     def __init__(self, members: dict[int, ServableModel]):
         super().__init__()
@@ -49,6 +51,8 @@ class FrameCountSwitch(nn.Module):
         self.members = nn.ModuleDict({str(c): members[c] for c in counts})
         self.num_classes = members[counts[0]].num_classes
         self.imagenet_head = None
+        self.inputs = ordered(name for member in members.values() for name in inputs_of(member))
+        self.motion_frames, self.mels = shared_sizes(members.values())
         self.config: dict[str, Any] = {}
 
     @property
@@ -60,18 +64,23 @@ class FrameCountSwitch(nn.Module):
         fitting = [count for count in self.counts if count <= frames]
         return fitting[-1] if fitting else self.counts[0]
 
-    def forward(self, frames: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(self, frames: Tensor, mask: Tensor | None = None, *, motion: Tensor | None = None,
+                audio: Tensor | None = None, audio_mask: Tensor | None = None) -> Tensor:
         batch, length = frames.shape[:2]
         valid = [length] * batch if mask is None else mask.bool().sum(1).tolist()
+        extra = given(motion=motion, audio=audio, audio_mask=audio_mask)
 
         def member(count: int, rows: Tensor) -> Tensor:
+            model = self.members[str(count)]
+            theirs = {name: value[rows.to(value.device)] for name, value in member_inputs(model, extra).items()}
             rows = rows.to(frames.device)
-            return self.members[str(count)](frames[rows], None if mask is None else mask[rows])
+            return model(frames[rows], None if mask is None else mask[rows], **theirs)
 
         return grouped_logits([self.member_for(int(n)) for n in valid], member)
 
-    def forward_all(self, frames: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
-        return {"logits": self.forward(frames, mask)}
+    def forward_all(self, frames: Tensor, mask: Tensor | None = None, *, motion: Tensor | None = None,
+                    audio: Tensor | None = None, audio_mask: Tensor | None = None) -> dict[str, Tensor]:
+        return {"logits": self.forward(frames, mask, motion=motion, audio=audio, audio_mask=audio_mask)}
 
 
 @register_model("by_frame_count")

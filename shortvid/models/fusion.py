@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from .contract import ServableModel
+from .inputs import given, inputs_of, member_inputs, ordered, shared_sizes
 from .registry import create_model, register_model
 from .scores import probabilities
 
@@ -63,7 +64,8 @@ class FusedClassifier(nn.Module):
     A ``ServableModel``, not a ``VideoClassifier``: it has no backbone or heads of its own.
 
     Inputs come normalised for the general model; each specialist gets them re-normalised for its
-    own backbone. All members see the same frames at the same input size.
+    own backbone (the motion frames too). All members see the same frames at the same input size.
+    ``inputs`` is the union of the members' (``models.inputs``); each member is given the ones it takes.
     """
 
     def __init__(self, general: ServableModel, general_scores: str, specialists: list[ServableModel],
@@ -87,6 +89,8 @@ class FusedClassifier(nn.Module):
         self.rule = rule
         self.num_classes = general.num_classes
         self.imagenet_head = None
+        self.inputs = ordered(name for member in (general, *specialists) for name in inputs_of(member))
+        self.motion_frames, self.mels = shared_sizes((general, *specialists))
         self.config: dict[str, Any] = {}
         for index, ids in enumerate(class_ids):
             self.register_buffer(f"class_ids_{index}", torch.tensor(ids, dtype=torch.long), persistent=False)
@@ -101,24 +105,33 @@ class FusedClassifier(nn.Module):
     def class_ids(self, index: int) -> Tensor:
         return getattr(self, f"class_ids_{index}")
 
-    def parts(self, frames: Tensor, mask: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
-        """The general model's probabilities ``[B, C]`` and each specialist's ``[B, K]``."""
-        general = probabilities(self.general(frames, mask).float(), self.general_scores)
+    def parts(self, frames: Tensor, mask: Tensor | None = None, **extra: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The general model's probabilities ``[B, C]`` and each specialist's ``[B, K]``; ``extra``: the
+        inputs besides frames (``inputs``)."""
+        general = probabilities(self.general(frames, mask, **member_inputs(self.general, extra)).float(),
+                                self.general_scores)
         own = []
         for index, (specialist, kind) in enumerate(zip(self.specialists, self.specialist_scores, strict=True)):
-            inputs = frames * getattr(self, f"scale_{index}") + getattr(self, f"shift_{index}")
-            own.append(probabilities(specialist(inputs, mask).float(), kind))
+            scale, shift = getattr(self, f"scale_{index}"), getattr(self, f"shift_{index}")
+            inputs = frames * scale + shift
+            theirs = member_inputs(specialist, extra)
+            if "motion" in theirs:  # [B, T, M, 3, S, S]: one more axis before the channels
+                theirs["motion"] = theirs["motion"] * scale.unsqueeze(1) + shift.unsqueeze(1)
+            own.append(probabilities(specialist(inputs, mask, **theirs).float(), kind))
         return general, own
 
     def fuse(self, general: Tensor, own: list[Tensor], rule: str | None = None) -> Tensor:
         pairs = [(scores, self.class_ids(index)) for index, scores in enumerate(own)]
         return fuse_scores(general, pairs, self.general_scores, rule or self.rule)
 
-    def forward(self, frames: Tensor, mask: Tensor | None = None) -> Tensor:
-        return torch.logit(self.fuse(*self.parts(frames, mask)), eps=1e-6)
+    def forward(self, frames: Tensor, mask: Tensor | None = None, *, motion: Tensor | None = None,
+                audio: Tensor | None = None, audio_mask: Tensor | None = None) -> Tensor:
+        extra = given(motion=motion, audio=audio, audio_mask=audio_mask)
+        return torch.logit(self.fuse(*self.parts(frames, mask, **extra)), eps=1e-6)
 
-    def forward_all(self, frames: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
-        return {"logits": self.forward(frames, mask)}
+    def forward_all(self, frames: Tensor, mask: Tensor | None = None, *, motion: Tensor | None = None,
+                    audio: Tensor | None = None, audio_mask: Tensor | None = None) -> dict[str, Tensor]:
+        return {"logits": self.forward(frames, mask, motion=motion, audio=audio, audio_mask=audio_mask)}
 
 
 def renormalisation(mean: list[float], std: list[float], member_mean: list[float],

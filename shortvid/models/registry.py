@@ -1,4 +1,4 @@
-"""Name registries for models, aggregators and classifiers, and the factories over them.
+"""Name registries for models, aggregators, classifiers and modality fusions, and the factories over them.
 
 timm's pattern: small builders register themselves under a name with a decorator, and one factory
 per kind builds by name. Adding an aggregator is one registered class; nothing else changes.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
 from torch import nn
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from .aggregators import Aggregator
     from .classifiers import ClassifierHead
     from .contract import ServableModel
+    from .modalities import ModalityFusion
 
 T = TypeVar("T", bound=Callable[..., Any])
 
@@ -64,10 +66,12 @@ class Registry(Generic[T]):
 MODELS: Registry[Callable[..., "ServableModel"]] = Registry("model")
 AGGREGATORS: Registry[Callable[..., "Aggregator"]] = Registry("aggregator")
 CLASSIFIERS: Registry[Callable[..., "ClassifierHead"]] = Registry("classifier")
+FUSIONS: Registry[Callable[..., "ModalityFusion"]] = Registry("modality fusion")
 
 register_model = MODELS.register
 register_aggregator = AGGREGATORS.register
 register_classifier = CLASSIFIERS.register
+register_fusion = FUSIONS.register
 
 
 def list_models() -> list[str]:
@@ -85,6 +89,11 @@ def list_classifiers() -> list[str]:
     return CLASSIFIERS.names()
 
 
+def list_fusions() -> list[str]:
+    """Registered modality fusion names, sorted."""
+    return FUSIONS.names()
+
+
 def create_aggregator(name: str, in_features: int, **kwargs: Any) -> "Aggregator":
     """Build a temporal aggregator: ``[B, T, in_features]`` (+ mask) -> ``[B, out_features]``."""
     return AGGREGATORS.get(name)(in_features, **kwargs)
@@ -93,6 +102,11 @@ def create_aggregator(name: str, in_features: int, **kwargs: Any) -> "Aggregator
 def create_classifier(name: str, in_features: int, num_classes: int, **kwargs: Any) -> nn.Module:
     """Build a video-level classifier: ``[B, in_features]`` -> logits ``[B, num_classes]``."""
     return CLASSIFIERS.get(name)(in_features, num_classes, **kwargs)
+
+
+def create_fusion(name: str, dims: Mapping[str, int], **kwargs: Any) -> "ModalityFusion":
+    """Build a modality fusion: ``{modality: [B, dims[modality]]}`` -> ``[B, out_features]`` (``models.modalities``)."""
+    return FUSIONS.get(name)(dict(dims), **kwargs)
 
 
 def create_model(
@@ -109,7 +123,8 @@ def create_model(
     loads them from a local timm/torchvision state dict instead (and then nothing is downloaded).
     ``overrides`` replace the builder's defaults (TSN models: ``backbone=``, ``aggregator=``,
     ``classifier=``, ``dropout=``, ``imagenet_head=``, ``aggregator_args=``, ``classifier_args=``,
-    ``backbone_args=``; the composites ``fused`` and ``by_frame_count``: their members' configs).
+    ``backbone_args=``, ``motion=``, ``audio=``, ``fusion=`` and their ``*_args``; the composites ``fused``
+    and ``by_frame_count``: their members' configs).
 
     The result's ``config`` holds name, class count and overrides, but not the weight source:
     ``create_model(**model.config)`` rebuilds the architecture, ready for ``load_state_dict``.

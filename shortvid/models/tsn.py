@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from .backbones import create_backbone, feature_dim
-from .registry import create_aggregator, create_classifier, register_model
+from .modalities import AudioEncoder, MotionEncoder
+from .registry import create_aggregator, create_classifier, create_fusion, register_model
 from .video import VideoClassifier
 
 
@@ -26,18 +27,41 @@ def build_tsn(
     dropout: float = 0.0,
     imagenet_head: bool = False,
     backbone_args: dict[str, Any] | None = None,
+    motion: int = 0,
+    motion_args: dict[str, Any] | None = None,
+    audio: bool = False,
+    audio_args: dict[str, Any] | None = None,
+    fusion: str = "concat",
+    fusion_args: dict[str, Any] | None = None,
 ) -> VideoClassifier:
     """Assemble a :class:`VideoClassifier` from registered parts.
 
     ``dropout`` is the classifier's input dropout (``classifier_args`` may override it);
     ``backbone_args`` go to ``timm.create_model`` (e.g. ``drop_path_rate``).
+
+    ``motion``: motion frames a keyframe the model sees (0: none), through a ``MotionEncoder(motion,
+    **motion_args)`` (``backbone``, ``scale``, ``pretrained``, ``backbone_args``); ``audio``: the model hears,
+    through an ``AudioEncoder(**audio_args)`` (``mels``, ``backbone``, ...). With either, the modality fusion
+    ``fusion`` (``list_fusions()``; ``fusion_args``) feeds the classifier. The encoders take ImageNet weights
+    from timm's hub when ``pretrained`` and no ``checkpoint_path`` is given (a local checkpoint is for the
+    frame backbone, and then nothing is downloaded), unless their args say ``pretrained`` themselves.
+    With ``motion=0`` and ``audio=False`` nothing is added: the model is the keyframes-only TSN.
     """
     net, head = create_backbone(backbone, pretrained=pretrained, checkpoint_path=checkpoint_path,
                                 imagenet_head=imagenet_head, **(backbone_args or {}))
     pool = create_aggregator(aggregator, feature_dim(net), **(aggregator_args or {}))
-    scorer = create_classifier(classifier, pool.out_features, num_classes,
-                               **{"dropout": dropout, **(classifier_args or {})})
-    return VideoClassifier(net, pool, scorer, head)
+    encoder_weights = {"pretrained": pretrained and checkpoint_path is None}
+    mover = MotionEncoder(motion, **{**encoder_weights, **(motion_args or {})}) if motion else None
+    hearer = AudioEncoder(**{**encoder_weights, **(audio_args or {})}) if audio else None
+    fuser, width = None, pool.out_features
+    if mover is not None or hearer is not None:
+        dims = {"visual": pool.out_features}
+        dims.update({name: encoder.out_features for name, encoder in (("motion", mover), ("audio", hearer))
+                     if encoder is not None})
+        fuser = create_fusion(fusion, dims, **(fusion_args or {}))
+        width = fuser.out_features
+    scorer = create_classifier(classifier, width, num_classes, **{"dropout": dropout, **(classifier_args or {})})
+    return VideoClassifier(net, pool, scorer, head, motion_encoder=mover, audio_encoder=hearer, fusion=fuser)
 
 
 def _with_defaults(defaults: dict[str, Any], overrides: dict[str, Any]) -> VideoClassifier:

@@ -234,7 +234,7 @@ class Service:
             "model": result.timings.get("model", 0.0),
             "total": (done - admitted) * 1000,
         }
-        return Prediction(labels, top, timings, clip.times, clip.info.keyframes), {"batch_size": result.batch_size}
+        return Prediction.of(clip, labels, top, timings), {"batch_size": result.batch_size}
 
     def warm(self, model: ServedModel) -> None:
         """Classify a small generated video with ``model`` through decode and the batcher (first-call

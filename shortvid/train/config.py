@@ -50,6 +50,9 @@ class ModelConfig:
     imagenet_head: bool = False  # keep the 1000-way head as an auxiliary output (for distillation)
     init_from: str | None = None  # start from the weights of this run's best checkpoint (fine-tuning)
     freeze_stages: int = 0  # freeze the backbone's stem and first N stages (hard-set fine-tuning, step 1)
+    motion: int = 0  # frames after each keyframe the model sees as motion (RGB difference; 0: off; needs a cache
+    # extracted with at least --motion N)
+    audio: bool = False  # the model hears the video's sound (log-mel; needs a cache extracted with --audio)
     args: dict[str, Any] = field(default_factory=dict)  # builder overrides: backbone, aggregator, dropout, ...
 
 

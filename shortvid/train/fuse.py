@@ -46,10 +46,12 @@ def _members(general: RunDir, specialists: Sequence[RunDir]) -> tuple[dict, list
     members, taken = [], {}
     for run in specialists:
         own = run.preprocess()
-        if own.frames != preprocess.frames or own.input_size != preprocess.input_size:
-            raise RunError(str(run.root), f"reads frames as {own.frames} at {own.input_size} px, but the general run "
-                                          f"as {preprocess.frames} at {preprocess.input_size} px; fused models share "
-                                          f"their frames")
+        if (own.frames, own.input_size, own.audio, own.mels) != (preprocess.frames, preprocess.input_size,
+                                                                  preprocess.audio, preprocess.mels):
+            raise RunError(str(run.root), f"reads frames as {own.frames} at {own.input_size} px with sound "
+                                          f"{own.audio}, but the general run as {preprocess.frames} at "
+                                          f"{preprocess.input_size} px with sound {preprocess.audio}; fused models "
+                                          f"share their inputs")
         try:
             classes = [labels.id(name) for name in run.label_map().names]
         except UnknownLabelError as error:
@@ -141,7 +143,7 @@ def fuse_runs(general_run: str | os.PathLike, specialist_runs: Sequence[str | os
     model.rule = best
     model.config["rule"] = best
     run = RunDir(out)
-    fused_preprocess = Preprocess(preprocess.frames, preprocess.input_size, "sigmoid", preprocess.mean, preprocess.std)
+    fused_preprocess = dataclasses.replace(preprocess, scores="sigmoid")
     run.write_inference(model, labels, fused_preprocess, report["rules"][best]["policy"])
     report["members"] = {"general": str(general.root), "specialists": [str(s.root) for s in specialists]}
     atomic_write(Path(out) / "fusion.json", json.dumps(report, indent=2) + "\n")
@@ -179,11 +181,7 @@ def adaptive_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike) -> 
     if len(set(counts)) != len(counts):
         raise RunError(str(out), f"two runs read the same number of frames ({counts})")
     for run in members:
-        pre = run.preprocess()
-        same = (pre.frames.size, pre.frames.sampler, pre.input_size, pre.mean, pre.std, pre.scores) == (
-            reference_pre.frames.size, reference_pre.frames.sampler, reference_pre.input_size, reference_pre.mean,
-            reference_pre.std, reference_pre.scores)
-        if not same or run.label_map().names != labels.names:
+        if _reads(run.preprocess()) != _reads(reference_pre) or run.label_map().names != labels.names:
             raise RunError(str(run.root), f"does not read, normalise or label videos as {reference.root} does")
     model = FrameCountSwitch({count: run.load_model() for count, run in zip(counts, members, strict=True)})
     model.config = {"name": "by_frame_count", "num_classes": len(labels),
@@ -192,3 +190,9 @@ def adaptive_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike) -> 
     frames = dataclasses.replace(reference_pre.frames, fill="none")
     RunDir(out).write_inference(model, labels, dataclasses.replace(reference_pre, frames=frames), reference.policy())
     return {"run": str(out), "members": {str(count): str(run.root) for count, run in zip(counts, members, strict=True)}}
+
+
+def _reads(pre: Preprocess) -> tuple:
+    """What adaptive members must share: how they read, normalise and score a video (not the frame count)."""
+    return (pre.frames.size, pre.frames.sampler, pre.frames.motion, pre.input_size, pre.mean, pre.std, pre.scores,
+            pre.audio, pre.mels)

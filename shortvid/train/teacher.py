@@ -14,6 +14,7 @@ from ..data.datasets import CachedVideoDataset
 from ..data.transforms import VideoTransform
 from ..models import VideoClassifier
 from ..models.aggregators import masked_mean
+from ..models.inputs import model_inputs
 from ..run import RunDir
 from .config import ConfigError, TrainConfig
 from .losses import imagenet_distillation_loss, logit_distillation_loss
@@ -42,6 +43,10 @@ class Teacher:
                                             "or set distill.cache=false")
         teacher_run = RunDir(run_dir)
         self.model = teacher_run.load_model("best", device)
+        if config.distill.cache and getattr(self.model, "inputs", ()):
+            raise ConfigError("distill.cache", f"the teacher {run_dir} takes {', '.join(self.model.inputs)} as well "
+                                               "as frames, which cached frame features do not hold: set "
+                                               "distill.cache=false")
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         self.kind = config.distill.kind
@@ -80,7 +85,10 @@ class Teacher:
         """The teacher's ``logits`` [B, C] and, with its ImageNet head, ``imagenet`` [B, 1000] for a batch:
         from its stored features when cached (``batch`` gives ``index`` and ``picks``), else a full pass."""
         if self.features is None:
-            return self.model.forward_all(frames * self.scale + self.shift)
+            extra = model_inputs(self.model, batch or {}, self.device, non_blocking=True)
+            if "motion" in extra:  # normalised for the student, as the frames are
+                extra["motion"] = extra["motion"] * self.scale.unsqueeze(1) + self.shift.unsqueeze(1)
+            return self.model.forward_all(frames * self.scale + self.shift, **extra)
         if batch is None or "picks" not in batch:
             raise ValueError("cached teacher features need the batch's index and picks (a CachedVideoDataset batch)")
         index = torch.as_tensor(batch["index"], dtype=torch.int64)

@@ -32,6 +32,8 @@ started without torchrun's environment takes the plain path, with no process gro
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -41,9 +43,10 @@ from ..data.cache import FrameCache
 from ..data.datasets import CachedVideoDataset, RawVideoDataset
 from ..data.labels import LabelMap
 from ..data.transforms import VideoTransform
-from ..decode import FrameSpec
+from ..decode import AudioSpec, FrameSpec
 from ..metrics import mean_ap, top_k_hit
 from ..models import VideoClassifier, create_model
+from ..models.inputs import model_inputs
 from ..models.scores import probabilities, score_kind
 from ..policy import DecisionPolicy
 from ..run import Preprocess, RunDir, load_weights
@@ -73,8 +76,10 @@ def group_subset(annotations: Annotations, group: str | None) -> Annotations:
 
 
 def _datasets(config: TrainConfig, all_train: Annotations, train_annotations: Annotations,
-              transform: VideoTransform) -> tuple[Dataset, Dataset, FrameSpec]:
-    data = config.data
+              transform: VideoTransform) -> tuple[Dataset, Dataset, FrameSpec, AudioSpec | None]:
+    """The training and validation sets, the FrameSpec that reads a video as they do (with ``model.motion``
+    motion frames) and the AudioSpec of their sound (None without ``model.audio``)."""
+    data, motion, hears = config.data, config.model.motion, config.model.audio
     val_annotations = load_dataset(data.dataset, data.val_split, labels=all_train.label_map, on_error="skip")
     val_annotations = group_subset(val_annotations, data.group)
     cache = FrameCache(data.cache) if data.cache else None
@@ -84,12 +89,17 @@ def _datasets(config: TrainConfig, all_train: Annotations, train_annotations: An
 
     def make(annotations: Annotations, mode: str) -> CachedVideoDataset | RawVideoDataset:
         if cache is not None:  # served as the cache was decoded (its spec with data.k)
-            return CachedVideoDataset(annotations, cache, data.k, mode, transform, seed=config.seed)
-        spec = FrameSpec(k=data.k, size=config.frame_size())
-        return RawVideoDataset(annotations, spec, mode, transform, seed=config.seed)
+            return CachedVideoDataset(annotations, cache, data.k, mode, transform, seed=config.seed,
+                                      motion=motion, audio=hears)
+        spec = FrameSpec(k=data.k, size=config.frame_size(), motion=motion)
+        return RawVideoDataset(annotations, spec, mode, transform, seed=config.seed,
+                               audio=AudioSpec() if hears else None)
 
     train_set = make(train_annotations, "train")
-    return train_set, make(val_annotations, "test"), train_set.spec
+    audio = None
+    if hears:
+        audio = cache.audio if cache is not None else train_set.audio
+    return train_set, make(val_annotations, "test"), replace(train_set.spec, motion=motion), audio
 
 
 @torch.no_grad()
@@ -102,7 +112,7 @@ def predict_scores(model: VideoClassifier, loader: DataLoader, device: torch.dev
         frames = batch["frames"].to(device, non_blocking=True)
         labels = batch["labels"].to(device)
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-            logits = model(frames)
+            logits = model(frames, **model_inputs(model, batch, device, non_blocking=True))
         losses.append(classification_loss(logits.float(), labels, loss_kind).item() * len(labels))
         scores.append(probabilities(logits.float(), score_kind(loss_kind)).cpu().numpy())
         targets.append(labels.cpu().numpy())
@@ -120,8 +130,11 @@ class TrainingForward(torch.nn.Module):
         self.model = model
         self.all_outputs = all_outputs
 
-    def forward(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.model.forward_all(frames) if self.all_outputs else {"logits": self.model(frames)}
+    def forward(self, frames: torch.Tensor, **extra: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``extra``: the model's other inputs (``model.inputs``: motion, sound)."""
+        if self.all_outputs:
+            return self.model.forward_all(frames, **extra)
+        return {"logits": self.model(frames, **extra)}
 
 
 def train(config: TrainConfig, *, resume: bool = False) -> dict:
@@ -154,7 +167,7 @@ def _train(config: TrainConfig, resume: bool, ranks: Ranks) -> dict:
     loop.seed_rank()
     mean, std = tuple(model.data_config["mean"]), tuple(model.data_config["std"])
     transform = VideoTransform(config.data.input_size, augment=config.data.augment, mean=mean, std=std)
-    train_set, val_set, spec = _datasets(config, all_train, train_annotations, transform)
+    train_set, val_set, spec, audio = _datasets(config, all_train, train_annotations, transform)
     train_loader, val_loader = _loaders(config, train_set, val_set, ranks, device)
     teacher = None
     if config.distill.teacher:
@@ -166,7 +179,8 @@ def _train(config: TrainConfig, resume: bool, ranks: Ranks) -> dict:
     loop.prepare(model, train_loader, lr_scale=config.optim.lr_scale, checkpoint={"model_config": model.config})
     if not loop.resumed and ranks.main:
         label_map.to_csv(run.root / "labels.csv")
-        run.write_preprocess(Preprocess(spec, config.data.input_size, score_kind(config.optim.loss), mean, std))
+        run.write_preprocess(Preprocess(spec, config.data.input_size, score_kind(config.optim.loss), mean, std,
+                                        audio, getattr(model, "mels", 64)))
     # Parameters outside the loss (an ImageNet head kept but not distilled into) get no gradient:
     # DDP must then look for them each step.
     unused = model.imagenet_head is not None and not (teacher is not None and teacher.kind == "imagenet")
@@ -176,8 +190,9 @@ def _train(config: TrainConfig, resume: bool, ranks: Ranks) -> dict:
     def step(batch: dict) -> tuple[torch.Tensor, dict]:
         frames = batch["frames"].to(device, non_blocking=True)
         targets = batch["labels"].to(device, non_blocking=True)
+        extra = model_inputs(model, batch, device, non_blocking=True)
         with loop.autocast():
-            outputs = forward(frames)
+            outputs = forward(frames, **extra)
             distill = teacher.loss(frames, outputs, batch) if teacher else None
         loss = classification_loss(outputs["logits"].float(), targets, config.optim.loss)
         if distill is not None:
@@ -196,9 +211,10 @@ def _train(config: TrainConfig, resume: bool, ranks: Ranks) -> dict:
 
 def _model(config: TrainConfig, label_map: LabelMap, device: torch.device) -> VideoClassifier:
     """The model ``config`` trains: built, started from ``model.init_from``'s weights, stages frozen."""
+    senses = {key: value for key, value in (("motion", config.model.motion), ("audio", config.model.audio)) if value}
     model = create_model(config.model.name, num_classes=len(label_map), pretrained=config.model.pretrained,
                          checkpoint_path=config.model.checkpoint_path, imagenet_head=config.model.imagenet_head,
-                         **config.model.args).to(device)
+                         **senses, **config.model.args).to(device)
     if config.model.init_from:  # its best checkpoint, else its last
         load_weights(model, RunDir(config.model.init_from).load_checkpoint(map_location=device)["model"],
                      reset_class_head=True)
