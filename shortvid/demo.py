@@ -16,7 +16,7 @@ import numpy as np
 
 from .data.annotations import dataset_videos, load_dataset
 from .data.cache import extract
-from .decode import FrameSpec
+from .decode import AudioSpec, FrameSpec
 from .evaluate.runner import evaluate_run
 from .infer.classifier import Classifier
 from .metrics import mean_jaccard
@@ -55,10 +55,12 @@ def run_demo(out: str | os.PathLike, preset: str = "small", seed: int = 0, worke
 
     settings = load_config(config, [f"data.dataset={data}", f"data.cache={cache}", f"out={run}", f"seed={seed}",
                                      *overrides])
-    print(f"[2/5] extracting 3 keyframes per video into {cache}", flush=True)
+    motion, hears = settings.model.motion, settings.model.audio
+    senses = "".join((f", {motion} motion frames after each" if motion else "", " and the sound" if hears else ""))
+    print(f"[2/5] extracting {settings.data.k} keyframes per video{senses} into {cache}", flush=True)
     videos, _ = dataset_videos(data)
-    summary = extract(videos, cache, FrameSpec(k=settings.data.k, size=settings.frame_size()),
-                      workers=workers).to_dict()
+    summary = extract(videos, cache, FrameSpec(k=settings.data.k, size=settings.frame_size(), motion=motion),
+                      audio=AudioSpec() if hears else None, workers=workers).to_dict()
     print(f"  {summary['total'] - summary['failed']} of {summary['total']} videos in the cache; decode median "
           f"{summary['decode_ms_median']} ms/video; keyframes per video: {summary['keyframes_per_video']}")
     lap("extract")
@@ -77,6 +79,9 @@ def run_demo(out: str | os.PathLike, preset: str = "small", seed: int = 0, worke
     print(f"  mean Jaccard (the competition's accuracy) {report['mean_jaccard']:.3f} on {report['num_videos']} "
           f"videos; always guessing the commonest class: {chance:.3f}")
     print(f"  top-1 {report['top1_hit']:.3f}, top-5 {report['top5_hit']:.3f}, mAP {report['mAP']:.3f}")
+    if "by_kind" in report:  # a corpus of classes told apart by appearance, motion or sound (the av presets)
+        print("  mean Jaccard by what tells the classes apart: " + ", ".join(
+            f"{kind} {row['mean_jaccard']:.3f} ({row['videos']} videos)" for kind, row in report["by_kind"].items()))
     print(f"  ms/video: decode {timing['decode']['median']:.1f}, preprocess {timing['preprocess']['median']:.1f}, "
           f"model {timing['model']['median']:.1f}, total {timing['total']['median']:.1f} (median)")
     lap("evaluate")
@@ -88,7 +93,11 @@ def run_demo(out: str | os.PathLike, preset: str = "small", seed: int = 0, worke
         prediction = classifier.predict(sample.path)
         truth = [val_set.label_map.name(i) for i in sample.labels]
         said = ", ".join(f"{label.name} ({label.score:.2f})" for label in prediction.labels)
-        print(f"  {sample.name}: predicted {said}; true {', '.join(truth)}; {prediction.timings['total']:.1f} ms")
+        kinds = val_set.label_map.class_kinds
+        kind = f" ({', '.join(sorted({kinds[i] for i in sample.labels}))} classes)" if kinds else ""
+        heard = f"; sound {prediction.sound}" if prediction.sound else ""
+        print(f"  {sample.name}: predicted {said}; true {', '.join(truth)}{kind}; "
+              f"{prediction.timings['total']:.1f} ms{heard}")
         predictions.append({"name": sample.name, "path": str(sample.path), "truth": truth, **prediction.to_dict()})
     lap("classify")
     seconds["total"] = round(time.perf_counter() - started, 2)
