@@ -1,5 +1,6 @@
 """Motion frames (``FrameSpec.motion``): the frames after each chosen keyframe, decoded from its GOP's prefix,
-against an independent full decode; the spec, the CLI, the cache and the limits with them."""
+against an independent full decode, in both orders (``motion_order``: the next shown, the next decoded); the
+spec, the CLI, the cache and the limits with them."""
 
 import json
 
@@ -9,10 +10,8 @@ import pytest
 
 import shortvid.decode.decoder as decoder
 from shortvid.cli import main
-from shortvid.data.cache import extract
 from shortvid.decode import DecodeLimits, DecodeTimeoutError, FrameSpec, VideoTooLargeError, read_frames
 from shortvid.decode.scaling import rgb_difference, scale_frame
-from shortvid.errors import DatasetError
 
 from media import make_video, read_index
 
@@ -59,6 +58,78 @@ def test_motion_frames_are_the_next_frames_of_a_full_decode(gops, name):
             for j, image in enumerate(following):
                 assert np.array_equal(image, reference[key + 1 + j].to_ndarray(format="rgb24"))
         assert clip.decoded > plain.decoded
+
+
+def decode_order(path) -> dict[int, list[int]]:
+    """Each keyframe's frame index and the indices of the frames decoded after it, in decode order (the
+    packets' presentation times, read independently by demuxing the whole stream)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        packets = [(packet.pts, packet.is_keyframe) for packet in container.demux(stream) if packet.size]
+        rate, base = float(stream.average_rate), stream.time_base
+    order: dict[int, list[int]] = {}
+    for pts, key in packets:
+        index = round(float(pts * base) * rate)
+        if key:
+            current = order.setdefault(index, [])
+        else:
+            current.append(index)
+    return order
+
+
+@pytest.mark.parametrize("name", ["mp4", "bframes_mp4", "mkv", "avi", "webm"])
+def test_decoded_order_takes_the_next_frames_decoded_and_decodes_no_other(gops, name):
+    path = gops[name]
+    reference, order = full_decode(path), decode_order(path)
+    plain = read_frames(path, 3, size=None)
+    for motion in (1, 2, 4):
+        clip = read_frames(path, 3, size=None, motion=motion, motion_order="decoded")
+        shown = read_frames(path, 3, size=None, motion=motion)
+        assert np.array_equal(clip.frames, plain.frames) and clip.times == plain.times
+        assert clip.motion.shape == (3, motion, 48, 64, 3) and clip.motion_valid == (motion,) * 3
+        for key, following, times in zip((0, 30, 60), clip.motion, clip.motion_times, strict=True):
+            # the first `motion` decoded after the keyframe, shown in time order, with a full decode's pixels
+            expected = sorted(order[key][:motion])
+            assert [read_index(image) for image in following] == expected
+            assert times == pytest.approx([index / 30 for index in expected], abs=2e-3)
+            for index, image in zip(expected, following, strict=True):
+                assert np.array_equal(image, reference[index].to_ndarray(format="rgb24"))
+        # nothing decoded but the keyframes and their motion frames
+        assert clip.decoded == 3 * (1 + motion)
+        assert clip.decoded <= shown.decoded
+        if all(order[key][:motion] == list(range(key + 1, key + 1 + motion)) for key in (0, 30, 60)):
+            # no B-frame decoded ahead of one shown earlier: the same frames either way
+            assert np.array_equal(clip.motion, shown.motion) and clip.motion_times == shown.motion_times
+
+
+def test_with_b_frames_the_decoded_order_starts_with_the_p_frame(gops):
+    """x264's B-pyramid decodes I0 P4 B2 b1 b3: the first frame decoded after a keyframe is shown frames on, and
+    "shown" decodes the P-frame and B2 to reach b1."""
+    path = gops["bframes_mp4"]
+    order = decode_order(path)
+    assert order[0][:4] == [4, 2, 1, 3]  # the pyramid this test is about
+    one = read_frames(path, 3, size=None, motion=1, motion_order="decoded")
+    firsts = [read_index(following[0]) for following in one.motion]
+    assert firsts == [order[key][0] for key in (0, 30, 60)] and firsts[0] == 4
+    assert all(first > key + 1 for first, key in zip(firsts, (0, 30, 60), strict=True))
+    assert read_frames(path, 3, size=None, motion=1).decoded > one.decoded
+    four = read_frames(path, 3, size=None, motion=4, motion_order="decoded")
+    assert [read_index(image) for image in four.motion[0]] == [1, 2, 3, 4]  # the whole mini-GOP: both orders agree
+
+
+def test_decoded_order_in_short_gops_and_probe(gops, small_videos, capsys):
+    clip = read_frames(gops["short_gops"], 8, size=None, fill="none", motion=3, motion_order="decoded")
+    assert [[read_index(image) for image in following] for following in clip.motion] == \
+        [[1, 2, 3], [9, 9, 9], [11, 12, 13], [39, 39, 39]]
+    assert clip.motion_valid == (3, 1, 3, 1)
+    assert main(["probe", str(small_videos["v0.mp4"]), "--k", "2", "--size", "32", "--motion", "1",
+                 "--motion-order", "decoded"]) == 0
+    line = json.loads(capsys.readouterr().out)
+    first = line["frames"][0]
+    assert len(first["motion"]) == 1 and first["motion"][0] > first["time"]
+    with pytest.raises(SystemExit) as exit_:
+        main(["probe", str(small_videos["v0.mp4"]), "--motion-order", "first"])
+    assert exit_.value.code == 2 and "--motion-order" in capsys.readouterr().err
 
 
 def test_motion_frames_are_scaled_and_cropped_like_the_keyframes(gops):
@@ -120,6 +191,11 @@ def test_motion_zero_leaves_the_clip_the_spec_and_the_probe_line_as_before(small
     assert FrameSpec.from_dict(stored) == FrameSpec(size=256) and FrameSpec.from_dict(stored).motion == 0
     spec = FrameSpec(size=256, motion=2)
     assert spec.to_dict() == {**stored, "motion": 2} and FrameSpec.from_dict(spec.to_dict()) == spec
+    # the decode order is stored; without motion frames there is no order to store
+    decoded = FrameSpec(size=256, motion=2, motion_order="decoded")
+    assert decoded.to_dict() == {**stored, "motion": 2, "motion_order": "decoded"}
+    assert FrameSpec.from_dict(decoded.to_dict()) == decoded
+    assert FrameSpec(size=256, motion_order="decoded") == FrameSpec(size=256)
 
 
 def test_motion_frames_of_real_videos_match_a_full_decode(small_videos):
@@ -143,6 +219,8 @@ def test_motion_frames_of_real_videos_match_a_full_decode(small_videos):
     ({"motion": 2, "sampler": "uniform"}, "motion frames follow keyframes"),
     ({"motion": 2, "fill": "near"}, "motion frames follow keyframes"),
     ({"motion": 2, "fill": "seek"}, "motion frames follow keyframes"),
+    ({"motion": 2, "motion_order": "presentation"}, "motion_order must be one of 'shown', 'decoded'"),
+    ({"motion": 2, "motion_order": None}, "motion_order must be one of"),
 ])
 def test_motion_options_are_checked_when_the_spec_is_made(options, message):
     with pytest.raises(ValueError, match=message):
@@ -180,9 +258,3 @@ def test_probe_prints_the_motion_frames_times(small_videos, capsys):
     first = line["frames"][0]
     assert first["motion"] == pytest.approx([first["time"] + 0.1, first["time"] + 0.2], abs=1e-3)
     assert main(["probe", str(small_videos["v0.mp4"]), "--motion", "9"]) == 2
-
-
-def test_the_frame_cache_refuses_motion_frames(small_videos, tmp_path):
-    with pytest.raises(DatasetError, match="does not store motion frames"):
-        extract([("v0", small_videos["v0.mp4"])], tmp_path / "cache", FrameSpec(size=32, motion=2), progress=False)
-    assert not (tmp_path / "cache").exists()

@@ -41,9 +41,12 @@ from .sampling import (
 )
 from .scaling import center_crop, output_size, scale_frame
 
-# motion: packets demuxed past a keyframe beyond the frames taken, to find the next frames in presentation
-# order where B-frames are decoded after the P-frame shown after them (x264 puts up to 3 in a row by default).
+# motion_order="shown": packets demuxed past a keyframe beyond the frames taken, to find the next frames in
+# presentation order where B-frames are decoded after the P-frame shown after them (x264 puts up to 3 in a row).
 _MOTION_REORDER = 4
+# motion_order="decoded": packets demuxed past the frames taken, for an open GOP's leading pictures (decoded after
+# the keyframe, shown before it: not motion frames)
+_MOTION_LEADING = 2
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,8 @@ class Clip:
     info: VideoInfo
     decode_ms: float
     decoded: int = field(default=0)  # frames the decoder produced, all calls included
-    # FrameSpec.motion > 0: the frames after each frame's keyframe, in presentation order, [k, motion, H, W, 3]
+    # FrameSpec.motion > 0: the frames after each frame's keyframe (FrameSpec.motion_order says which), in
+    # presentation order, [k, motion, H, W, 3]
     # uint8; where its GOP has fewer, the last one read (the keyframe where none) is repeated and
     # motion_valid says how many are real. None with motion=0.
     motion: np.ndarray | None = None
@@ -178,11 +182,18 @@ def read_frames(
         a faster decode whose pixels differ slightly from the default (mean absolute difference well
         under 1 on H.264 keyframes); with ``sampler="uniform"`` or ``fill="seek"`` the difference
         grows along the frames decoded from the keyframe. Off by default; a ``FrameSpec`` records it.
-    motion: also read the ``motion`` frames shown right after each chosen keyframe (0-4; 0, the default,
-        reads none): ``Clip.motion`` ``[k, motion, H, W, 3]``, ``Clip.motion_times`` and
-        ``Clip.motion_valid``, from one forward decode of the keyframe's GOP prefix under the same limits
-        and time limit; a GOP with fewer repeats its last frame read and ``motion_valid`` counts the real
-        ones (docs/decoding.md, "Motion frames"). With the keyframe sampler and ``fill`` "repeat" or "none".
+    motion: also read ``motion`` frames after each chosen keyframe (0-4; 0, the default, reads none):
+        ``Clip.motion`` ``[k, motion, H, W, 3]``, scaled, turned and cropped as the keyframes are,
+        ``Clip.motion_times`` (each frame's own presentation time) and ``Clip.motion_valid``, from one forward
+        decode of the keyframe's GOP prefix under the same limits and time limit; a GOP with fewer repeats its
+        last frame read and ``motion_valid`` counts the real ones (docs/decoding.md, "Motion frames"). With the
+        keyframe sampler and ``fill`` "repeat" or "none".
+    motion_order: which frames follow a keyframe, always returned in presentation order. ``"shown"`` (the
+        default): the ``motion`` frames shown right after it, consecutive; with B-frames, the frames they are
+        predicted from are decoded too (x264's pyramid decodes I0 P4 B2 b1, so frame 1 costs 3 more decodes).
+        ``"decoded"``: the first ``motion`` frames decoded after it that are shown after it, and no other frame:
+        with B-frames not consecutive (``motion=1`` is the P-frame, 4 frames on with x264's defaults;
+        ``motion_times`` says when each was shown); without B-frames the same frames as ``"shown"``.
 
     mode: ``"test"`` (segment centres) or ``"train"`` (random in each segment, drawn from ``rng``).
     timeout: seconds for the whole call; a file that takes longer raises ``DecodeTimeoutError``.
@@ -372,22 +383,26 @@ class _Reader:
         return frames, [t for _, t, _ in chosen], [key for _, _, key in chosen]
 
     def _decode_motion(self, index: int, decoded: dict, following: dict) -> bool:
-        """Decode keyframe ``index`` and the ``spec.motion`` frames after it in presentation order, in one
-        forward decode of its GOP's prefix: the keyframe's picture goes to ``decoded``, the others, in time
-        order, to ``following`` (fewer where the GOP is shorter or a packet will not decode). Picked among
-        the first ``motion + _MOTION_REORDER`` packets after the keyframe (decode order), so B-frames shown
-        before the P-frame decoded ahead of them are found. False where the keyframe itself will not decode."""
+        """Decode keyframe ``index`` and its ``spec.motion`` motion frames in one forward decode of its GOP's
+        prefix: the keyframe's picture goes to ``decoded``, the others, in time order, to ``following`` (fewer
+        where the GOP is shorter or a packet will not decode). Which frames (``spec.motion_order``): "decoded",
+        the first ``motion`` packets after the keyframe in decode order that are shown after it (no other frame
+        is decoded); "shown", the ``motion`` earliest shown after it among the first ``motion + _MOTION_REORDER``
+        packets, so B-frames shown before the P-frame decoded ahead of them are found (frames no picked one
+        refers to are skipped). Open GOPs: frames decoded after the keyframe but shown before it are not
+        after it. False where the keyframe itself will not decode."""
         self._check_time()
         keyframe = self.index.keyframes[index]
-        packets = self.index.prefix_packets(index, 1 + self.spec.motion + _MOTION_REORDER)
+        shown = self.spec.motion_order == "shown"
+        spare = _MOTION_REORDER if shown else _MOTION_LEADING
+        packets = self.index.prefix_packets(index, 1 + self.spec.motion + spare)
         if not packets:  # the seek did not find it: the keyframe alone, with no motion frames
             following[index] = []
             return self._decode_keyframe(index, decoded)
         key_ts = packet_time(packets[0])
         keyframe.packet, keyframe.time = packets[0], key_ts * self.tb
-        # open GOPs: frames decoded after the keyframe but shown before it are not after it
-        later = sorted(stamp for stamp in map(packet_time, packets[1:]) if stamp is not None and stamp > key_ts)
-        wanted = later[: self.spec.motion]
+        later = [stamp for stamp in map(packet_time, packets[1:]) if stamp is not None and stamp > key_ts]
+        wanted = sorted(sorted(later)[: self.spec.motion] if shown else later[: self.spec.motion])
         key, images = self._decode_from_keyframe(packets, set(wanted), keyframe.time)
         if key is None:
             return False

@@ -7,8 +7,12 @@ triangles of peak 1 and no area normalisation (as ``librosa.filters.mel(htk=True
 Kaldi's), made once per (rate, FFT size, bands, band edges) and cached. Frames are cut without padding
 at the edges (Kaldi's ``snip_edges``): a Hann window of ``win_ms``, every ``hop_ms``, its power spectrum
 by ``np.fft.rfft`` on the next power of two, then the mel bands' energies, floored, then the
-natural log, all in float32. The FFTs run ``_BLOCK`` frames a call: one call over a few hundred frames
-costs numpy several times more a frame (2 s: 0.3 ms either way; 4 s: 3.9 ms in one call, 0.65 ms in blocks).
+natural log, all in float32. The work runs ``_BLOCK`` frames at a time, each block's windows written into
+one zero-padded buffer reused across blocks: numpy's float32 ``rfft`` over more than ~100 rows at once, or
+with its own padding (``n=``), cost several times more a row here. The mel bands are a matrix product in
+pieces of at most 2**18 multiply-adds (``matmul_pieces``): OpenBLAS runs larger ones on two threads, and on a
+busy 2-core machine waking the second made a 2 s call take 1.3 ms at load 1.5 and 20 ms at load 4, against
+about 0.5 ms in pieces (BENCHMARKS.md, "Sound").
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import numpy as np
 
 LOG_FLOOR = 1e-10
 """The smallest band energy before the log: silence gives ``log(LOG_FLOOR)`` (about -23.03) in every band."""
-_BLOCK = 128  # frames an FFT call
+_BLOCK = 32  # frames an FFT call
+_GEMM = 1 << 18  # multiply-adds a matmul call: OpenBLAS stays on the calling thread up to m * n * k = 65536 * 4
 
 
 def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
@@ -81,13 +86,27 @@ def log_mel(samples: np.ndarray, sample_rate: int = 16000, n_mels: int = 64, win
         samples = np.pad(samples, (0, win - len(samples)))
     windows = np.lib.stride_tricks.sliding_window_view(samples, win)[::hop][:frames]
     hann = _hann(win)
+    padded = np.zeros((min(_BLOCK, frames), n_fft), dtype=np.float32)  # a block's windows, zero-padded to n_fft
     energies = np.empty((frames, n_mels), dtype=np.float32)
     for first in range(0, frames, _BLOCK):
-        spectrum = np.fft.rfft(windows[first:first + _BLOCK] * hann, n=n_fft, axis=1)  # complex64
-        power = np.square(spectrum.real) + np.square(spectrum.imag)
-        np.matmul(power, bank.T, out=energies[first:first + _BLOCK])
+        count = min(_BLOCK, frames - first)
+        np.multiply(windows[first:first + count], hann, out=padded[:count, :win])
+        spectrum = np.fft.rfft(padded[:count], axis=1)  # complex64
+        power = np.square(spectrum.real)
+        power += np.square(spectrum.imag)
+        matmul_pieces(power, bank.T, energies[first:first + count])
     np.maximum(energies, LOG_FLOOR, out=energies)
     return np.ascontiguousarray(np.log(energies, out=energies).T)
+
+
+def matmul_pieces(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``a @ b`` into ``out`` (float32 ``[m, n]``), a few rows of ``a`` a call: each call at most ``_GEMM``
+    multiply-adds, under which OpenBLAS multiplies on the calling thread; each piece of a strided ``a`` copied
+    contiguous (a piece at a time, a few kB)."""
+    rows = max(1, _GEMM // (a.shape[1] * b.shape[1]))
+    for first in range(0, len(a), rows):
+        np.matmul(np.ascontiguousarray(a[first:first + rows]), b, out=out[first:first + rows])
+    return out
 
 
 def _window(sample_rate: int, win_ms: float) -> int:

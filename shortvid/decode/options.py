@@ -10,6 +10,7 @@ from typing import Literal, Union, get_args
 
 Sampler = Literal["keyframes", "uniform"]
 Fill = Literal["repeat", "seek", "none", "near"]
+MotionOrder = Literal["shown", "decoded"]
 Size = Union[int, tuple[int, int], None]
 # fill="near": frames decoded past a keyframe per segment it fills, at most: 8 (a quarter second at
 # 30 fps) keeps the decode time near the keyframes-only one where 16 does not (BENCHMARKS.md,
@@ -143,14 +144,20 @@ class FrameSpec:
     motion: int = field(default=0, metadata=_option(
         f"frames read right after each keyframe, from its GOP, for motion (0: none; at most {MAX_MOTION}); "
         "with --sampler keyframes and --fill repeat or none", type=int, metavar="N"))
+    motion_order: MotionOrder = field(default="shown", metadata=_option(
+        "which frames after a keyframe are its motion frames, returned in the order shown: shown: the next ones "
+        "shown, consecutive (with B-frames, several more decoded); decoded: the next ones in decode order, no other "
+        "frame decoded (with B-frames, the P-frame a few frames on first: cheaper, not consecutive)",
+        choices=get_args(MotionOrder)))
 
     def __post_init__(self) -> None:
         """Check the options: ``k`` an int of at least 1, a known ``sampler`` and ``fill``, ``size`` an int
         of at least 1, a ``(height, width)`` pair of them or None, ``crop`` None or an int of at least 1
         that fits in the resized frame when ``size`` says how large that is, ``max_decode`` an int of at
         least 1, ``motion`` an int from 0 to ``MAX_MOTION``, above 0 with the keyframe sampler and
-        ``fill`` "repeat" or "none" only (motion frames follow keyframes). A list ``size`` (as JSON and YAML
-        give it) becomes a tuple, so the spec stays hashable."""
+        ``fill`` "repeat" or "none" only (motion frames follow keyframes), a known ``motion_order`` (left
+        "shown" without motion frames). A list ``size`` (as JSON and YAML give it) becomes a tuple, so the spec
+        stays hashable."""
         if isinstance(self.size, list):
             object.__setattr__(self, "size", tuple(self.size))
         if not _positive_int(self.k):
@@ -163,6 +170,11 @@ class FrameSpec:
             raise ValueError(f"max_decode must be an integer of at least 1, got {self.max_decode!r}")
         if not (self.motion == 0 or _positive_int(self.motion)) or self.motion > MAX_MOTION:
             raise ValueError(f"motion must be an integer from 0 to {MAX_MOTION}, got {self.motion!r}")
+        if self.motion_order not in get_args(MotionOrder):
+            raise ValueError(f"motion_order must be one of {', '.join(map(repr, get_args(MotionOrder)))}, "
+                             f"got {self.motion_order!r}")
+        if not self.motion:  # no motion frames: no order, so equal specs compare equal
+            object.__setattr__(self, "motion_order", "shown")
         if self.motion and (self.sampler != "keyframes" or self.fill not in ("repeat", "none")):
             raise ValueError(f"motion frames follow keyframes: motion {self.motion} takes sampler 'keyframes' "
                              f"with fill 'repeat' or 'none', got sampler {self.sampler!r}, fill {self.fill!r}")
@@ -196,6 +208,8 @@ class FrameSpec:
             del data["max_decode"]
         if not self.motion:
             del data["motion"]
+        if not self.motion or self.motion_order == "shown":
+            del data["motion_order"]
         return data
 
     @classmethod
