@@ -70,9 +70,12 @@ class AblationPlan:
     # --- motion and sound (``--senses``; ``ablate/senses.py``) ---
     senses: bool = False
     motion: int = 2  # motion frames after each keyframe
-    audio_seconds: float = 2.0  # seconds of sound a video
-    motion_backbone: str | None = None  # the encoders' timm backbones (default: the model's)
-    audio_backbone: str | None = None
+    audio_seconds: float = 1.0  # seconds of sound a video (AudioSpec's default)
+    # The encoders' timm backbones and the motion encoder's scale: tiny nets trained from scratch, as the
+    # visual student is (the model's defaults are ImageNet-sized mobilenets, for pretrained weights)
+    motion_backbone: str = "test_resnet"
+    audio_backbone: str = "test_resnet"
+    motion_scale: float = 1.0
 
 
 class Ablation:

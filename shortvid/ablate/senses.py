@@ -36,11 +36,8 @@ class SensesAblation(PretrainedAblation):
 
     def config(self, run: str, *overrides: str):
         plan = self.plan
-        encoders = []
-        if plan.motion_backbone:
-            encoders.append(f"model.args.motion_args={{backbone: {plan.motion_backbone}}}")
-        if plan.audio_backbone:
-            encoders.append(f"model.args.audio_args={{backbone: {plan.audio_backbone}}}")
+        encoders = [f"model.args.motion_args={{backbone: {plan.motion_backbone}, scale: {plan.motion_scale}}}",
+                    f"model.args.audio_args={{backbone: {plan.audio_backbone}}}"]
         return super(PretrainedAblation, self).config(run, f"data.cache={self.out / 'cache_av'}", *encoders,
                                                       *overrides)
 

@@ -25,14 +25,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                                     "resnet50, mobilenet_cpu, tiny) with key=value overrides, "
                                     "e.g. data.dataset=data/small data.cache=cache/small out=runs/x.",
                         arguments=train_arguments).set_defaults(handler=cmd_train)
-    commands.add_parser("pretrain", help="pretrain a backbone: supervised on a many-class source, or SimCLR",
+    commands.add_parser("pretrain", help="pretrain a backbone: supervised on a many-class source, SimCLR, or "
+                                         "audio-visual correspondence",
                         description="Pretrain a timm backbone and write RUN/backbone.pth, which "
                                     "model.checkpoint_path loads in every other command. --method supervised "
                                     "(default): a K-way image classifier on single frames of a labelled source "
                                     "(shipped config: pretrain; `shortvid synth --preset pretrain` makes one), "
                                     "exported with its K-way head, which distillation uses as the ImageNet head. "
                                     "--method simclr: SimCLR on unlabelled videos of a frame cache, keyframes of "
-                                    "one video as positive pairs (shipped config: simclr).",
+                                    "one video as positive pairs (shipped config: simclr). --method avc: "
+                                    "audio-visual correspondence on the videos with sound of a frame cache "
+                                    "extracted with --audio, also writing RUN/audio_encoder.pth for "
+                                    "model.args.audio_args.checkpoint_path (shipped config: avc).",
                         arguments=pretrain_arguments).set_defaults(handler=cmd_pretrain)
     commands.add_parser("distill", help="train a student with a trained teacher run",
                         description="Train per a config with a teacher: loss = classification + "
@@ -92,23 +96,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def pretrain_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", choices=["supervised", "simclr"], default="supervised")
-    parser.add_argument("--config", help="YAML file or shipped config name (default: pretrain, or simclr)")
+    parser.add_argument("--method", choices=["supervised", "simclr", "avc"], default="supervised")
+    parser.add_argument("--config", help="YAML file or shipped config name (default: pretrain, simclr or avc)")
     parser.add_argument("--resume", metavar="RUN", help="continue the pretraining in RUN from its last checkpoint")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    from ..train.avc import AVCConfig, pretrain_avc
     from ..train.config import TrainConfig
     from ..train.pretrain import pretrain_supervised
     from ..train.simclr import SimCLRConfig, pretrain_simclr
 
-    schema, pretrain = ((TrainConfig, pretrain_supervised) if args.method == "supervised"
-                        else (SimCLRConfig, pretrain_simclr))
+    methods = {"supervised": (TrainConfig, pretrain_supervised, "pretrain"),
+               "simclr": (SimCLRConfig, pretrain_simclr, "simclr"), "avc": (AVCConfig, pretrain_avc, "avc")}
+    schema, pretrain, shipped = methods[args.method]
     if args.resume:
         source, overrides = _saved_config(args.resume), [*args.overrides, f"out={args.resume}"]
     else:
-        source, overrides = args.config or ("pretrain" if args.method == "supervised" else "simclr"), args.overrides
+        source, overrides = args.config or shipped, args.overrides
     config = load_config_announced(source, overrides, schema=schema)
     summary = pretrain(config, resume=bool(args.resume))
     _report({"run": config.out, **summary})
@@ -211,6 +217,12 @@ def ablate_arguments(parser: argparse.ArgumentParser) -> None:
     pretrained.add_argument("--pretrain-epochs", type=int, default=30,
                             help="supervised pretraining epochs (default: 30)")
     pretrained.add_argument("--simclr-epochs", type=int, default=20, help="SimCLR pretraining epochs (default: 20)")
+    senses = parser.add_argument_group("motion and sound")
+    senses.add_argument("--senses", action="store_true",
+                        help="the motion-and-sound table instead: keyframes only, + motion, + sound, both, by class "
+                             "kind and keyframe count (use --preset av; default out: runs/ablate-PRESET-senses)")
+    senses.add_argument("--motion", type=int, default=2, help="motion frames after each keyframe (default: 2)")
+    senses.add_argument("--audio-seconds", type=float, default=1.0, help="seconds of sound a video (default: 1)")
     add_quiet_option(parser)
 
 
@@ -218,12 +230,13 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from ..ablate import AblationPlan, ablate
     from ..files import atomic_write
 
-    suffix = "-pretrained" if args.pretrained else ""
+    suffix = ("-senses" if args.senses else "") + ("-pretrained" if args.pretrained else "")
     plan = AblationPlan(data=args.data or f"data/{args.preset}", out=args.out or f"runs/ablate-{args.preset}{suffix}",
                         preset=args.preset, seed=args.seed, epochs=args.epochs, workers=args.workers,
                         progress=not args.quiet, pretrained=args.pretrained, pretrain_preset=args.pretrain_preset,
                         pretrain_data=args.pretrain_data, pretrain_epochs=args.pretrain_epochs,
-                        simclr_epochs=args.simclr_epochs)
+                        simclr_epochs=args.simclr_epochs, senses=args.senses, motion=args.motion,
+                        audio_seconds=args.audio_seconds)
     summary = ablate(plan)
     if args.report:
         atomic_write(args.report, (Path(plan.out) / "ABLATION.md").read_bytes())
