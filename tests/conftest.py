@@ -156,3 +156,65 @@ def trained_run(tiny_corpus, tiny_cache, tmp_path_factory) -> Path:
     runs = shared(tmp_path_factory, "runs",
                   lambda root: train(tiny_config(tiny_corpus, tiny_cache, root / "tiny", "optim.epochs=3")))
     return runs / "tiny"
+
+
+AV_MUTE = "mute.mp4"  # in av_corpus's videos/: its first validation video without the audio track
+AV_OVERRIDES = ("model.motion=2", "model.audio=true")  # a model that sees 2 motion frames a keyframe and hears
+
+
+def without_audio(source: Path, target: Path) -> Path:
+    """``source``'s video stream copied packet for packet into ``target``, without its audio track: the same
+    frames, no sound."""
+    import av
+
+    with av.open(str(source)) as reading, av.open(str(target), "w") as writing:
+        stream = writing.add_stream_from_template(reading.streams.video[0])
+        for packet in reading.demux(reading.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                writing.mux(packet)
+    return target
+
+
+@pytest.fixture(scope="session")
+def av_corpus(tmp_path_factory) -> Path:
+    """The `av-tiny` corpus (seed 0: motion, sound and appearance classes, videos of 1-3 keyframes), plus
+    ``videos/mute.mp4`` (``AV_MUTE``: the first validation video's video stream without its audio track) and
+    the split ``muted`` (the validation videos and that one, with its original's labels); train and val are
+    the preset's."""
+    from shortvid.synth.corpus import generate_corpus, preset
+
+    def make(root: Path) -> None:
+        generate_corpus(root, preset("av-tiny", seed=0), workers=2, progress=False)
+        val = (root / "val.txt").read_text().splitlines()
+        first, labels = val[0].split(",", 1)
+        without_audio(root / "videos" / first, root / "videos" / AV_MUTE)
+        (root / "muted.txt").write_text("\n".join([*val, f"{AV_MUTE},{labels}"]) + "\n")
+
+    return shared(tmp_path_factory, "av_corpus", make)
+
+
+@pytest.fixture(scope="session")
+def av_cache(av_corpus, tmp_path_factory) -> Path:
+    """The av corpus's frame cache (train and val): 3 keyframes at short side 72, 2 motion frames after
+    each, 2 s of sound."""
+    from shortvid.data.annotations import load_dataset
+    from shortvid.data.cache import extract
+    from shortvid.decode import AudioSpec, FrameSpec
+
+    def make(root: Path) -> None:
+        names = [(s.name, s.path) for split in ("train", "val") for s in load_dataset(av_corpus, split)]
+        extract(names, root, FrameSpec(k=3, size=72, motion=2), workers=2, progress=False,
+                audio=AudioSpec(seconds=2.0))
+
+    return shared(tmp_path_factory, "av_cache", make)
+
+
+@pytest.fixture(scope="session")
+def av_run(av_corpus, av_cache, tmp_path_factory) -> Path:
+    """The tiny config with motion and sound (``AV_OVERRIDES``) trained 2 epochs on the av corpus."""
+    from shortvid.train.trainer import train
+
+    runs = shared(tmp_path_factory, "av_runs",
+                  lambda root: train(tiny_config(av_corpus, av_cache, root / "av", "optim.epochs=2", *AV_OVERRIDES)))
+    return runs / "av"

@@ -3,7 +3,9 @@
 One row per input path, the same whichever engine made it (``shortvid predict --out``, local or
 Ray): ``path``, ``labels`` and ``top5`` (each ``{id, name, score}``), ``timings_ms`` per stage,
 ``frames`` (the times of the frames the model saw), ``keyframes``, ``error`` (``{type, message}``
-for a video that failed, else null) and ``node`` (where it ran). Each part is published atomically,
+for a video that failed, else null), ``node`` (where it ran) and ``sound`` (the video's
+``Sound.status`` for a run whose model hears: ok, none, silent, broken; else null; parts written
+before the column was added lack it). Each part is published atomically,
 so a killed job leaves only whole parts, and a rerun into the same folder skips the paths already
 there, except those whose row is a ``WorkerCrashed`` error (a crash is not a verdict on the video)
 and, when asked, every error row. A retried path's new row lands in a later part and supersedes the
@@ -45,6 +47,7 @@ def prediction_row(outcome: dict, node: str = "") -> dict:
         "keyframes": int(outcome.get("keyframes", 0)),
         "error": {"type": str(error["type"]), "message": str(error["message"])} if error else None,
         "node": node,
+        "sound": outcome.get("sound"),
     }
 
 
@@ -57,6 +60,7 @@ def _schema():
         ("timings_ms", pa.struct([(stage, pa.float64()) for stage in STAGES])),
         ("frames", pa.list_(pa.float64())), ("keyframes", pa.int64()),
         ("error", pa.struct([("type", pa.string()), ("message", pa.string())])), ("node", pa.string()),
+        ("sound", pa.string()),
     ])
 
 

@@ -14,11 +14,30 @@ from ..data.datasets import CachedVideoDataset
 from ..data.transforms import VideoTransform
 from ..models import VideoClassifier
 from ..models.aggregators import masked_mean
-from ..models.inputs import model_inputs
+from ..models.inputs import DEFAULT_MELS, inputs_of, model_inputs
 from ..run import RunDir
 from .config import ConfigError, TrainConfig
 from .losses import imagenet_distillation_loss, logit_distillation_loss
 from .teacher_cache import TeacherFeatures, checkpoint_key
+
+
+def _check_fed(teacher: torch.nn.Module, student: torch.nn.Module, config: TrainConfig, run_dir: str) -> None:
+    """A ``ConfigError`` unless the student's batches carry what ``teacher`` takes besides frames, in its sizes:
+    its motion frames (the student's data reads ``model.motion`` of them) and its sound (read with
+    ``model.audio``, as the student's mel bands). Checked before training, not at its first batch."""
+    takes = inputs_of(teacher)
+    student_mels = getattr(student, "mels", DEFAULT_MELS)
+    needs = []
+    if "motion" in takes and config.model.motion != teacher.motion_frames:
+        needs.append(f"model.motion={teacher.motion_frames} (the student reads {config.model.motion})")
+    if "audio" in takes and not config.model.audio:
+        needs.append("model.audio=true")
+    elif "audio" in takes and student_mels != teacher.mels:
+        needs.append(f"{teacher.mels} mel bands (the student's audio encoder has {student_mels})")
+    if needs:
+        raise ConfigError("distill.teacher", f"the teacher {run_dir} takes {', '.join(takes)} besides frames; the "
+                                             f"student's batches carry them only with {' and '.join(needs)}: train "
+                                             "the student so, or distil from a teacher that takes frames only")
 
 
 class Teacher:
@@ -47,6 +66,7 @@ class Teacher:
             raise ConfigError("distill.cache", f"the teacher {run_dir} takes {', '.join(self.model.inputs)} as well "
                                                "as frames, which cached frame features do not hold: set "
                                                "distill.cache=false")
+        _check_fed(self.model, student, config, run_dir)
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         self.kind = config.distill.kind

@@ -46,7 +46,7 @@ from ..data.transforms import VideoTransform
 from ..decode import AudioSpec, FrameSpec
 from ..metrics import mean_ap, top_k_hit
 from ..models import VideoClassifier, create_model
-from ..models.inputs import model_inputs
+from ..models.inputs import DEFAULT_MELS, model_inputs
 from ..models.scores import probabilities, score_kind
 from ..policy import DecisionPolicy
 from ..run import Preprocess, RunDir, load_weights
@@ -75,10 +75,11 @@ def group_subset(annotations: Annotations, group: str | None) -> Annotations:
     return annotations.subset(groups[group])
 
 
-def _datasets(config: TrainConfig, all_train: Annotations, train_annotations: Annotations,
-              transform: VideoTransform) -> tuple[Dataset, Dataset, FrameSpec, AudioSpec | None]:
+def _datasets(config: TrainConfig, all_train: Annotations, train_annotations: Annotations, transform: VideoTransform,
+              mels: int = DEFAULT_MELS) -> tuple[Dataset, Dataset, FrameSpec, AudioSpec | None]:
     """The training and validation sets, the FrameSpec that reads a video as they do (with ``model.motion``
-    motion frames) and the AudioSpec of their sound (None without ``model.audio``)."""
+    motion frames) and the AudioSpec of their sound (None without ``model.audio``), as ``mels`` log-mel bands
+    (the model's audio encoder's)."""
     data, motion, hears = config.data, config.model.motion, config.model.audio
     val_annotations = load_dataset(data.dataset, data.val_split, labels=all_train.label_map, on_error="skip")
     val_annotations = group_subset(val_annotations, data.group)
@@ -90,10 +91,10 @@ def _datasets(config: TrainConfig, all_train: Annotations, train_annotations: An
     def make(annotations: Annotations, mode: str) -> CachedVideoDataset | RawVideoDataset:
         if cache is not None:  # served as the cache was decoded (its spec with data.k)
             return CachedVideoDataset(annotations, cache, data.k, mode, transform, seed=config.seed,
-                                      motion=motion, audio=hears)
+                                      motion=motion, audio=hears, mels=mels)
         spec = FrameSpec(k=data.k, size=config.frame_size(), motion=motion)
         return RawVideoDataset(annotations, spec, mode, transform, seed=config.seed,
-                               audio=AudioSpec() if hears else None)
+                               audio=AudioSpec() if hears else None, mels=mels)
 
     train_set = make(train_annotations, "train")
     audio = None
@@ -167,7 +168,8 @@ def _train(config: TrainConfig, resume: bool, ranks: Ranks) -> dict:
     loop.seed_rank()
     mean, std = tuple(model.data_config["mean"]), tuple(model.data_config["std"])
     transform = VideoTransform(config.data.input_size, augment=config.data.augment, mean=mean, std=std)
-    train_set, val_set, spec, audio = _datasets(config, all_train, train_annotations, transform)
+    mels = getattr(model, "mels", DEFAULT_MELS)
+    train_set, val_set, spec, audio = _datasets(config, all_train, train_annotations, transform, mels)
     train_loader, val_loader = _loaders(config, train_set, val_set, ranks, device)
     teacher = None
     if config.distill.teacher:
@@ -180,7 +182,7 @@ def _train(config: TrainConfig, resume: bool, ranks: Ranks) -> dict:
     if not loop.resumed and ranks.main:
         label_map.to_csv(run.root / "labels.csv")
         run.write_preprocess(Preprocess(spec, config.data.input_size, score_kind(config.optim.loss), mean, std,
-                                        audio, getattr(model, "mels", 64)))
+                                        audio, mels))
     # Parameters outside the loss (an ImageNet head kept but not distilled into) get no gradient:
     # DDP must then look for them each step.
     unused = model.imagenet_head is not None and not (teacher is not None and teacher.kind == "imagenet")
