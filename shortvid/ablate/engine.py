@@ -76,6 +76,7 @@ class AblationPlan:
     motion_backbone: str = "test_resnet"
     audio_backbone: str = "test_resnet"
     motion_scale: float = 1.0
+    fusions: tuple[str, ...] = ("gate", "attention")  # modality fusions trained besides concat, on both inputs
 
 
 class Ablation:

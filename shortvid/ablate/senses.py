@@ -28,7 +28,6 @@ VARIANTS = {  # name -> the overrides that give the model its inputs
     "sound": ("model.audio=true",),
     "both": ("model.motion={motion}", "model.audio=true"),
 }
-FUSIONS = ("gate", "attention")  # trained besides "concat" (the default) on both inputs
 
 
 class SensesAblation(PretrainedAblation):
@@ -71,7 +70,7 @@ class SensesAblation(PretrainedAblation):
             self.step(f"pretrain_{plan.student}", lambda: self.pretrain(plan.student))
             regimes.append(True)
         for pretrained in regimes:
-            trained = [(name, None) for name in VARIANTS] + [("both", fusion) for fusion in FUSIONS]
+            trained = [(name, None) for name in VARIANTS] + [("both", fusion) for fusion in plan.fusions]
             for name, fusion in trained:
                 run = run_name(name, pretrained, fusion)
                 self.step(f"train_{run}", lambda name=name, fusion=fusion, pretrained=pretrained: self.variant(
@@ -124,7 +123,7 @@ def senses_report(summary: dict) -> str:
                 if f"eval_{run_name(name, pretrained, None)}" in r]
         parts += [f"\n## {title}\n\n", markdown_table(header, rows)]
         fusions = [("concat", r.get(f"eval_{run_name('both', pretrained, None)}"))]
-        fusions += [(f, r.get(f"eval_{run_name('both', pretrained, f)}")) for f in FUSIONS]
+        fusions += [(f, r.get(f"eval_{run_name('both', pretrained, f)}")) for f in plan["fusions"]]
         parts += [f"\n### Modality fusion ({title}, both inputs)\n\n",
                   markdown_table(header[:1 + len(kinds) + 1], [row(f, ev)[:1 + len(kinds) + 1]
                                                                for f, ev in fusions if ev])]

@@ -223,6 +223,9 @@ def ablate_arguments(parser: argparse.ArgumentParser) -> None:
                              "kind and keyframe count (use --preset av; default out: runs/ablate-PRESET-senses)")
     senses.add_argument("--motion", type=int, default=2, help="motion frames after each keyframe (default: 2)")
     senses.add_argument("--audio-seconds", type=float, default=1.0, help="seconds of sound a video (default: 1)")
+    senses.add_argument("--fusions", default="gate,attention",
+                        help="modality fusions trained besides concat on both inputs, comma-separated "
+                             "(default: gate,attention; empty: none)")
     add_quiet_option(parser)
 
 
@@ -236,7 +239,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                         progress=not args.quiet, pretrained=args.pretrained, pretrain_preset=args.pretrain_preset,
                         pretrain_data=args.pretrain_data, pretrain_epochs=args.pretrain_epochs,
                         simclr_epochs=args.simclr_epochs, senses=args.senses, motion=args.motion,
-                        audio_seconds=args.audio_seconds)
+                        audio_seconds=args.audio_seconds,
+                        fusions=tuple(name for name in args.fusions.split(",") if name))
     summary = ablate(plan)
     if args.report:
         atomic_write(args.report, (Path(plan.out) / "ABLATION.md").read_bytes())
