@@ -29,6 +29,7 @@ MobileNetV3 is also what EfficientAT trains on log-mel images.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .aggregators import ContextGating, masked_mean
-from .backbones import create_backbone, feature_dim
+from .backbones import CheckpointError, create_backbone, feature_dim
 from .inputs import DEFAULT_MELS
 from .registry import register_fusion
 
@@ -105,18 +106,51 @@ class AudioEncoder(nn.Module):
     Any ``n_frames >= MIN_AUDIO_FRAMES`` (1) works: timm's CNNs pad every strided layer and pool globally
     (0.25 s, 23 frames, is still 1 x 1 after MobileNetV3's 32x downsampling). Videos without sound are
     skipped by the backbone outside a traced graph, so in training they never move its batch-norm
-    statistics; the outputs are the same either way."""
+    statistics; the outputs are the same either way.
+
+    ``checkpoint_path``: start from a saved encoder's weights (``load_checkpoint``; then nothing is downloaded),
+    e.g. ``RUN/audio_encoder.pth`` of ``shortvid pretrain --method avc``."""
 
     def __init__(self, mels: int = DEFAULT_MELS, backbone: str = DEFAULT_ENCODER, *, pretrained: bool = False,
-                 backbone_args: dict[str, Any] | None = None):
+                 backbone_args: dict[str, Any] | None = None, checkpoint_path: str | None = None):
         super().__init__()
         self.mels = mels
+        self.backbone_name = backbone
         self.norm = nn.BatchNorm1d(mels)
-        net, _ = create_backbone(backbone, pretrained=pretrained, in_chans=1, **(backbone_args or {}))
+        net, _ = create_backbone(backbone, pretrained=pretrained and checkpoint_path is None, in_chans=1,
+                                 **(backbone_args or {}))
         self.backbone = net.to(memory_format=torch.channels_last)
         self.out_features = feature_dim(self.backbone)
         # initialised as ViT's class token (std 0.02): not zero, where a per-modality LayerNorm is flat
         self.no_sound = nn.Parameter(torch.randn(self.out_features) * 0.02)
+        if checkpoint_path is not None:
+            self.load_checkpoint(checkpoint_path)
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        """This encoder's weights from ``path``, a state dict of an ``AudioEncoder`` like it (``shortvid pretrain
+        --method avc`` writes ``RUN/audio_encoder.pth``): every key, each of its shape. A ``CheckpointError``
+        naming the file when it cannot be read or does not fit (another backbone or mel band count)."""
+        path = os.fspath(path)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise CheckpointError(path, "no such audio encoder checkpoint") from None
+        except Exception as exc:
+            raise CheckpointError(path, f"cannot read the audio encoder checkpoint ({type(exc).__name__}: {exc})") \
+                from exc
+        if not isinstance(state, dict) or not all(isinstance(value, Tensor) for value in state.values()):
+            raise CheckpointError(path, "not a state dict of tensors")
+        own = self.state_dict()
+        shapes = [f"{key} {tuple(value.shape)} (here {tuple(own[key].shape)})" for key, value in state.items()
+                  if key in own and value.shape != own[key].shape]
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if shapes or missing or unexpected:
+            raise CheckpointError(path, (
+                f"does not fit an audio encoder of {self.mels} mel bands on {self.backbone_name}"
+                f": {len(shapes)} of other shapes (e.g. {shapes[:2]}), {len(missing)} missing (e.g. {missing[:3]}), "
+                f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}); pass the audio_args it was trained with"))
+        self.load_state_dict(state)
 
     def embed(self, audio: Tensor) -> Tensor:
         """The backbone's embeddings ``[N, out_features]`` of log-mel images ``[N, mels, n_frames]``."""

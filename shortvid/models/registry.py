@@ -135,5 +135,14 @@ def create_model(
         checkpoint_path=None if checkpoint_path is None else os.fspath(checkpoint_path),
         **overrides,
     )
-    model.config = {"name": name, "num_classes": num_classes, **copy.deepcopy(overrides)}
+    model.config = {"name": name, "num_classes": num_classes, **architecture(overrides)}
     return model
+
+
+def architecture(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of builder ``overrides`` without the weight sources inside them (an encoder's
+    ``checkpoint_path`` in ``audio_args``): what rebuilds the architecture, whose weights a run's checkpoint
+    brings, so a run still loads once the pretrained file has gone."""
+    return {key: {k: v for k, v in value.items() if k != "checkpoint_path"}
+            if key.endswith("_args") and isinstance(value, Mapping) else value
+            for key, value in copy.deepcopy(dict(overrides)).items()}

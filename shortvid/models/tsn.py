@@ -41,7 +41,8 @@ def build_tsn(
 
     ``motion``: motion frames a keyframe the model sees (0: none), through a ``MotionEncoder(motion,
     **motion_args)`` (``backbone``, ``scale``, ``pretrained``, ``backbone_args``); ``audio``: the model hears,
-    through an ``AudioEncoder(**audio_args)`` (``mels``, ``backbone``, ...). With either, the modality fusion
+    through an ``AudioEncoder(**audio_args)`` (``mels``, ``backbone``, ``checkpoint_path``: a saved encoder's
+    weights, as ``shortvid pretrain --method avc`` writes them, ...). With either, the modality fusion
     ``fusion`` (``list_fusions()``; ``fusion_args``) feeds the classifier. The encoders take ImageNet weights
     from timm's hub when ``pretrained`` and no ``checkpoint_path`` is given (a local checkpoint is for the
     frame backbone, and then nothing is downloaded), unless their args say ``pretrained`` themselves.

@@ -9,8 +9,10 @@ timm state dict of the whole image model, K-way head included (keys as ``timm.cr
 num_classes=K).state_dict()``), which ``model.checkpoint_path`` loads into any shortvid model; with
 ``model.imagenet_head=true`` that K-way head is the head distillation goes through.
 
-Self-supervised: ``shortvid.train.simclr`` (SimCLR on pairs of keyframes of the same video) writes
-the same kind of ``backbone.pth``, without a head.
+Self-supervised: ``shortvid.train.simclr`` (SimCLR on pairs of keyframes of the same video) and
+``shortvid.train.avc`` (audio-visual correspondence: a video's frames against its sound; it also writes
+``audio_encoder.pth``) write the same kind of ``backbone.pth``, without a head. ``shortvid pretrain
+--method supervised|simclr|avc`` picks one.
 """
 
 from __future__ import annotations

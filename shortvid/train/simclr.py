@@ -44,6 +44,9 @@ Adapted to a 2-core CPU and small frames:
 - one process (one CPU or GPU): no torchrun/DDP, hence no cross-device negatives or global BN
   across devices.
 
+The loss, the augmentation, the configs of data and optimisation and the backbone's export are shared
+with audio-visual pretraining (``shortvid.train.avc``) in ``shortvid.train.contrastive``.
+
 Seeded and resumable through the trainer's loop (``shortvid.train.loop.TrainLoop``): the epoch's
 order from (seed, epoch) (``EpochSampler``), each video's frame pair and augmentation from (seed,
 epoch, index); ``checkpoints/last.pt`` (atomic) holds model, optimiser, scheduler, scaler, RNG, epoch,
@@ -60,29 +63,33 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import numpy as np
 import timm
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
 
-from ..data.annotations import load_dataset
-from ..data.cache import CachedClip, FrameCache
-from ..data.transforms import VideoTransform
+from ..data.cache import FrameCache
 from ..errors import DatasetError
-from ..files import atomic_path, atomic_write
+from ..files import atomic_write
 from ..models.backbones import create_backbone, feature_dim
 from .config import ConfigError
+from .contrastive import (
+    ClipSource,
+    SimCLRAugment,
+    SimCLRAugmentConfig,
+    SimCLRDataConfig,
+    SimCLROptimConfig,
+    distinct_frames,
+    nt_xent_loss,
+    pretraining_videos,
+    projection_head,
+    save_backbone,
+)
 from .loop import EpochSampler, TrainLoop
-from .pretrain import BACKBONE_FILE
-
-log = logging.getLogger("shortvid.train.simclr")
 
 METHOD = "simclr"
 
@@ -90,47 +97,11 @@ METHOD = "simclr"
 # -- configuration ---------------------------------------------------------------------------------
 
 @dataclass
-class SimCLRDataConfig:
-    cache: str = ""  # a frame cache made by `shortvid extract` (required)
-    dataset: str | None = None  # None: every video of the cache; else the videos of `splits` (labels ignored)
-    splits: list[str] = field(default_factory=lambda: ["train"])
-    input_size: int = 224  # the square crop each view is resized to
-    batch_size: int = 64  # videos per batch: 2 x batch_size views, 2 x (batch_size - 1) negatives each
-    workers: int = 2
-
-
-@dataclass
-class SimCLRAugmentConfig:
-    """SimCLR's augmentation (appendix A); the defaults are the paper's ImageNet values."""
-
-    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # area fraction of the frame
-    flip: float = 0.5
-    color_strength: float = 1.0  # s: jitter 0.8s brightness/contrast/saturation, 0.2s hue (CIFAR: 0.5)
-    color_p: float = 0.8
-    grayscale_p: float = 0.2
-    blur_p: float = 0.5  # 0 turns blur off (the paper's CIFAR setting)
-    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])  # px at 224, scaled to input_size
-
-
-@dataclass
 class SimCLRModelConfig:
     backbone: str = "resnet50"  # any timm model
     pretrained: bool = False  # start from timm's hub weights (needs network access)
     checkpoint_path: str | None = None  # start from a local state dict
     projection_dim: int = 128  # z; the hidden layer is as wide as the backbone's features
-
-
-@dataclass
-class SimCLROptimConfig:
-    name: str = "adamw"  # adamw | sgd (with momentum); the paper's LARS is for batches of thousands
-    lr: float = 1e-3
-    weight_decay: float = 1e-6  # the paper's
-    momentum: float = 0.9  # sgd only
-    epochs: int = 100  # the paper's default length
-    warmup_epochs: float = 10.0  # linear warm-up, then cosine decay to zero (the paper's 10 of 100)
-    temperature: float = 0.5  # tau of NT-Xent (see the module's docstring for why 0.5)
-    amp: bool = True  # mixed precision on CUDA; ignored on the CPU
-    grad_clip: float | None = None
 
 
 @dataclass
@@ -149,66 +120,16 @@ class SimCLRConfig:
         return dataclasses.asdict(self)
 
 
-# -- the loss ----------------------------------------------------------------------------------------
-
-def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """NT-Xent (SimCLR eq. 1), averaged over the 2N views: ``z1[i]`` and ``z2[i]`` [N, d] are the
-    projections of the two views of example i. For each view, a softmax cross-entropy over its
-    cosine similarities / ``temperature`` with the 2N - 1 other views, its partner the target."""
-    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
-    n = z1.shape[0]
-    logits = z @ z.T / temperature
-    logits.fill_diagonal_(float("-inf"))  # k != i in the denominator
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
-    return F.cross_entropy(logits, targets)
-
-
 # -- the views ---------------------------------------------------------------------------------------
 
 def view_frames(times: Sequence[float], rng: np.random.Generator) -> tuple[int, int]:
     """Indices of the two cached frames that make a video's views: two of distinct timestamps when
     it has at least 2 (a cache filled by repeating keyframes holds duplicates), else one twice."""
-    first_at: dict[float, int] = {}
-    for index, at in enumerate(times):
-        first_at.setdefault(float(at), index)
-    distinct = sorted(first_at.values())
+    distinct = distinct_frames(times)
     if len(distinct) < 2:
         return distinct[0], distinct[0]
     first, second = rng.choice(len(distinct), size=2, replace=False)
     return distinct[int(first)], distinct[int(second)]
-
-
-class SimCLRAugment:
-    """One view: uint8 frame [3, H, W] in, normalised float [3, S, S] out (SimCLR's appendix A,
-    blur scaled to the crop; normalised like every shortvid model input, by ``VideoTransform``)."""
-
-    def __init__(self, size: int, config: SimCLRAugmentConfig | None = None, *,
-                 mean: Sequence[float], std: Sequence[float]):
-        config = config or SimCLRAugmentConfig()
-        s = config.color_strength
-        steps: list = [v2.RandomResizedCrop(size, scale=tuple(config.crop_scale), ratio=(3 / 4, 4 / 3), antialias=True),
-                       v2.RandomHorizontalFlip(config.flip)]
-        if s > 0 and config.color_p > 0:
-            jitter = v2.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, min(0.2 * s, 0.5))
-            steps.append(v2.RandomApply([jitter], p=config.color_p))
-        if config.grayscale_p > 0:
-            steps.append(v2.RandomGrayscale(config.grayscale_p))
-        self.blur_kernel = max(3, int(0.1 * size) // 2 * 2 + 1)  # 10% of the side, odd (23 at 224, as the paper's code)
-        self.blur_sigma = tuple(float(x) * size / 224 for x in config.blur_sigma)
-        if config.blur_p > 0:
-            steps.append(v2.RandomApply([v2.GaussianBlur(self.blur_kernel, self.blur_sigma)], p=config.blur_p))
-        self.augment = v2.Compose(steps)
-        self.normalise = VideoTransform(size, augment=False, mean=tuple(mean), std=tuple(std))
-
-    def __call__(self, frame: torch.Tensor) -> torch.Tensor:
-        view = self.augment(frame)  # uint8 [3, S, S]
-        return self.normalise(view.permute(1, 2, 0)[None], "test")[0]  # centre crop of S: the identity
-
-
-class ClipSource(Protocol):
-    """What ``SimCLRVideos`` reads: ``FrameCache`` (or anything with its ``read``)."""
-
-    def read(self, name: str) -> CachedClip: ...
 
 
 class SimCLRVideos(Dataset):
@@ -246,22 +167,6 @@ class SimCLRVideos(Dataset):
                 "name": self.names[index]}
 
 
-def pretraining_videos(config: SimCLRConfig, cache: FrameCache) -> list[str]:
-    """The names to pretrain on: every video of the cache, or those of ``data.splits`` of
-    ``data.dataset`` that the cache holds (the others are logged and left out)."""
-    if not config.data.dataset:
-        return sorted(cache.entries)
-    names: dict[str, None] = {}
-    for split in config.data.splits:
-        for sample in load_dataset(config.data.dataset, split, on_error="skip", check_files=False):
-            names.setdefault(sample.name)
-    kept = [name for name in names if name in cache]
-    if len(kept) < len(names):
-        log.warning("%d of %d videos of %s (%s) are not in the cache %s", len(names) - len(kept), len(names),
-                    config.data.dataset, ", ".join(config.data.splits), cache.root)
-    return kept
-
-
 # -- the model ---------------------------------------------------------------------------------------
 
 class SimCLRModel(nn.Module):
@@ -270,9 +175,7 @@ class SimCLRModel(nn.Module):
     def __init__(self, backbone: nn.Module, projection_dim: int = 128):
         super().__init__()
         self.backbone = backbone
-        width = feature_dim(backbone)
-        self.projection = nn.Sequential(nn.Linear(width, width), nn.ReLU(inplace=True),
-                                        nn.Linear(width, projection_dim))
+        self.projection = projection_head(feature_dim(backbone), projection_dim)
 
     def forward(self, views: torch.Tensor) -> torch.Tensor:
         """Projections z [M, projection_dim] of views [M, 3, S, S]."""
@@ -300,7 +203,7 @@ def pretrain_simclr(config: SimCLRConfig, *, resume: bool = False) -> dict:
     loop = TrainLoop(config, resume=resume)  # one process: no torchrun (see the module's docstring)
     device = loop.device
     cache = FrameCache(config.data.cache)
-    names = pretraining_videos(config, cache)
+    names = pretraining_videos(config.data, cache)
     if len(names) < 2:
         raise DatasetError(config.data.cache, f"SimCLR needs at least 2 videos (the negatives), found {len(names)}")
     model = build_simclr_model(config.model).to(device)
@@ -324,8 +227,7 @@ def pretrain_simclr(config: SimCLRConfig, *, resume: bool = False) -> dict:
              describe=lambda record: f"simclr epoch {record['epoch'] + 1}: loss {record['loss']:.4f}")
 
     metrics = loop.run.read_metrics()
-    with atomic_path(loop.run.root / BACKBONE_FILE) as temporary:
-        torch.save({key: value.cpu() for key, value in model.backbone.state_dict().items()}, temporary)
+    save_backbone(model.backbone, loop.run.root)
     summary = {
         "method": METHOD, "backbone": config.model.backbone, "epochs": loop.state.epoch,
         "final_loss": metrics[-1]["loss"] if metrics else None,
