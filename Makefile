@@ -53,6 +53,7 @@ bench: install
 	$(BIN)/python bench/motion.py --videos 25 --repeats 3
 	$(BIN)/python bench/motion.py --corpus realistic-540 --videos 24 --repeats 2
 	$(BIN)/python bench/audio.py --videos 25 --repeats 3
+	$(BIN)/python bench/senses.py --videos 25 --repeats 4 --cpu-repeats 2 --passes 5
 	$(BIN)/python bench/fuzz.py
 	$(BIN)/python bench/soak.py
 	$(BIN)/python bench/overload.py --baseline-rev 02b7e70

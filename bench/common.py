@@ -23,6 +23,10 @@ import sys
 import time
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # not at run time: loading this file imports nothing of shortvid
+    from shortvid.decode import AudioSpec
 
 BENCH = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("SHORTVID_BENCH_DATA") or BENCH / ".cache").expanduser()
@@ -255,18 +259,28 @@ MODELS = {  # label: (model, short side decoded, input crop)
 }
 
 
-def make_run(root: Path, label: str = STUDENT) -> Path:
+def make_run(root: Path, label: str = STUDENT, *, model_args: dict | None = None, motion_order: str = "shown",
+             audio: AudioSpec | None = None) -> Path:
     """A run folder at ``root`` serving the model ``label`` (of MODELS) with random weights (no download
-    here; time does not depend on them)."""
+    here; time does not depend on them).
+
+    ``model_args`` go to `create_model` (e.g. ``motion=1, audio=True`` and their encoders' ``motion_args``,
+    ``audio_args``); the run then reads the motion frames its model takes, in ``motion_order``, and, for
+    a model that hears, the sound ``audio`` (a `shortvid.decode.AudioSpec`; default ``AudioSpec()``)."""
     from shortvid.data.labels import LabelMap
-    from shortvid.decode import FrameSpec
+    from shortvid.decode import AudioSpec, FrameSpec
     from shortvid.models import create_model
     from shortvid.run import Preprocess, RunDir
 
     model_name, resize, crop = MODELS[label]
     labels = LabelMap.aichallenger2018()
-    model = create_model(model_name, num_classes=len(labels))
-    RunDir(root).write_inference(model, labels, Preprocess(FrameSpec(k=3, size=resize), crop, "sigmoid"))
+    model_args = model_args or {}
+    model = create_model(model_name, num_classes=len(labels), **model_args)
+    motion = int(model_args.get("motion", 0))
+    frames = FrameSpec(k=3, size=resize, motion=motion, motion_order=motion_order if motion else "shown")
+    hears = bool(model_args.get("audio", False))
+    preprocess = Preprocess(frames, crop, "sigmoid", audio=(audio or AudioSpec()) if hears else None)
+    RunDir(root).write_inference(model, labels, preprocess)
     return root
 
 
