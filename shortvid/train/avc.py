@@ -49,7 +49,6 @@ and ``pretrain.json`` (with ``finetune_overrides``, the overrides that start a T
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -85,6 +84,7 @@ from .contrastive import (
     save_backbone,
 )
 from .loop import EpochSampler, TrainLoop
+from .simclr import SimCLRConfig
 
 log = logging.getLogger("shortvid.train.avc")
 
@@ -126,19 +126,14 @@ class AVCOptimConfig(SimCLROptimConfig):
 
 
 @dataclass
-class AVCConfig:
+class AVCConfig(SimCLRConfig):
+    """SimCLR's run settings (seed, device, checkpoints, progress) with AVC's sections."""
+
     data: AVCDataConfig = field(default_factory=AVCDataConfig)
     augment: AVCAugmentConfig = field(default_factory=AVCAugmentConfig)
     model: AVCModelConfig = field(default_factory=AVCModelConfig)
     optim: AVCOptimConfig = field(default_factory=AVCOptimConfig)
     out: str = "runs/avc"  # the output folder
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    checkpoint_every: int = 0  # also save every N steps (0: at epoch ends only)
-    progress: bool = True
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 # -- the examples ----------------------------------------------------------------------------------------
