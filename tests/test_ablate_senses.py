@@ -35,6 +35,7 @@ def test_the_table_reads_the_targets_off_its_rows():
     # videos-weighted over the motion (10) and sound (30) classes: (0.1 + 3 * 0.2) / 4, (0.5 + 3 * 0.7) / 4
     assert "keyframes alone score 0.175" in text and "the full model 0.650" in text
     assert "Appearance classes: -0.050" in text
+    assert "--motion 2 --fusions 'gate' --modality-dropout 0.25`" in text  # the command that reruns it
 
 
 def test_a_plan_without_fusions_has_no_fusion_rows():
@@ -50,3 +51,4 @@ def test_each_variant_trains_on_its_inputs_and_the_shared_cache(tmp_path, name, 
     assert config.data.cache == str(tmp_path / "out" / "cache_av")
     assert (config.model.motion, config.model.audio) == (motion, audio)
     assert config.model.args["motion_args"] == {"backbone": "test_resnet", "scale": 1.0}
+    assert config.model.args["fusion_args"] == {"dropout": 0.25}

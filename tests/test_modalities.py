@@ -145,8 +145,9 @@ def test_motion_is_pooled_to_scale():
 
 
 def test_still_video_gives_zero_differences():
-    """Motion frames equal to their keyframe: the embedding of all-zero differences, whatever the frames hold."""
-    encoder = MotionEncoder(M, "test_resnet").eval()
+    """Motion frames equal to their keyframe: without the keyframe's own channels, the embedding of all-zero
+    differences, whatever the frames hold."""
+    encoder = MotionEncoder(M, "test_resnet", keyframe=False).eval()
     frames = torch.randn(2, T, 3, SIZE, SIZE)
     still = frames.unsqueeze(2).expand(-1, -1, M, -1, -1, -1)
     with torch.no_grad():
@@ -156,6 +157,29 @@ def test_still_video_gives_zero_differences():
     assert embedded.shape == (2, encoder.out_features)
     torch.testing.assert_close(embedded, zeros.expand(2, -1))
     assert (moving - embedded).abs().max() > 1e-3
+
+
+def test_the_keyframe_tells_which_side_of_a_moving_edge_is_the_object():
+    """A light bar moving right and a dark bar moving left change the same pixels by the same amounts: equal
+    differences. Only with the keyframe's channels (the default) does the encoder tell them apart."""
+    light = torch.zeros(1, 1, 3, 8, 8)
+    light[..., 2:4] = 1.0  # a light bar at columns 2-3 on dark
+    light_moved = torch.zeros(1, 1, 1, 3, 8, 8)
+    light_moved[..., 3:5] = 1.0  # one column to the right
+    dark, dark_moved = 1.0 - light_moved[:, :, 0], 1.0 - light.unsqueeze(2)  # dark bar at 3-4, then at 2-3
+    with_keyframe, differences_only = MotionEncoder(1, "test_resnet", scale=1.0).eval(), \
+        MotionEncoder(1, "test_resnet", scale=1.0, keyframe=False).eval()
+    torch.testing.assert_close(differences_only.differences(light[0], light_moved[0]),
+                               differences_only.differences(dark[0], dark_moved[0]))
+    stacked = with_keyframe.stacked(light[0], light_moved[0])
+    assert stacked.shape == (1, 6, 8, 8)
+    torch.testing.assert_close(stacked[:, :3], light[0])
+    torch.testing.assert_close(stacked[:, 3:], with_keyframe.differences(light[0], light_moved[0]))
+    with torch.no_grad():
+        torch.testing.assert_close(differences_only(light, light_moved), differences_only(dark, dark_moved))
+        assert (with_keyframe(light, light_moved) - with_keyframe(dark, dark_moved)).abs().max() > 1e-4
+    first_conv = next(m for m in with_keyframe.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first_conv.in_channels == 6
 
 
 def test_masked_frames_never_reach_the_motion_encoder():
@@ -254,6 +278,40 @@ def test_fusion_details():
         create_fusion("concat", {"visual": 12})
     with pytest.raises(ValueError, match="unknown modality fusion 'sum'"):
         create_fusion("sum", dims)
+
+
+@pytest.mark.parametrize("name", list_fusions())
+def test_modality_dropout_drops_whole_modalities_in_training_only(name):
+    dims = {"visual": 12, "motion": 6, "audio": 8}
+    embeddings = {modality: torch.randn(64, width) for modality, width in dims.items()}
+    torch.manual_seed(0)
+    fusion = create_fusion(name, dims, dropout=0.5)
+    reference = create_fusion(name, dims)
+    reference.load_state_dict(fusion.state_dict())  # no parameters of its own: same weights, same state dict
+    fusion.eval(), reference.eval()
+    torch.testing.assert_close(fusion(embeddings), reference(embeddings))
+    fusion.train(), reference.train()
+    dropped = fusion(embeddings)
+    assert (dropped - reference(embeddings)).abs().amax(1).gt(1e-6).float().mean() > 0.3
+    kept = fusion.in_order(embeddings)
+    present = torch.stack([x.abs().sum(1) > 0 for x in kept], 1)  # [B, modalities]
+    assert present.any(1).all() and not present.all()  # some dropped, never all of one video's
+    for x, original in zip(kept, embeddings.values(), strict=True):  # a modality is kept whole or dropped whole
+        rows = x.abs().sum(1) > 0
+        torch.testing.assert_close(x[rows], original[rows])
+    with pytest.raises(ValueError, match="modality dropout"):
+        create_fusion(name, dims, dropout=1.0)
+
+
+def test_drop_modalities_keeps_one_of_each_row():
+    from shortvid.models.modalities import drop_modalities
+
+    torch.manual_seed(0)
+    keep = drop_modalities(20000, 3, 0.5)
+    assert keep.any(1).all()
+    # each entry kept with 1 - p, plus the rows that lost all three (p^3) keeping one of their three
+    assert abs(keep.float().mean().item() - (0.5 + 0.5 ** 3 / 3)) < 0.01
+    assert drop_modalities(100, 2, 0.0).all()
 
 
 # The video classifier with motion and sound

@@ -36,6 +36,20 @@ def test_configs_load_with_overrides_and_reject_unknown_keys(tmp_path):
         load_config("tiny", ["novalue"])
 
 
+@pytest.mark.parametrize("flip", [True, False])
+def test_data_flip_reaches_the_training_transform(flip):
+    """``data.flip=false`` for classes that say left from right (motion direction): no flip among the
+    augmentations, which are otherwise kept."""
+    from torchvision.transforms import v2
+
+    from shortvid.models import create_model
+    from shortvid.train.trainer import train_transform
+
+    config = load_config("tiny", [f"data.flip={str(flip).lower()}", "data.augment=true"])
+    steps = [type(step) for step in train_transform(config, create_model("tsn_tiny", num_classes=3)).train.transforms]
+    assert (v2.RandomHorizontalFlip in steps) is flip and v2.RandomResizedCrop in steps
+
+
 def test_epoch_sampler_is_seeded_and_resumable():
     sampler = EpochSampler(10, seed=1)
     sampler.set_epoch(2)

@@ -35,6 +35,12 @@ from ..machine import describe
 from .report import scratch_report
 
 
+def size_value(size: int | tuple[int, int] | list[int]) -> str:
+    """A frame size as a config override's value: ``80`` or ``[80, 80]`` (YAML's list, which ``data.resize``
+    takes as height and width)."""
+    return f"[{size[0]}, {size[1]}]" if isinstance(size, tuple | list) else str(size)
+
+
 @dataclass
 class AblationPlan:
     """What the ablation trains and how. The defaults fit the ``bench`` corpus in under an hour on 2 cores."""
@@ -43,7 +49,7 @@ class AblationPlan:
     out: str = "runs/ablate"
     preset: str = "bench"
     seed: int = 0
-    resize: int = 80  # short side of the decoded frames
+    resize: int | tuple[int, int] = 80  # short side of the decoded frames, or (height, width): the whole frame
     input_size: int = 72  # centre crop fed to the networks
     epochs: int = 10
     batch_size: int = 16
@@ -77,6 +83,7 @@ class AblationPlan:
     audio_backbone: str = "test_resnet"
     motion_scale: float = 1.0
     fusions: tuple[str, ...] = ("gate", "attention")  # modality fusions trained besides concat, on both inputs
+    modality_dropout: float = 0.25  # each modality's dropout in the fusion while training (fusion_args.dropout)
 
 
 class Ablation:
@@ -128,7 +135,7 @@ class Ablation:
 
         plan = self.plan
         return load_config("tiny", [
-            f"data.dataset={self.data}", f"data.cache={self.out / 'cache3'}", f"data.resize={plan.resize}",
+            f"data.dataset={self.data}", f"data.cache={self.out / 'cache3'}", f"data.resize={size_value(plan.resize)}",
             f"data.input_size={plan.input_size}", f"data.batch_size={plan.batch_size}", f"optim.epochs={plan.epochs}",
             f"seed={plan.seed}", f"out={self.out / 'runs' / run}", "device=cpu",
             f"progress={str(plan.progress).lower()}",

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from ..decode import FrameSpec
-from .engine import Ablation, AblationPlan, fusion_summary
+from .engine import Ablation, AblationPlan, fusion_summary, size_value
 from .report import pretrained_report
 
 HEADS = ("netvlad", "netfv", "dbof", "lstm", "bigru")  # besides mean (the student) and NeXtVLAD
@@ -72,7 +72,8 @@ class PretrainedAblation(Ablation):
 
         plan, out = self.plan, self.out / "pretrain" / f"supervised_{name}"
         config = load_config("pretrain", [
-            f"data.dataset={self.source}", f"data.cache={self.out / 'pretrain_cache'}", f"data.resize={plan.resize}",
+            f"data.dataset={self.source}", f"data.cache={self.out / 'pretrain_cache'}",
+            f"data.resize={size_value(plan.resize)}",
             f"data.input_size={plan.input_size}", f"optim.epochs={plan.pretrain_epochs}", f"seed={plan.seed}",
             f"out={out}", "device=cpu", f"progress={str(plan.progress).lower()}", f"model.args.backbone={name}"])
         summary = pretrain_supervised(config, resume=(out / "checkpoints" / "last.pt").exists())

@@ -5,6 +5,11 @@ from __future__ import annotations
 from ..evaluate.report import markdown_table
 
 
+def size_text(size: int | tuple[int, int] | list[int]) -> str:
+    """A frame size as the reports write it: ``80`` (short side) or ``80x80``."""
+    return f"{size[0]}x{size[1]}" if isinstance(size, tuple | list) else str(size)
+
+
 def pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
@@ -24,7 +29,8 @@ def scratch_report(summary: dict) -> str:
         "# Ablation: the seed's tables on the synthetic benchmark\n",
         f"Command: `shortvid ablate --preset {plan['preset']} --data {plan['data']} --out {plan['out']} "
         f"--seed {plan['seed']}`; every model trained from scratch on the CPU "
-        f"({plan['epochs']} epochs, {plan['resize']} px frames, {plan['input_size']} px crops, no augmentation), "
+        f"({plan['epochs']} epochs, {size_text(plan['resize'])} px frames, {plan['input_size']} px crops, "
+        "no augmentation), "
         "evaluated on the validation split one video at a time through the serving path "
         "(decode + preprocess + model, median ms/video).\n",
         f"Machine: {summary['machine']['cpu']}, {summary['machine']['cores']} cores, torch "
@@ -142,7 +148,8 @@ def pretrained_report(summary: dict) -> str:
         f"`{plan['pretrain_preset']}` corpus ({source['videos']} videos, {source['classes']} classes, none of them "
         f"the benchmark's): supervised with a K-way head ({plan['pretrain_epochs']} epochs), or SimCLR "
         f"({plan['simclr_epochs']} epochs, labels unused). Then fine-tuned on the benchmark ({plan['epochs']} epochs, "
-        f"AdamW lr {plan['finetune_lr']}, {plan['resize']} px frames, {plan['input_size']} px crops) and evaluated on "
+        f"AdamW lr {plan['finetune_lr']}, {size_text(plan['resize'])} px frames, {plan['input_size']} px crops) "
+        "and evaluated on "
         "its validation split one video at a time through the serving path.\n",
         f"Machine: {summary['machine']['cpu']}, {summary['machine']['cores']} cores, torch "
         f"{summary['machine']['torch']}. Whole ablation: {summary['wall_seconds'] / 60:.1f} min (steps already done "

@@ -20,7 +20,7 @@ import time
 from ..decode import AudioSpec, FrameSpec
 from ..evaluate.report import markdown_table
 from .pretrained import PretrainedAblation
-from .report import pct
+from .report import pct, size_text
 
 VARIANTS = {  # name -> the overrides that give the model its inputs
     "keyframes": (),
@@ -36,7 +36,8 @@ class SensesAblation(PretrainedAblation):
     def config(self, run: str, *overrides: str):
         plan = self.plan
         encoders = [f"model.args.motion_args={{backbone: {plan.motion_backbone}, scale: {plan.motion_scale}}}",
-                    f"model.args.audio_args={{backbone: {plan.audio_backbone}}}"]
+                    f"model.args.audio_args={{backbone: {plan.audio_backbone}}}",
+                    f"model.args.fusion_args={{dropout: {plan.modality_dropout}}}"]
         return super(PretrainedAblation, self).config(run, f"data.cache={self.out / 'cache_av'}", *encoders,
                                                       *overrides)
 
@@ -69,8 +70,9 @@ class SensesAblation(PretrainedAblation):
             self.step("source_cache", self.source_cache)
             self.step(f"pretrain_{plan.student}", lambda: self.pretrain(plan.student))
             regimes.append(True)
-        for pretrained in regimes:
-            trained = [(name, None) for name in VARIANTS] + [("both", fusion) for fusion in plan.fusions]
+        for pretrained in regimes:  # the full model first: a run cut short has the headline row
+            trained = [(name, None) for name in sorted(VARIANTS, key=lambda name: name != "both")] + \
+                [("both", fusion) for fusion in plan.fusions]
             for name, fusion in trained:
                 run = run_name(name, pretrained, fusion)
                 self.step(f"train_{run}", lambda name=name, fusion=fusion, pretrained=pretrained: self.variant(
@@ -108,8 +110,12 @@ def senses_report(summary: dict) -> str:
     parts = [
         "# Motion and sound: what they add to three keyframes\n\n",
         f"Command: `shortvid ablate --senses --preset {plan['preset']} --data {plan['data']} --out {plan['out']} "
-        f"--seed {plan['seed']} --epochs {plan['epochs']}{' --pretrained' if plan['pretrained'] else ''}`. Every model "
-        f"has the same recipe ({plan['epochs']} epochs, {plan['resize']} px frames, {plan['input_size']} px crops, "
+        f"--seed {plan['seed']} --epochs {plan['epochs']} --resize {size_text(plan['resize'])}"
+        f"{' --pretrained' if plan['pretrained'] else ''} "
+        f"--motion {plan['motion']} --fusions '{','.join(plan['fusions'])}' "
+        f"--modality-dropout {plan.get('modality_dropout', 0.0):g}`. Every model "
+        f"has the same recipe ({plan['epochs']} epochs, {size_text(plan['resize'])} px frames, "
+        f"{plan['input_size']} px crops, "
         f"visual backbone {plan['student']}) and differs only in its inputs; evaluated on the validation split one "
         "video at a time through the serving path (median ms/video; decode includes the sound's, preprocess the "
         "log-mel features).\n\n",

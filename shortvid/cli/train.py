@@ -196,6 +196,7 @@ def cmd_adaptive(args: argparse.Namespace) -> int:
 
 
 def ablate_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..decode.options import parse_size
     from ..synth.corpus import PRESETS
 
     parser.add_argument("--preset", choices=list(PRESETS), default="bench",
@@ -205,6 +206,8 @@ def ablate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=10, help="training epochs of every model (default: 10)")
     parser.add_argument("--workers", type=int, default=None, help="extraction processes (default: all cores)")
+    parser.add_argument("--resize", type=parse_size, default=80,
+                        help="frames decoded to this short side, or HxW: the whole frame, squeezed (default: 80)")
     parser.add_argument("--report", default=None, help="also copy ABLATION.md here")
     pretrained = parser.add_argument_group("pretrained regime")
     pretrained.add_argument("--pretrained", action="store_true",
@@ -226,6 +229,8 @@ def ablate_arguments(parser: argparse.ArgumentParser) -> None:
     senses.add_argument("--fusions", default="gate,attention",
                         help="modality fusions trained besides concat on both inputs, comma-separated "
                              "(default: gate,attention; empty: none)")
+    senses.add_argument("--modality-dropout", type=float, default=0.25,
+                        help="each modality's dropout in the fusion while training (default: 0.25; 0: none)")
     add_quiet_option(parser)
 
 
@@ -236,10 +241,11 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     suffix = ("-senses" if args.senses else "") + ("-pretrained" if args.pretrained else "")
     plan = AblationPlan(data=args.data or f"data/{args.preset}", out=args.out or f"runs/ablate-{args.preset}{suffix}",
                         preset=args.preset, seed=args.seed, epochs=args.epochs, workers=args.workers,
+                        resize=args.resize,
                         progress=not args.quiet, pretrained=args.pretrained, pretrain_preset=args.pretrain_preset,
                         pretrain_data=args.pretrain_data, pretrain_epochs=args.pretrain_epochs,
                         simclr_epochs=args.simclr_epochs, senses=args.senses, motion=args.motion,
-                        audio_seconds=args.audio_seconds,
+                        audio_seconds=args.audio_seconds, modality_dropout=args.modality_dropout,
                         fusions=tuple(name for name in args.fusions.split(",") if name))
     summary = ablate(plan)
     if args.report:

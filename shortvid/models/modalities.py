@@ -8,10 +8,11 @@ into one vector a video and fuses it with the visual aggregator's output before 
     audio [B, mels, n] + audio_mask [B] -> AudioEncoder ---------------> "audio"  [B, Da] -+
 
 - ``MotionEncoder``: TSN's RGB difference (each motion frame less the one before it, the first less the
-  keyframe), made inside the graph from the normalised frames, stacked into ``3 * M`` channels and
-  average-pooled to ``scale`` of the size (differences need little resolution), through a timm backbone
-  with ``3 * M`` input channels; per-frame embeddings are averaged over the valid frames (``mask``), and
-  masked frames never reach the backbone.
+  keyframe), made inside the graph from the normalised frames, stacked into ``3 * M`` channels after the
+  keyframe's own 3 (``keyframe``, early fusion as in Motion Fused Frames: a difference alone cannot tell a
+  light object moving right from a dark one moving left) and average-pooled to ``scale`` of the size,
+  through a timm backbone with ``3 * (M + 1)`` input channels; per-frame embeddings are averaged over the
+  valid frames (``mask``), and masked frames never reach the backbone.
 - ``AudioEncoder``: a batch norm over the mel bands (PANNs' ``bn0``: log-mel values lie around -23..5),
   then a timm backbone with one input channel on the ``[mels, n_frames]`` image, globally pooled. A video
   without real sound (``audio_mask`` False) gets a learned ``no_sound`` vector instead, so its audio
@@ -48,14 +49,18 @@ MIN_AUDIO_FRAMES = 1
 
 class MotionEncoder(nn.Module):
     """``frames [B, T, 3, S, S]``, ``motion [B, T, M, 3, S, S]`` (normalised like the frames), ``mask [B, T]``
-    -> ``[B, out_features]``: the RGB differences of each frame's ``M`` motion frames through a backbone with
-    ``3 * M`` input channels, at ``scale`` of the size (``1 / scale`` must be a whole number: average
-    pooling), averaged over the valid frames.
+    -> ``[B, out_features]``: the RGB differences of each frame's ``M`` motion frames, after the keyframe itself
+    (``keyframe``), through a backbone with ``3 * M`` (+ 3) input channels, at ``scale`` of the size
+    (``1 / scale`` must be a whole number: average pooling), averaged over the valid frames.
 
-    Pooling and differencing are both linear, so the frames are pooled first (less to subtract)."""
+    ``keyframe``: the differences say where pixels changed and by how much, not which side of a moving edge is
+    the object: a light object moving right and a dark one moving left change the same pixels by the same
+    amounts. With the keyframe beside them the encoder sees which side the object is on, so direction (and
+    with it rotation) is decidable. Pooling and differencing are both linear, so the frames are pooled first
+    (less to subtract)."""
 
-    def __init__(self, frames: int, backbone: str = DEFAULT_ENCODER, scale: float = 0.5, *, pretrained: bool = False,
-                 backbone_args: dict[str, Any] | None = None):
+    def __init__(self, frames: int, backbone: str = DEFAULT_ENCODER, scale: float = 0.5, *, keyframe: bool = True,
+                 pretrained: bool = False, backbone_args: dict[str, Any] | None = None):
         super().__init__()
         if frames < 1:
             raise ValueError(f"a motion encoder needs at least one motion frame a keyframe, not {frames}")
@@ -65,17 +70,25 @@ class MotionEncoder(nn.Module):
         self.frames = frames
         self.scale = scale
         self.stride = stride
-        net, _ = create_backbone(backbone, pretrained=pretrained, in_chans=3 * frames, **(backbone_args or {}))
+        self.keyframe = keyframe
+        net, _ = create_backbone(backbone, pretrained=pretrained, in_chans=3 * (frames + keyframe),
+                                 **(backbone_args or {}))
         self.backbone = net.to(memory_format=torch.channels_last)  # as the frame backbone: ~15% faster on CPUs
         self.out_features = feature_dim(self.backbone)
 
     def differences(self, frames: Tensor, motion: Tensor) -> Tensor:
         """``[N, 3 * M, S / stride, S / stride]`` RGB differences of ``frames [N, 3, S, S]`` and ``motion
         [N, M, 3, S, S]``: channels ``3i..3i+2`` are motion frame ``i`` less the frame before it."""
+        return self.stacked(frames, motion)[:, 3 * self.keyframe:]
+
+    def stacked(self, frames: Tensor, motion: Tensor) -> Tensor:
+        """The backbone's input ``[N, 3 * (M + keyframe), S / stride, S / stride]``: the pooled keyframe (with
+        ``keyframe``), then ``differences``."""
         stack = torch.cat([frames.unsqueeze(1), motion], 1).flatten(1, 2)  # [N, 3 (M + 1), S, S]
         if self.stride > 1:
             stack = F.avg_pool2d(stack, self.stride)
-        return stack[:, 3:] - stack[:, :-3]
+        changes = stack[:, 3:] - stack[:, :-3]
+        return torch.cat([stack[:, :3], changes], 1) if self.keyframe else changes
 
     def forward(self, frames: Tensor, motion: Tensor, mask: Tensor | None = None) -> Tensor:
         batch, count = frames.shape[:2]
@@ -91,8 +104,7 @@ class MotionEncoder(nn.Module):
             keyframes, following = keyframes[valid], following[valid]
         if keyframes.shape[0] == 0:
             return frames.new_zeros(batch, self.out_features)
-        differences = self.differences(keyframes, following).contiguous(memory_format=torch.channels_last)
-        features = self.backbone(differences)
+        features = self.backbone(self.stacked(keyframes, following).contiguous(memory_format=torch.channels_last))
         if valid is not None:
             features = features.new_zeros(valid.shape[0], features.shape[1]).index_put((valid,), features)
         return masked_mean(features.view(batch, count, -1), mask, dim=1)
@@ -177,20 +189,43 @@ class AudioEncoder(nn.Module):
 class ModalityFusion(nn.Module):
     """Base class: ``forward({name: [B, dims[name]]}) -> [B, out_features]``, modalities taken in ``dims``' order.
     To add one, subclass it and register it with ``@register_fusion("name")``; it is built as
-    ``cls(dims, **fusion_args)``."""
+    ``cls(dims, **fusion_args)``.
 
-    def __init__(self, dims: Mapping[str, int], out_features: int):
+    ``dropout`` is modality dropout: in training, each video's embedding of each modality is zeroed with this
+    probability (never all of one video's), so the classifier cannot lean on one modality alone and each
+    stream keeps learning; zeros then meet the fusion's own layers (a LayerNorm's bias), a learned "absent"
+    input. Evaluation and export are unchanged, as are the parameters."""
+
+    def __init__(self, dims: Mapping[str, int], out_features: int, *, dropout: float = 0.0):
         super().__init__()
         if len(dims) < 2:
             raise ValueError(f"a modality fusion needs at least two modalities, not {list(dims)}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"modality dropout must be in [0, 1), not {dropout}")
         self.dims = {name: int(width) for name, width in dims.items()}
         self.out_features = out_features
+        self.dropout = dropout
 
     def in_order(self, embeddings: Mapping[str, Tensor]) -> list[Tensor]:
-        """The embeddings in ``dims``' order; a missing or extra modality is a ``ValueError``."""
+        """The embeddings in ``dims``' order (with modality dropout in training); a missing or extra modality is
+        a ``ValueError``."""
         if set(embeddings) != set(self.dims):
             raise ValueError(f"{type(self).__name__} fuses {', '.join(self.dims)}, was given {', '.join(embeddings)}")
-        return [embeddings[name] for name in self.dims]
+        ordered = [embeddings[name] for name in self.dims]
+        if not self.training or self.dropout == 0.0:
+            return ordered
+        keep = drop_modalities(ordered[0].shape[0], len(ordered), self.dropout, ordered[0].device)
+        return [x * keep[:, i, None].to(x.dtype) for i, x in enumerate(ordered)]
+
+
+def drop_modalities(batch: int, modalities: int, p: float, device: torch.device | None = None) -> Tensor:
+    """``[batch, modalities]`` bool: each entry kept with probability ``1 - p``, and in a row where none was,
+    one drawn uniformly is kept."""
+    keep = torch.rand(batch, modalities, device=device) >= p
+    lost = ~keep.any(1)
+    if bool(lost.any()):
+        keep[lost, torch.randint(modalities, (int(lost.sum()),), device=device)] = True
+    return keep
 
     def forward(self, embeddings: Mapping[str, Tensor]) -> Tensor:
         raise NotImplementedError
@@ -208,8 +243,8 @@ class ConcatFusion(ModalityFusion):
     encoder's, 0.0003 for the motion encoder's), and the classifier should not favour a modality by its
     scale alone."""
 
-    def __init__(self, dims: Mapping[str, int], *, norm: bool = True):
-        super().__init__(dims, sum(dims.values()))
+    def __init__(self, dims: Mapping[str, int], *, norm: bool = True, dropout: float = 0.0):
+        super().__init__(dims, sum(dims.values()), dropout=dropout)
         self.norms = _norms(dims, norm)
 
     def forward(self, embeddings: Mapping[str, Tensor]) -> Tensor:
@@ -222,8 +257,8 @@ class GatedFusion(ConcatFusion):
     bottleneck NeXtVLAD uses (``reduction``): each feature is scaled by what all modalities say together,
     so a modality can be turned down where another says it does not help (silent audio, a still video)."""
 
-    def __init__(self, dims: Mapping[str, int], *, norm: bool = True, reduction: int = 8):
-        super().__init__(dims, norm=norm)
+    def __init__(self, dims: Mapping[str, int], *, norm: bool = True, reduction: int = 8, dropout: float = 0.0):
+        super().__init__(dims, norm=norm, dropout=dropout)
         self.gating = ContextGating(self.out_features, reduction)
 
     def forward(self, embeddings: Mapping[str, Tensor]) -> Tensor:
@@ -236,8 +271,8 @@ class AttentionFusion(ModalityFusion):
     scorer (``hidden`` tanh units) gives each modality token a weight, softmax over modalities, weighted sum.
     The weights (``weights``) say per video which modality the model listened to."""
 
-    def __init__(self, dims: Mapping[str, int], *, width: int = 512, hidden: int = 128):
-        super().__init__(dims, width)
+    def __init__(self, dims: Mapping[str, int], *, width: int = 512, hidden: int = 128, dropout: float = 0.0):
+        super().__init__(dims, width, dropout=dropout)
         self.project = nn.ModuleList(nn.Sequential(nn.Linear(d, width), nn.LayerNorm(width)) for d in dims.values())
         self.scorer = nn.Sequential(nn.Linear(width, hidden), nn.Tanh(), nn.Linear(hidden, 1))
 

@@ -40,12 +40,13 @@ def build_tsn(
     ``backbone_args`` go to ``timm.create_model`` (e.g. ``drop_path_rate``).
 
     ``motion``: motion frames a keyframe the model sees (0: none), through a ``MotionEncoder(motion,
-    **motion_args)`` (``backbone``, ``scale``, ``pretrained``, ``backbone_args``); ``audio``: the model hears,
-    through an ``AudioEncoder(**audio_args)`` (``mels``, ``backbone``, ``checkpoint_path``: a saved encoder's
-    weights, as ``shortvid pretrain --method avc`` writes them, ...). With either, the modality fusion
-    ``fusion`` (``list_fusions()``; ``fusion_args``) feeds the classifier. The encoders take ImageNet weights
-    from timm's hub when ``pretrained`` and no ``checkpoint_path`` is given (a local checkpoint is for the
-    frame backbone, and then nothing is downloaded), unless their args say ``pretrained`` themselves.
+    **motion_args)`` (``backbone``, ``scale``, ``keyframe``, ``pretrained``, ``backbone_args``); ``audio``: the
+    model hears, through an ``AudioEncoder(**audio_args)`` (``mels``, ``backbone``, ``checkpoint_path``: a saved
+    encoder's weights, as ``shortvid pretrain --method avc`` writes them, ...). With either, the modality fusion
+    ``fusion`` (``list_fusions()``; ``fusion_args``, e.g. ``dropout``: modality dropout) feeds the classifier.
+    The encoders take ImageNet weights from timm's hub when ``pretrained`` and no ``checkpoint_path`` is given
+    (a local checkpoint is for the frame backbone, and then nothing is downloaded), unless their args say
+    ``pretrained`` themselves.
     With ``motion=0`` and ``audio=False`` nothing is added: the model is the keyframes-only TSN.
     """
     net, head = create_backbone(backbone, pretrained=pretrained, checkpoint_path=checkpoint_path,

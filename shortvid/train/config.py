@@ -39,6 +39,7 @@ class DataConfig:
     workers: int = 2
     balanced: bool = False  # sample classes evenly (long-tailed data)
     augment: bool = True  # random resized crop, flip, colour jitter when training; off: centre crop
+    flip: bool = True  # horizontal flips in augmentation; off where a label says left from right (motion direction)
     group: str | None = None  # train a specialist on this label group's classes only (`train --group`)
 
 

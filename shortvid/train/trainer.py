@@ -75,6 +75,14 @@ def group_subset(annotations: Annotations, group: str | None) -> Annotations:
     return annotations.subset(groups[group])
 
 
+def train_transform(config: TrainConfig, model: VideoClassifier) -> VideoTransform:
+    """The datasets' transform: the config's augmentation (``data.augment``, ``data.flip``), the model's
+    normalisation."""
+    mean, std = tuple(model.data_config["mean"]), tuple(model.data_config["std"])
+    return VideoTransform(config.data.input_size, augment=config.data.augment, flip=config.data.flip,
+                          mean=mean, std=std)
+
+
 def _datasets(config: TrainConfig, all_train: Annotations, train_annotations: Annotations, transform: VideoTransform,
               mels: int = DEFAULT_MELS) -> tuple[Dataset, Dataset, FrameSpec, AudioSpec | None]:
     """The training and validation sets, the FrameSpec that reads a video as they do (with ``model.motion``
@@ -167,7 +175,7 @@ def _train(config: TrainConfig, resume: bool, ranks: Ranks) -> dict:
     model = _model(config, label_map, device)
     loop.seed_rank()
     mean, std = tuple(model.data_config["mean"]), tuple(model.data_config["std"])
-    transform = VideoTransform(config.data.input_size, augment=config.data.augment, mean=mean, std=std)
+    transform = train_transform(config, model)
     mels = getattr(model, "mels", DEFAULT_MELS)
     train_set, val_set, spec, audio = _datasets(config, all_train, train_annotations, transform, mels)
     train_loader, val_loader = _loaders(config, train_set, val_set, ranks, device)
