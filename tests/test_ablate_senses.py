@@ -51,4 +51,4 @@ def test_each_variant_trains_on_its_inputs_and_the_shared_cache(tmp_path, name, 
     assert config.data.cache == str(tmp_path / "out" / "cache_av")
     assert (config.model.motion, config.model.audio) == (motion, audio)
     assert config.model.args["motion_args"] == {"backbone": "test_resnet", "scale": 1.0}
-    assert config.model.args["fusion_args"] == {"dropout": 0.25}
+    assert config.model.args["fusion_args"] == {"dropout": 0.25} and config.model.args["stream_heads"] is True

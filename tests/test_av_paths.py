@@ -173,6 +173,20 @@ def test_evaluate_and_analyze_by_kind_and_by_sound(av_run, av_corpus, tmp_path):
     assert "## By class kind" in summary and "## By sound" in summary and "| none | 1 |" in summary
 
 
+def test_stream_heads_are_trained_beside_the_fused_classifier(av_corpus, av_cache, tmp_path):
+    """``model.args.stream_heads``: the trainer adds each modality head's loss (``optim.stream_loss``); with a
+    weight of 0 the heads get no gradient and stay as initialised, so the two runs' heads differ."""
+    heads = {}
+    for weight in (1.0, 0.0):
+        out = tmp_path / f"streams{weight:g}"
+        train(tiny_config(av_corpus, av_cache, out, "optim.epochs=1", *AV_OVERRIDES, "model.args.stream_heads=true",
+                          f"optim.stream_loss={weight}", "optim.weight_decay=0"))
+        model = RunDir(out).load_model("last")
+        assert model.inputs == INPUT_NAMES and set(model.stream_heads) == {"visual", "motion", "audio"}
+        heads[weight] = {key: value for key, value in model.state_dict().items() if key.startswith("stream_heads")}
+    assert all((heads[1.0][key] - heads[0.0][key]).abs().max() > 1e-3 for key in heads[1.0])
+
+
 # 4. Distillation
 
 def test_distillation_from_a_teacher_that_sees_and_hears(av_run, av_corpus, av_cache, tmp_path):

@@ -332,6 +332,35 @@ def test_model_shapes_and_gradients(fusion, motion, audio):
             assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
 
 
+def test_stream_heads_classify_each_modality_in_training_only():
+    """Each modality's own logits from ``forward_all`` (each reaching its own stream alone), the fused logits
+    as without them, nothing of them in ``forward``; a new class count resets them too."""
+    torch.manual_seed(0)
+    plain = av_model().eval()
+    torch.manual_seed(0)
+    model = av_model(stream_heads=True).eval()
+    assert set(model.state_dict()) - set(plain.state_dict()) == {
+        f"stream_heads.{name}.{p}" for name in ("visual", "motion", "audio") for p in ("weight", "bias")}
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("stream_heads")})
+    batch = inputs()
+    extra = model_inputs(model, batch)
+    with torch.no_grad():
+        out = model.forward_all(batch["frames"], **extra)
+        torch.testing.assert_close(out["logits"], plain(batch["frames"], **extra))
+        torch.testing.assert_close(model(batch["frames"], **extra), out["logits"])
+    assert all(out[f"{name}_logits"].shape == (B, CLASSES) for name in ("visual", "motion", "audio"))
+    model.train()
+    model.forward_all(batch["frames"], **extra)["visual_logits"].sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
+    assert all(p.grad is None for p in model.motion_encoder.parameters())  # the visual head reaches its own stream
+    model.reset_classifier(7)
+    assert all(head.out_features == 7 for head in model.stream_heads.values())
+    with pytest.raises(ValueError, match="stream heads"):
+        VideoClassifier(plain.backbone, plain.aggregator, create_classifier("linear", plain.aggregator.out_features,
+                                                                            CLASSES), stream_heads=True)
+    assert create_model("tsn_tiny", num_classes=CLASSES, stream_heads=True).stream_heads is None  # frames only
+
+
 @pytest.mark.parametrize("train", [False, True])
 def test_padded_frames_and_their_motion_are_invisible(train):
     model = av_model(aggregator="max").train(train)

@@ -84,6 +84,7 @@ class AblationPlan:
     motion_scale: float = 1.0
     fusions: tuple[str, ...] = ("gate", "attention")  # modality fusions trained besides concat, on both inputs
     modality_dropout: float = 0.25  # each modality's dropout in the fusion while training (fusion_args.dropout)
+    stream_heads: bool = True  # a loss on each modality's own head besides the fused one (model.args.stream_heads)
 
 
 class Ablation:

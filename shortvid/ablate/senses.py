@@ -37,7 +37,8 @@ class SensesAblation(PretrainedAblation):
         plan = self.plan
         encoders = [f"model.args.motion_args={{backbone: {plan.motion_backbone}, scale: {plan.motion_scale}}}",
                     f"model.args.audio_args={{backbone: {plan.audio_backbone}}}",
-                    f"model.args.fusion_args={{dropout: {plan.modality_dropout}}}"]
+                    f"model.args.fusion_args={{dropout: {plan.modality_dropout}}}",
+                    f"model.args.stream_heads={str(plan.stream_heads).lower()}"]
         return super(PretrainedAblation, self).config(run, f"data.cache={self.out / 'cache_av'}", *encoders,
                                                       *overrides)
 
@@ -113,7 +114,8 @@ def senses_report(summary: dict) -> str:
         f"--seed {plan['seed']} --epochs {plan['epochs']} --resize {size_text(plan['resize'])}"
         f"{' --pretrained' if plan['pretrained'] else ''} "
         f"--motion {plan['motion']} --fusions '{','.join(plan['fusions'])}' "
-        f"--modality-dropout {plan.get('modality_dropout', 0.0):g}`. Every model "
+        f"--modality-dropout {plan.get('modality_dropout', 0.0):g}"
+        f"{'' if plan.get('stream_heads') else ' --no-stream-heads'}`. Every model "
         f"has the same recipe ({plan['epochs']} epochs, {size_text(plan['resize'])} px frames, "
         f"{plan['input_size']} px crops, "
         f"visual backbone {plan['student']}) and differs only in its inputs; evaluated on the validation split one "

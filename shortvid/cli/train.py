@@ -231,6 +231,8 @@ def ablate_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: gate,attention; empty: none)")
     senses.add_argument("--modality-dropout", type=float, default=0.25,
                         help="each modality's dropout in the fusion while training (default: 0.25; 0: none)")
+    senses.add_argument("--stream-heads", action=argparse.BooleanOptionalAction, default=True,
+                        help="a loss on each modality's own classifier besides the fused one (default: on)")
     add_quiet_option(parser)
 
 
@@ -246,6 +248,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                         pretrain_data=args.pretrain_data, pretrain_epochs=args.pretrain_epochs,
                         simclr_epochs=args.simclr_epochs, senses=args.senses, motion=args.motion,
                         audio_seconds=args.audio_seconds, modality_dropout=args.modality_dropout,
+                        stream_heads=args.stream_heads,
                         fusions=tuple(name for name in args.fusions.split(",") if name))
     summary = ablate(plan)
     if args.report:

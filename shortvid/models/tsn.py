@@ -33,6 +33,7 @@ def build_tsn(
     audio_args: dict[str, Any] | None = None,
     fusion: str = "concat",
     fusion_args: dict[str, Any] | None = None,
+    stream_heads: bool = False,
 ) -> VideoClassifier:
     """Assemble a :class:`VideoClassifier` from registered parts.
 
@@ -43,7 +44,8 @@ def build_tsn(
     **motion_args)`` (``backbone``, ``scale``, ``keyframe``, ``pretrained``, ``backbone_args``); ``audio``: the
     model hears, through an ``AudioEncoder(**audio_args)`` (``mels``, ``backbone``, ``checkpoint_path``: a saved
     encoder's weights, as ``shortvid pretrain --method avc`` writes them, ...). With either, the modality fusion
-    ``fusion`` (``list_fusions()``; ``fusion_args``, e.g. ``dropout``: modality dropout) feeds the classifier.
+    ``fusion`` (``list_fusions()``; ``fusion_args``, e.g. ``dropout``: modality dropout) feeds the classifier;
+    ``stream_heads`` adds a classifier on each modality's embedding for training (``VideoClassifier``).
     The encoders take ImageNet weights from timm's hub when ``pretrained`` and no ``checkpoint_path`` is given
     (a local checkpoint is for the frame backbone, and then nothing is downloaded), unless their args say
     ``pretrained`` themselves.
@@ -63,7 +65,8 @@ def build_tsn(
         fuser = create_fusion(fusion, dims, **(fusion_args or {}))
         width = fuser.out_features
     scorer = create_classifier(classifier, width, num_classes, **{"dropout": dropout, **(classifier_args or {})})
-    return VideoClassifier(net, pool, scorer, head, motion_encoder=mover, audio_encoder=hearer, fusion=fuser)
+    return VideoClassifier(net, pool, scorer, head, motion_encoder=mover, audio_encoder=hearer, fusion=fuser,
+                           stream_heads=stream_heads and fuser is not None)
 
 
 def _with_defaults(defaults: dict[str, Any], overrides: dict[str, Any]) -> VideoClassifier:

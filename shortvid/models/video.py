@@ -31,6 +31,13 @@ class VideoClassifier(nn.Module):
     classifier's input), and ``inputs`` names what ``forward`` then needs besides the frames (``motion``;
     ``audio`` and ``audio_mask``). Without them (the default) the model, its state dict and its outputs
     are those of a keyframes-only TSN, and ``inputs`` is ``()``.
+
+    ``stream_heads`` (with a fusion): a linear classifier on each modality's own embedding, trained beside
+    the fused one (``forward_all``'s ``visual_logits``, ``motion_logits``, ``audio_logits``; the trainer adds
+    their loss, ``optim.stream_loss``) and unused in inference. Without them the stream that fits the
+    training set first (here, the RGB differences: they isolate the moving object) takes the whole loss and
+    the others stop learning: the greedy learning of multi-modal networks (Wang et al., "What Makes
+    Training Multi-Modal Classification Networks Hard?", CVPR 2020, whose per-modality losses this is).
     """
 
     def __init__(
@@ -43,6 +50,7 @@ class VideoClassifier(nn.Module):
         motion_encoder: MotionEncoder | None = None,
         audio_encoder: AudioEncoder | None = None,
         fusion: ModalityFusion | None = None,
+        stream_heads: bool = False,
     ):
         super().__init__()
         self.num_features = feature_dim(backbone)
@@ -71,6 +79,10 @@ class VideoClassifier(nn.Module):
         self.audio_encoder = audio_encoder
         self.fusion = fusion
         self.num_classes = classifier.num_classes
+        if stream_heads and fusion is None:
+            raise ValueError("stream heads classify each modality of a fusion: the model needs motion or audio")
+        self.stream_heads = nn.ModuleDict({name: nn.Linear(width, self.num_classes) for name, width in dims.items()}) \
+            if stream_heads else None
         # The extra inputs' sizes, for callers that make them (export's example inputs): motion frames a
         # keyframe (0: none) and log-mel bands (the contract's 64 when the model hears nothing).
         self.motion_frames = 0 if motion_encoder is None else motion_encoder.frames
@@ -139,10 +151,16 @@ class VideoClassifier(nn.Module):
                     audio: Tensor | None = None, audio_mask: Tensor | None = None) -> dict[str, Tensor]:
         """Everything training needs from one pass: ``logits`` [B, C], ``features`` [B, T, D] and,
         with the ImageNet head kept, ``imagenet`` [B, 1000]: its logits averaged over valid frames; with
-        motion or sound, their embeddings ``motion_embedding`` [B, Dm] and ``audio_embedding`` [B, Da]."""
+        motion or sound, their embeddings ``motion_embedding`` [B, Dm] and ``audio_embedding`` [B, Da]; with
+        ``stream_heads``, each modality's own logits ``NAME_logits`` [B, C]."""
         features = self.forward_features(frames, mask)
         embeddings = self.embed(frames, mask, motion=motion, audio=audio, audio_mask=audio_mask)
-        out = {"logits": self.forward_head(features, mask, embeddings=embeddings), "features": features}
+        if self.stream_heads is None:
+            out = {"logits": self.forward_head(features, mask, embeddings=embeddings), "features": features}
+        else:
+            streams = {"visual": self.aggregator(features, mask), **embeddings}
+            out = {"logits": self.classifier(self.fusion(streams)), "features": features}
+            out.update({f"{name}_logits": head(streams[name]) for name, head in self.stream_heads.items()})
         if self.imagenet_head is not None:
             out["imagenet"] = masked_mean(self.imagenet_head(features), mask, dim=1)
         out.update({f"{name}_embedding": value for name, value in embeddings.items()})
@@ -153,5 +171,9 @@ class VideoClassifier(nn.Module):
         reference = next(self.classifier.parameters())
         self.classifier.reset_classifier(num_classes)
         self.classifier.to(device=reference.device, dtype=reference.dtype)
+        if self.stream_heads is not None:
+            for name, head in self.stream_heads.items():
+                self.stream_heads[name] = nn.Linear(head.in_features, num_classes).to(reference.device,
+                                                                                      reference.dtype)
         self.num_classes = num_classes
         self.config["num_classes"] = num_classes

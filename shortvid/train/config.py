@@ -66,6 +66,7 @@ class OptimConfig:
     epochs: int = 10
     warmup_epochs: float = 1.0
     loss: str = "bce"  # bce (multi-label, the seed's) | ce (softmax)
+    stream_loss: float = 1.0  # weight of the per-modality heads' mean loss (a model with model.args.stream_heads)
     amp: bool = True  # mixed precision on CUDA; ignored on the CPU
     grad_clip: float | None = None
     patience: int | None = None  # stop after this many epochs without a better validation mean Jaccard

@@ -132,7 +132,8 @@ def predict_scores(model: VideoClassifier, loader: DataLoader, device: torch.dev
 class TrainingForward(torch.nn.Module):
     """The training pass of a model, as the module DistributedDataParallel wraps (it synchronises
     gradients only through its wrapped module's ``forward``): the model's outputs as a dict,
-    ``forward_all``'s when distilling (the teacher needs the features or the ImageNet head), else the logits."""
+    ``forward_all``'s when distilling (the teacher needs the features or the ImageNet head) or with stream heads
+    (their logits), else the logits."""
 
     def __init__(self, model: VideoClassifier, all_outputs: bool):
         super().__init__()
@@ -194,7 +195,8 @@ def _train(config: TrainConfig, resume: bool, ranks: Ranks) -> dict:
     # Parameters outside the loss (an ImageNet head kept but not distilled into) get no gradient:
     # DDP must then look for them each step.
     unused = model.imagenet_head is not None and not (teacher is not None and teacher.kind == "imagenet")
-    forward = ranks.wrap(TrainingForward(model, all_outputs=teacher is not None), device,
+    streams = list(model.stream_heads or ())
+    forward = ranks.wrap(TrainingForward(model, all_outputs=teacher is not None or bool(streams)), device,
                          find_unused_parameters=unused)
 
     def step(batch: dict) -> tuple[torch.Tensor, dict]:
@@ -205,6 +207,10 @@ def _train(config: TrainConfig, resume: bool, ranks: Ranks) -> dict:
             outputs = forward(frames, **extra)
             distill = teacher.loss(frames, outputs, batch) if teacher else None
         loss = classification_loss(outputs["logits"].float(), targets, config.optim.loss)
+        if streams:  # each modality's own head: no stream stops learning once another fits (VideoClassifier)
+            loss = loss + config.optim.stream_loss * sum(
+                classification_loss(outputs[f"{name}_logits"].float(), targets, config.optim.loss)
+                for name in streams) / len(streams)
         if distill is not None:
             loss = loss + config.distill.weight * distill
         return loss, {"distill_loss": None if distill is None else distill.item()}
