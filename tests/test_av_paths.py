@@ -187,6 +187,13 @@ def test_stream_heads_are_trained_beside_the_fused_classifier(av_corpus, av_cach
     assert all((heads[1.0][key] - heads[0.0][key]).abs().max() > 1e-3 for key in heads[1.0])
 
 
+def test_a_run_that_sees_and_hears_has_stream_heads_unless_told(av_run, av_corpus, av_cache, tmp_path):
+    assert set(RunDir(av_run).load_model().stream_heads) == {"visual", "motion", "audio"}  # the default
+    out = tmp_path / "plain"
+    train(tiny_config(av_corpus, av_cache, out, "optim.epochs=1", "model.audio=true", "model.args.stream_heads=false"))
+    assert RunDir(out).load_model().stream_heads is None
+
+
 # 4. Distillation
 
 def test_distillation_from_a_teacher_that_sees_and_hears(av_run, av_corpus, av_cache, tmp_path):

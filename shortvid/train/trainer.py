@@ -226,11 +226,16 @@ def _train(config: TrainConfig, resume: bool, ranks: Ranks) -> dict:
 
 
 def _model(config: TrainConfig, label_map: LabelMap, device: torch.device) -> VideoClassifier:
-    """The model ``config`` trains: built, started from ``model.init_from``'s weights, stages frozen."""
+    """The model ``config`` trains: built, started from ``model.init_from``'s weights, stages frozen. A model
+    with motion or sound gets stream heads unless ``model.args.stream_heads=false``: without them a still or
+    muted video of an appearance class was not recognised at all (docs/motion-and-sound.md)."""
     senses = {key: value for key, value in (("motion", config.model.motion), ("audio", config.model.audio)) if value}
+    if senses:  # each modality's own loss unless the config says otherwise (VideoClassifier: "stream_heads")
+        senses["stream_heads"] = config.model.args.get("stream_heads", True)
+    args = {key: value for key, value in config.model.args.items() if key not in senses}
     model = create_model(config.model.name, num_classes=len(label_map), pretrained=config.model.pretrained,
                          checkpoint_path=config.model.checkpoint_path, imagenet_head=config.model.imagenet_head,
-                         **senses, **config.model.args).to(device)
+                         **senses, **args).to(device)
     if config.model.init_from:  # its best checkpoint, else its last
         load_weights(model, RunDir(config.model.init_from).load_checkpoint(map_location=device)["model"],
                      reset_class_head=True)
