@@ -17,6 +17,7 @@ import numpy as np
 
 __all__ = [
     "average_precision",
+    "confusion_matrix",
     "confusion_pairs",
     "evaluation_report",
     "gap_at_k",
@@ -163,6 +164,24 @@ def average_precision(scores_c, targets_c) -> float:
         return float("nan")
     order = np.argsort(-s, kind="stable")
     return _ranked_ap(s[order], t[order], num_positives)
+
+
+def confusion_matrix(predicted: Sequence[Collection[int]], targets, num_classes: int) -> np.ndarray:
+    """Counts [C, C] int64, rows true class, columns predicted class.
+
+    Off the diagonal, the rule of `confusion_pairs`: per video, each missed true label is paired
+    with each wrongly predicted label. On the diagonal, the number of videos where the class was
+    both true and predicted. So ``confusion_pairs`` equals the non-zero off-diagonal cells.
+    """
+    t = as_targets(targets, len(predicted))
+    if t.shape[1] != num_classes:
+        raise ValueError(f"targets have {t.shape[1]} classes, expected {num_classes}")
+    p = predicted_matrix(predicted, num_classes)
+    missed = (t & ~p).astype(np.int64)
+    wrong = (p & ~t).astype(np.int64)
+    matrix = missed.T @ wrong
+    matrix[np.diag_indices(num_classes)] = np.count_nonzero(p & t, axis=0)
+    return matrix
 
 
 def per_class_ap(scores, targets) -> np.ndarray:

@@ -166,6 +166,19 @@ class LabelMap:
                 members.setdefault(group, []).append(class_id)
         return members
 
+    def group_order(self) -> tuple[list[int], list[int]]:
+        """Class ids ordered by group (ungrouped last) and the sizes of those blocks: the order of the
+        confusion heatmaps."""
+        order, sizes = [], []
+        for members in self.groups.values():
+            order += members
+            sizes.append(len(members))
+        rest = [i for i in range(len(self)) if i not in set(order)]
+        if rest:
+            order += rest
+            sizes.append(len(rest))
+        return order, sizes
+
     def subset(self, classes: Iterable[int | str]) -> LabelMap:
         """Map restricted to ``classes``, renumbered 0..K-1 in the order of their original ids."""
         kept = sorted({self.id(label) for label in classes})

@@ -25,6 +25,7 @@ from ..files import atomic_write
 from ..metrics import (
     as_targets,
     by_slice,
+    confusion_matrix,
     confusion_pairs,
     jaccard,
     per_class_ap,
@@ -42,24 +43,6 @@ __all__ = [
 ]
 
 UNGROUPED = "(ungrouped)"
-
-
-def confusion_matrix(predicted: Sequence[Collection[int]], targets, num_classes: int) -> np.ndarray:
-    """Counts [C, C] int64, rows true class, columns predicted class.
-
-    Off the diagonal, the rule of `confusion_pairs`: per video, each missed true label is paired
-    with each wrongly predicted label. On the diagonal, the number of videos where the class was
-    both true and predicted. So ``confusion_pairs`` equals the non-zero off-diagonal cells.
-    """
-    t = as_targets(targets, len(predicted))
-    if t.shape[1] != num_classes:
-        raise ValueError(f"targets have {t.shape[1]} classes, expected {num_classes}")
-    p = predicted_matrix(predicted, num_classes)
-    missed = (t & ~p).astype(np.int64)
-    wrong = (p & ~t).astype(np.int64)
-    matrix = missed.T @ wrong
-    matrix[np.diag_indices(num_classes)] = np.count_nonzero(p & t, axis=0)
-    return matrix
 
 
 def per_class_precision_recall(predicted: Sequence[Collection[int]], targets) -> tuple[np.ndarray, np.ndarray]:
@@ -150,20 +133,6 @@ class _Error:
         return (self.jaccard, -self.wrong_score, self.index)
 
 
-def _class_order(label_map: LabelMap, groups: dict[str, list[int]]) -> tuple[list[int], list[int]]:
-    """Class ids ordered by group (ungrouped last) and the sizes of those blocks."""
-    order, sizes = [], []
-    for members in groups.values():
-        order += members
-        sizes.append(len(members))
-    placed = set(order)
-    rest = [i for i in range(len(label_map)) if i not in placed]
-    if rest:
-        order += rest
-        sizes.append(len(rest))
-    return order, sizes
-
-
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:60] or "video"
 
@@ -247,7 +216,7 @@ def analyze_run(
     if num_groups is None:
         num_groups = len(groups) or max(1, round(math.sqrt(num_classes)))
     proposed = propose_groups(matrix, min(num_groups, num_classes))
-    order, sizes = _class_order(label_map, groups)
+    order, sizes = label_map.group_order()
 
     worst_rows = []
     for rank, error in enumerate(errors, 1):

@@ -26,7 +26,8 @@ The loop owns the rest, once for every trainer:
   ``best.pt``) and validates, the others receive its record and keep the same best epoch and patience;
 - files: ``last.pt`` every epoch (and every ``checkpoint_every`` steps), ``best.pt`` when the
   score improves, all published atomically (``RunDir`` through ``shortvid.files``); one line per
-  epoch in ``metrics.jsonl``, and a printed line with ``progress``.
+  epoch in ``metrics.jsonl``, the same as TensorBoard curves in ``tensorboard/`` where it is installed
+  (``curves.Curves``), and a printed line with ``progress``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from tqdm import tqdm
 
 from ..run import RunDir
 from .config import ConfigError, save_config
+from .curves import Curves
 from .ranks import Ranks
 
 log = logging.getLogger("shortvid.train")
@@ -211,11 +213,13 @@ def _epoch_means(every_rank: list[dict[str, list[float]]], loss_name: str) -> di
 class Validation:
     """One epoch's validation on rank 0: ``record`` joins the epoch's line in ``metrics.jsonl``,
     ``score`` picks the best epoch (higher is better), ``publish`` writes what goes with a new best
-    (the decision policy) once ``best.pt`` is published."""
+    (the decision policy) once ``best.pt`` is published, ``curves`` what the epoch adds to TensorBoard
+    besides its record (per-class AP, the confusion matrix: ``curves.Curves``)."""
 
     record: dict
     score: float
     publish: Callable[[], None] | None = None
+    curves: Callable[[Curves, int], None] | None = None
 
 
 class TrainLoop:
@@ -360,6 +364,17 @@ class TrainLoop:
         ``patience`` stops after so many epochs without a better score. Returns once the run is
         complete on disk, on every rank."""
         state, ranks, run = self.state, self.ranks, self.run
+        curves = Curves.open(run.root, state.epoch) if ranks.main and state.epoch < self.config.optim.epochs \
+            else None
+        try:
+            return self._fit(step, validate, name, loss_name, describe, patience, curves)
+        finally:
+            if curves is not None:
+                curves.close()
+
+    def _fit(self, step: Step, validate: Callable[[], Validation] | None, name: str, loss_name: str,
+             describe: Callable[[dict], str] | None, patience: int | None, curves: Curves | None) -> dict:
+        state, ranks, run = self.state, self.ranks, self.run
         last_record: dict = {}
         while state.epoch < self.config.optim.epochs:
             started = time.perf_counter()
@@ -381,6 +396,10 @@ class TrainLoop:
                 state.best, state.best_epoch = score, record["epoch"]
             if ranks.main:
                 run.append_metrics(record)
+                if curves is not None:
+                    curves.epoch(record)
+                    if validation is not None and validation.curves is not None:
+                        validation.curves(curves, record["epoch"])
             self.save_last()
             if ranks.main and improved:
                 run.publish_best()

@@ -44,13 +44,14 @@ from ..data.datasets import CachedVideoDataset, RawVideoDataset
 from ..data.labels import LabelMap
 from ..data.transforms import VideoTransform
 from ..decode import AudioSpec, FrameSpec
-from ..metrics import mean_ap, top_k_hit
+from ..metrics import confusion_matrix, mean_ap, per_class_ap, top_k_hit
 from ..models import VideoClassifier, create_model
 from ..models.inputs import DEFAULT_MELS, model_inputs
 from ..models.scores import probabilities, score_kind
 from ..policy import DecisionPolicy
 from ..run import Preprocess, RunDir, load_weights
 from .config import ConfigError, TrainConfig
+from .curves import Curves
 from .freeze import freeze_stages
 from .loop import EpochSampler, TrainLoop, Validation
 from .losses import classification_loss
@@ -220,7 +221,14 @@ def _train(config: TrainConfig, resume: bool, ranks: Ranks) -> dict:
         policy, jaccard = DecisionPolicy.fit(scores, targets)
         record = {"val_loss": val_loss, "val_mean_jaccard": jaccard, "val_top1": top_k_hit(scores, targets, 1),
                   "val_mAP": mean_ap(scores, targets)}
-        return Validation(record, jaccard, publish=lambda: run.write_policy(policy.to_dict()))
+
+        def curves(writer: Curves, epoch: int) -> None:  # per-class AP and the confusions under the policy
+            writer.per_class(label_map.names, per_class_ap(scores, targets), epoch)
+            predicted = [policy.apply_one(row) for row in scores]
+            writer.confusion(confusion_matrix(predicted, targets, len(label_map)), label_map.names,
+                             *label_map.group_order(), epoch)
+
+        return Validation(record, jaccard, publish=lambda: run.write_policy(policy.to_dict()), curves=curves)
 
     return loop.fit(step, validate=validate, describe=_epoch_line, patience=config.optim.patience)
 
