@@ -15,8 +15,8 @@ PACKAGE = Path(__file__).parent.parent / "shortvid"
 # within one layer, only modules of its own package (checked acyclic below).
 LAYERS = {
     "shortvid": 0, "shortvid.errors": 0, "shortvid.files": 0, "shortvid.machine": 0, "shortvid.metrics": 0,
-    "shortvid.policy": 1, "shortvid.extras": 1, "shortvid.plots": 1, "shortvid.decode": 1, "shortvid.synth": 1,
-    "shortvid.data": 2, "shortvid.models": 2,
+    "shortvid.policy": 1, "shortvid.extras": 1, "shortvid.decode": 1, "shortvid.synth": 1,
+    "shortvid.data": 2, "shortvid.models": 2, "shortvid.plots": 2,
     "shortvid.run": 3,
     "shortvid.export": 4,
     "shortvid.quantize": 5,
