@@ -24,7 +24,7 @@ import numpy as np
 from shortvid.data.annotations import load_dataset
 from shortvid.errors import DecodeError
 from shortvid.infer.classifier import Classifier
-from shortvid.metrics import by_slice, jaccard, video_kind
+from shortvid.metrics import by_slice, jaccard, predicted_matrix, video_kind
 
 from common import machine, make_parser, write_json
 
@@ -69,9 +69,7 @@ def main() -> None:
         except DecodeError as error:
             print(f"skipped {sample.path}: {type(error).__name__}: {error}")
     kinds = [video_kind(sample.labels, annotations.label_map.class_kinds) for sample in kept]
-    truth = np.zeros((len(kept), len(annotations.label_map)), dtype=bool)  # multi-hot
-    for row, sample in enumerate(kept):
-        truth[row, list(sample.labels)] = True
+    truth = predicted_matrix([sample.labels for sample in kept], len(annotations.label_map))  # multi-hot
     report = {"machine": machine(), "run": args.run, "videos": len(kept), "inputs": list(classifier.inputs),
               "versions": {}}
     for name, version in VERSIONS.items():

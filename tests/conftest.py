@@ -218,3 +218,17 @@ def av_run(av_corpus, av_cache, tmp_path_factory) -> Path:
     runs = shared(tmp_path_factory, "av_runs",
                   lambda root: train(tiny_config(av_corpus, av_cache, root / "av", "optim.epochs=2", *AV_OVERRIDES)))
     return runs / "av"
+
+
+def stop_at_checkpoint(monkeypatch) -> None:
+    """Make each checkpoint save end the run right after writing (a ``KeyboardInterrupt``), as a kill would;
+    ``monkeypatch.undo()`` lets a resume run normally."""
+    from shortvid.run import RunDir
+
+    save = RunDir.save_checkpoint
+
+    def save_then_stop(self, checkpoint, path):
+        save(self, checkpoint, path)
+        raise KeyboardInterrupt("simulated stop")
+
+    monkeypatch.setattr(RunDir, "save_checkpoint", save_then_stop)

@@ -34,7 +34,7 @@ from shortvid.train.config import ConfigError, load_config
 from shortvid.train.contrastive import SimCLRAugment, distinct_frames, nt_xent_loss
 from shortvid.train.trainer import train
 
-from conftest import AV_MUTE, shared, tiny_config, without_audio
+from conftest import AV_MUTE, shared, stop_at_checkpoint, tiny_config, without_audio
 
 AUDIO_ARGS = '{"backbone": "test_resnet"}'  # a small audio encoder: the tests' runs take seconds
 MUTE = ("mute0.mp4", "mute1.mp4")
@@ -205,13 +205,7 @@ def test_an_audio_encoder_file_that_does_not_fit_is_a_typed_error(pretrained, tm
 def test_an_interrupted_pretrain_resumes_to_the_same_weights(pretrained, avc_cache, tmp_path, monkeypatch):
     out = tmp_path / "stopped"
     config = load_config("avc", overrides(avc_cache, out, "checkpoint_every=2"), schema=AVCConfig)
-    save = RunDir.save_checkpoint
-
-    def save_then_stop(self, checkpoint, path):
-        save(self, checkpoint, path)
-        raise KeyboardInterrupt("simulated stop")
-
-    monkeypatch.setattr(RunDir, "save_checkpoint", save_then_stop)
+    stop_at_checkpoint(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         pretrain_avc(config)
     monkeypatch.undo()

@@ -25,6 +25,8 @@ from shortvid.train.simclr import (
     view_frames,
 )
 
+from conftest import stop_at_checkpoint
+
 
 def hand_nt_xent(z1, z2, tau):
     """SimCLR's eq. 1 written out: l(i, j) = -log(exp(s_ij / tau) / sum_{k != i} exp(s_ik / tau)),
@@ -169,13 +171,7 @@ def test_pretrain_writes_a_backbone_a_tsn_loads_and_resumes_after_a_stop(tiny_ca
     # Stopped right after its first checkpoint (mid-epoch 1 of 3 steps), then resumed: the same weights.
     stopped_out = tmp_path / "stopped"
     stopped = simclr_config(tiny_cache, stopped_out, "checkpoint_every=2")
-    save = RunDir.save_checkpoint
-
-    def save_then_stop(self, checkpoint, path):
-        save(self, checkpoint, path)
-        raise KeyboardInterrupt("simulated stop")
-
-    monkeypatch.setattr(RunDir, "save_checkpoint", save_then_stop)
+    stop_at_checkpoint(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         pretrain_simclr(stopped)
     monkeypatch.undo()

@@ -61,7 +61,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from ..data.cache import FrameCache
 from ..decode import log_mel
@@ -73,6 +73,7 @@ from ..models.backbones import create_backbone, feature_dim
 from .config import ConfigError
 from .contrastive import (
     ClipSource,
+    SeededVideos,
     SimCLRAugment,
     SimCLRAugmentConfig,
     SimCLRDataConfig,
@@ -153,7 +154,7 @@ def sounding_videos(cache: FrameCache, names: Sequence[str]) -> tuple[list[str],
     return kept, skipped
 
 
-class AVCVideos(Dataset):
+class AVCVideos(SeededVideos):
     """Videos of a frame cache with their sound as AVC examples::
 
         {"frames": float [T, 3, S, S], "mask": bool [T] (real frames), "audio": float [mels, n],
@@ -174,21 +175,11 @@ class AVCVideos(Dataset):
             raise ConfigError("augment.audio_crop", f"must be above 0 and at most 1, got {crop!r}")
         if gain_db < 0:
             raise ConfigError("augment.audio_gain_db", f"must be 0 or more, got {gain_db!r}")
-        self.cache = cache
-        self.names = list(names)
-        self.augment = augment
+        super().__init__(cache, names, augment, seed)
         self.frames = frames
         self.mels = mels
         self.crop = crop
         self.gain_db = gain_db
-        self.seed = seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __getitem__(self, index: int) -> dict:
         name = self.names[index]

@@ -24,6 +24,7 @@ from typing import Protocol, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from ..data.annotations import load_dataset
@@ -137,6 +138,24 @@ class ClipSource(Protocol):
     """What the pretraining datasets read: ``FrameCache`` (or anything with its ``read``)."""
 
     def read(self, name: str) -> CachedClip: ...
+
+
+class SeededVideos(Dataset):
+    """Base of the pretraining datasets: the videos ``names`` of ``cache``, an example's random draws seeded
+    from (``seed``, epoch, index) so they repeat across runs, workers and resumes (``set_epoch``)."""
+
+    def __init__(self, cache: ClipSource, names: Sequence[str], augment: SimCLRAugment, seed: int = 0):
+        self.cache = cache
+        self.names = list(names)
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
 
 def pretraining_videos(data: SimCLRDataConfig, cache: FrameCache) -> list[str]:

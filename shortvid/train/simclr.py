@@ -70,7 +70,7 @@ import numpy as np
 import timm
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from ..data.cache import FrameCache
 from ..errors import DatasetError
@@ -78,7 +78,7 @@ from ..files import atomic_write
 from ..models.backbones import create_backbone, feature_dim
 from .config import ConfigError
 from .contrastive import (
-    ClipSource,
+    SeededVideos,
     SimCLRAugment,
     SimCLRAugmentConfig,
     SimCLRDataConfig,
@@ -132,7 +132,7 @@ def view_frames(times: Sequence[float], rng: np.random.Generator) -> tuple[int, 
     return distinct[int(first)], distinct[int(second)]
 
 
-class SimCLRVideos(Dataset):
+class SimCLRVideos(SeededVideos):
     """Unlabelled videos of a frame cache as SimCLR examples::
 
         {"views": float [2, 3, S, S], "picks": int64 [2] (the cached frames used), "index": int, "name": str}
@@ -142,19 +142,6 @@ class SimCLRVideos(Dataset):
     they repeat across runs, DataLoader workers and resumes; the two views draw one after the other,
     so they are augmented independently.
     """
-
-    def __init__(self, cache: ClipSource, names: Sequence[str], augment: SimCLRAugment, seed: int = 0):
-        self.cache = cache
-        self.names = list(names)
-        self.augment = augment
-        self.seed = seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __getitem__(self, index: int) -> dict:
         clip = self.cache.read(self.names[index])

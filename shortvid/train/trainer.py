@@ -224,8 +224,7 @@ def _train(config: TrainConfig, resume: bool, ranks: Ranks) -> dict:
 
         def curves(writer: Curves, epoch: int) -> None:  # per-class AP and the confusions under the policy
             writer.per_class(label_map.names, per_class_ap(scores, targets), epoch)
-            predicted = [policy.apply_one(row) for row in scores]
-            writer.confusion(confusion_matrix(predicted, targets, len(label_map)), label_map.names,
+            writer.confusion(confusion_matrix(policy.apply(scores), targets, len(label_map)), label_map.names,
                              *label_map.group_order(), epoch)
 
         return Validation(record, jaccard, publish=lambda: run.write_policy(policy.to_dict()), curves=curves)
